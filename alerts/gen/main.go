@@ -1,0 +1,33 @@
+// Command gen writes deploy/kubernetes/prometheusrule.yaml from
+// alerts/ct-exporter.rules.yml. Run it with "go generate ./alerts".
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/ct-exporter/ct-exporter/alerts"
+)
+
+func main() {
+	in := flag.String("in", alerts.RulesFileName, "Prometheus rule file to read")
+	out := flag.String("out", "../"+alerts.PrometheusRulePath, "PrometheusRule file to write")
+	flag.Parse()
+	if err := run(*in, *out); err != nil {
+		fmt.Fprintln(os.Stderr, "gen:", err)
+		os.Exit(1)
+	}
+}
+
+func run(in, out string) error {
+	rules, err := os.ReadFile(in)
+	if err != nil {
+		return err
+	}
+	doc, err := alerts.PrometheusRule(rules)
+	if err != nil {
+		return fmt.Errorf("%s: %w", in, err)
+	}
+	return os.WriteFile(out, doc, 0o644)
+}
