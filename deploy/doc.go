@@ -1,0 +1,18 @@
+// Package deploy holds no code: it is the home of the deployment files of
+// ct-exporter and of the tests that keep them honest.
+//
+// The files are:
+//   - systemd/ct-exporter.service: a hardened unit that runs the exporter as a
+//     transient non-root user with CAP_NET_ADMIN only, with its flags in
+//     systemd/ct-exporter.env and the recommended conntrack sysctls in
+//     systemd/90-ct-exporter.conf;
+//   - kubernetes/: a kustomization with a DaemonSet, a headless Service and a
+//     PodMonitor, and the opt-in overlay kubernetes/netns for pod namespaces;
+//   - ../Dockerfile: the multi-stage container image build.
+//
+// The tests check the unit's systemd-analyze exposure score and verify it,
+// run the exporter with exactly the privileges the unit grants and without
+// them, decode the manifests strictly into the Kubernetes API types, lint the
+// Dockerfile and run the go build command it contains. docs/INSTALL.md
+// describes each way to install.
+package deploy
