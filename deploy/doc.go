@@ -5,7 +5,8 @@
 //   - systemd/ct-exporter.service: a hardened unit that runs the exporter as a
 //     transient non-root user with CAP_NET_ADMIN only, with its flags in
 //     systemd/ct-exporter.env and the recommended conntrack sysctls in
-//     systemd/90-ct-exporter.conf;
+//     systemd/90-ct-exporter.conf, and the opt-in drop-in systemd/netns.conf for
+//     other network namespaces;
 //   - kubernetes/: a kustomization with a DaemonSet, a headless Service and a
 //     PodMonitor, and the opt-in overlay kubernetes/netns for pod namespaces;
 //   - ../Dockerfile: the multi-stage container image build.

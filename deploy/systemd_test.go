@@ -267,3 +267,69 @@ func TestSysctlSnippet(t *testing.T) {
 		}
 	}
 }
+
+// securityChecks runs systemd-analyze security on the unit installed under
+// root with its drop-ins and returns each check's verdict (true for ✓) by
+// setting name, and the overall exposure level.
+func securityChecks(t *testing.T, root string) (map[string]bool, float64) {
+	t.Helper()
+	sa := needTool(t, "systemd-analyze")
+	cmd := exec.Command(sa, "security", "--offline=true", "--no-pager", "--root="+root, "ct-exporter.service")
+	cmd.Env = append(os.Environ(), "SYSTEMD_COLORS=0")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("systemd-analyze security: %v\n%s", err, out)
+	}
+	checks := map[string]bool{}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && (f[0] == "✓" || f[0] == "✗") {
+			checks[f[1]] = f[0] == "✓"
+		}
+	}
+	m := exposureRE.FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("no \"Overall exposure level\" line in:\n%s", out)
+	}
+	score, err := strconv.ParseFloat(string(m[1]), 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return checks, score
+}
+
+// TestNetnsDropIn installs the unit and the opt-in netns.conf drop-in into a
+// scratch root and checks with systemd-analyze security that the drop-in
+// merges as intended: CAP_SYS_ADMIN and joining network namespaces are
+// added, every other restriction stays.
+func TestNetnsDropIn(t *testing.T) {
+	root := t.TempDir()
+	sysDir := filepath.Join(root, "etc", "systemd", "system")
+	if err := os.MkdirAll(filepath.Join(sysDir, "ct-exporter.service.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := copyFile(repoPath(unitPath), filepath.Join(sysDir, "ct-exporter.service")); err != nil {
+		t.Fatal(err)
+	}
+	base, baseScore := securityChecks(t, root)
+	if err := copyFile(repoPath("deploy/systemd/netns.conf"), filepath.Join(sysDir, "ct-exporter.service.d", "netns.conf")); err != nil {
+		t.Fatal(err)
+	}
+	withDropIn, score := securityChecks(t, root)
+	t.Logf("exposure: unit %.1f, with netns.conf %.1f", baseScore, score)
+
+	changed := map[string]bool{"CapabilityBoundingSet=~CAP_SYS_ADMIN": true, "RestrictNamespaces=~net": true}
+	for name := range changed {
+		if !base[name] || withDropIn[name] {
+			t.Errorf("%s: want ✓ without the drop-in and ✗ with it (got %v, %v)", name, base[name], withDropIn[name])
+		}
+	}
+	for name, ok := range base {
+		if !changed[name] && withDropIn[name] != ok {
+			t.Errorf("the drop-in changes %s", name)
+		}
+	}
+	if len(base) < 50 {
+		t.Errorf("only %d checks parsed from systemd-analyze security", len(base))
+	}
+}
