@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ct-exporter/ct-exporter/alerts"
 	"github.com/ct-exporter/ct-exporter/deploy/grafana"
@@ -406,5 +407,22 @@ func TestPromtoolParsesQueries(t *testing.T) {
 	out, err := exec.Command(promtool, "check", "rules", path).CombinedOutput()
 	if err != nil {
 		t.Fatalf("promtool check rules: %v\n%s", err, out)
+	}
+}
+
+func TestRateInterval(t *testing.T) {
+	for _, tc := range []struct {
+		scrape, step time.Duration
+		want         string
+	}{
+		{15 * time.Second, 15 * time.Second, "60s"},
+		{15 * time.Second, 2 * time.Minute, "135s"},
+		{time.Second, 0, "4s"},
+		{250 * time.Millisecond, 100 * time.Millisecond, "1s"},
+		{300 * time.Millisecond, 0, "1200ms"},
+	} {
+		if got := grafana.RateInterval(tc.scrape, tc.step); got != tc.want {
+			t.Errorf("RateInterval(%v, %v) = %q; want %q", tc.scrape, tc.step, got, tc.want)
+		}
 	}
 }

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // ErrUnknownVariable is returned (wrapped) by Expand for a variable that has
@@ -20,7 +22,8 @@ var variableRE = regexp.MustCompile(`\$\{([A-Za-z0-9_]+)(?::[A-Za-z0-9_]+)?\}|\$
 // by name without the "$" (for example "instance", "netns",
 // "__rate_interval"). A value is inserted as is: for a regex matcher such as
 // netns=~"$netns", pass a regex ("self|blue") or a single escaped value.
-// Every variable of expr must have a value.
+// Every variable of expr must have a value; RateInterval computes the one
+// for "__rate_interval".
 func Expand(expr string, vars map[string]string) (string, error) {
 	var missing []string
 	out := variableRE.ReplaceAllStringFunc(expr, func(m string) string {
@@ -37,6 +40,17 @@ func Expand(expr string, vars map[string]string) (string, error) {
 		return "", fmt.Errorf("%w: %s in %q", ErrUnknownVariable, strings.Join(missing, ", "), expr)
 	}
 	return out, nil
+}
+
+// RateInterval returns the value Grafana gives $__rate_interval for a range
+// query with the given step against a data source whose scrape interval is
+// scrape: max(step + scrape, 4 * scrape), in PromQL duration syntax.
+func RateInterval(scrape, step time.Duration) string {
+	d := max(step+scrape, 4*scrape).Truncate(time.Millisecond)
+	if d%time.Second == 0 {
+		return strconv.FormatInt(int64(d/time.Second), 10) + "s"
+	}
+	return strconv.FormatInt(d.Milliseconds(), 10) + "ms"
 }
 
 // Variables returns the names of the Grafana variables used in expr, sorted
