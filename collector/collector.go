@@ -1,0 +1,129 @@
+// Package collector turns the conntrack state of one or more network
+// namespaces into Prometheus metrics, built at scrape time.
+//
+// Each concern (kernel statistics, sysctl settings, lifetime events, table
+// breakdown) is one Collector. The Exporter runs every Collector for every
+// watched namespace on each scrape, concurrently, and reports
+// conntrack_exporter_collector_success and
+// conntrack_exporter_collector_duration_seconds for each pair. A failing
+// Collector costs its own metrics, never the scrape.
+package collector
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/ct-exporter/ct-exporter/internal/netns"
+)
+
+// Namespace is the name of the metric namespace every conntrack metric
+// starts with.
+const Namespace = "conntrack"
+
+// NetnsLabel is the label that names the watched network namespace. It is
+// on every conntrack metric, whether one namespace is watched or many.
+const NetnsLabel = "netns"
+
+// Collector gathers one concern's metrics for one network namespace.
+type Collector interface {
+	// Describe sends the descriptors of every metric Update may send.
+	Describe(ch chan<- *prometheus.Desc)
+	// Update sends the metrics of target to ch. It returns an error when
+	// it could not collect; metrics sent before the error are kept.
+	Update(ctx context.Context, target netns.Target, ch chan<- prometheus.Metric) error
+}
+
+// Targets lists the namespaces to collect from. It is called on every
+// scrape so that the set can change while the exporter runs.
+type Targets func() []netns.Target
+
+// Exporter is the prometheus.Collector that runs every Collector for every
+// target.
+type Exporter struct {
+	collectors map[string]Collector
+	targets    Targets
+	timeout    time.Duration
+	logger     *zap.Logger
+
+	successDesc  *prometheus.Desc
+	durationDesc *prometheus.Desc
+}
+
+// NewExporter returns an Exporter over the named collectors. timeout
+// bounds each Collector's Update; zero means no bound.
+func NewExporter(collectors map[string]Collector, targets Targets, timeout time.Duration, logger *zap.Logger) *Exporter {
+	return &Exporter{
+		collectors: collectors,
+		targets:    targets,
+		timeout:    timeout,
+		logger:     logger,
+		successDesc: prometheus.NewDesc(
+			prometheus.BuildFQName(Namespace, "exporter", "collector_success"),
+			"Whether the collector succeeded for the network namespace on this scrape (1) or not (0).",
+			[]string{"collector", NetnsLabel}, nil),
+		durationDesc: prometheus.NewDesc(
+			prometheus.BuildFQName(Namespace, "exporter", "collector_duration_seconds"),
+			"How long the collector took for the network namespace on this scrape.",
+			[]string{"collector", NetnsLabel}, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
+	ch <- e.successDesc
+	ch <- e.durationDesc
+	for _, c := range e.collectors {
+		c.Describe(ch)
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
+	names := make([]string, 0, len(e.collectors))
+	for name := range e.collectors {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var wg sync.WaitGroup
+	for _, target := range e.targets() {
+		for _, name := range names {
+			wg.Add(1)
+			go func(name string, target netns.Target) {
+				defer wg.Done()
+				e.run(name, target, ch)
+			}(name, target)
+		}
+	}
+	wg.Wait()
+}
+
+// run updates one collector for one target and reports how it went.
+func (e *Exporter) run(name string, target netns.Target, ch chan<- prometheus.Metric) {
+	ctx := context.Background()
+	if e.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, e.timeout)
+		defer cancel()
+	}
+	start := time.Now()
+	err := e.collectors[name].Update(ctx, target, ch)
+	duration := time.Since(start).Seconds()
+	success := 1.0
+	if err != nil {
+		success = 0
+		e.logger.Warn("collector failed",
+			zap.String("collector", name), zap.String(NetnsLabel, target.Name),
+			zap.Float64("duration_seconds", duration), zap.Error(err))
+	} else {
+		e.logger.Debug("collector succeeded",
+			zap.String("collector", name), zap.String(NetnsLabel, target.Name),
+			zap.Float64("duration_seconds", duration))
+	}
+	ch <- prometheus.MustNewConstMetric(e.successDesc, prometheus.GaugeValue, success, name, target.Name)
+	ch <- prometheus.MustNewConstMetric(e.durationDesc, prometheus.GaugeValue, duration, name, target.Name)
+}

@@ -1,0 +1,247 @@
+package nstest
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ct-exporter/ct-exporter/internal/ctnl"
+)
+
+// TCP states as ctnetlink numbers them (enum tcp_conntrack).
+const (
+	TCPNone        uint8 = 0
+	TCPSynSent     uint8 = 1
+	TCPSynRecv     uint8 = 2
+	TCPEstablished uint8 = 3
+	TCPFinWait     uint8 = 4
+	TCPCloseWait   uint8 = 5
+	TCPLastAck     uint8 = 6
+	TCPTimeWait    uint8 = 7
+	TCPClose       uint8 = 8
+)
+
+// Entry describes one conntrack entry to create over ctnetlink.
+type Entry struct {
+	Proto        uint8 // unix.IPPROTO_TCP or unix.IPPROTO_UDP
+	Src, Dst     netip.Addr
+	SPort, DPort uint16
+	Timeout      uint32 // seconds, required by the kernel
+	TCPState     uint8  // for TCP; TCPNone leaves it unset
+	// Assured marks the entry CONFIRMED|ASSURED|SEEN_REPLY after creation,
+	// so early_drop cannot evict it.
+	Assured bool
+	Mark    uint32
+}
+
+// conntrack status bits (enum ip_conntrack_status).
+const (
+	statusSeenReply = 1 << 1
+	statusAssured   = 1 << 2
+	statusConfirmed = 1 << 3
+)
+
+// ctnetlink attribute numbers used to build entries.
+const (
+	ctaTupleOrig  = 1
+	ctaTupleReply = 2
+	ctaStatus     = 3
+	ctaProtoinfo  = 4
+	ctaTimeout    = 7
+	ctaMark       = 8
+	ctaTupleIP    = 1
+	ctaTupleProto = 2
+	ctaIPv4Src    = 1
+	ctaIPv4Dst    = 2
+	ctaIPv6Src    = 3
+	ctaIPv6Dst    = 4
+	ctaProtoNum   = 1
+	ctaProtoSPort = 2
+	ctaProtoDPort = 3
+	ctaProtoTCP   = 1
+	ctaTCPState   = 1
+	nlaNested     = 0x8000
+	msgCTNew      = 1<<8 | 0
+)
+
+// attrBuf appends netlink attributes to a byte slice.
+type attrBuf []byte
+
+func (b attrBuf) put(typ uint16, data []byte) attrBuf {
+	l := 4 + len(data)
+	b = binary.NativeEndian.AppendUint16(b, uint16(l))
+	b = binary.NativeEndian.AppendUint16(b, typ)
+	b = append(b, data...)
+	for len(b)%4 != 0 {
+		b = append(b, 0)
+	}
+	return b
+}
+
+func (b attrBuf) nested(typ uint16, inner attrBuf) attrBuf { return b.put(typ|nlaNested, inner) }
+
+func be16(v uint16) []byte { return binary.BigEndian.AppendUint16(nil, v) }
+func be32(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
+
+func tuple(proto uint8, src, dst netip.Addr, sport, dport uint16) attrBuf {
+	var ip attrBuf
+	if src.Is4() {
+		s, d := src.As4(), dst.As4()
+		ip = ip.put(ctaIPv4Src, s[:]).put(ctaIPv4Dst, d[:])
+	} else {
+		s, d := src.As16(), dst.As16()
+		ip = ip.put(ctaIPv6Src, s[:]).put(ctaIPv6Dst, d[:])
+	}
+	var p attrBuf
+	p = p.put(ctaProtoNum, []byte{proto}).put(ctaProtoSPort, be16(sport)).put(ctaProtoDPort, be16(dport))
+	var tb attrBuf
+	return tb.nested(ctaTupleIP, ip).nested(ctaTupleProto, p)
+}
+
+// newMessage encodes one IPCTNL_MSG_CT_NEW request.
+func newMessage(e Entry, seq uint32, create bool) []byte {
+	family := byte(unix.AF_INET)
+	if e.Src.Is6() {
+		family = unix.AF_INET6
+	}
+	var a attrBuf
+	a = a.nested(ctaTupleOrig, tuple(e.Proto, e.Src, e.Dst, e.SPort, e.DPort))
+	a = a.nested(ctaTupleReply, tuple(e.Proto, e.Dst, e.Src, e.DPort, e.SPort))
+	if create {
+		a = a.put(ctaTimeout, be32(e.Timeout))
+		if e.Mark != 0 {
+			a = a.put(ctaMark, be32(e.Mark))
+		}
+		if e.Proto == unix.IPPROTO_TCP && e.TCPState != TCPNone {
+			var tcp attrBuf
+			tcp = tcp.put(ctaTCPState, []byte{e.TCPState})
+			var pi attrBuf
+			a = a.nested(ctaProtoinfo, pi.nested(ctaProtoTCP, tcp))
+		}
+	} else {
+		a = a.put(ctaStatus, be32(statusConfirmed|statusAssured|statusSeenReply))
+	}
+	flags := uint16(unix.NLM_F_REQUEST | unix.NLM_F_ACK)
+	if create {
+		flags |= unix.NLM_F_CREATE | unix.NLM_F_EXCL
+	}
+	msg := make([]byte, 16, 16+4+len(a))
+	binary.NativeEndian.PutUint32(msg[0:], uint32(16+4+len(a)))
+	binary.NativeEndian.PutUint16(msg[4:], msgCTNew)
+	binary.NativeEndian.PutUint16(msg[6:], flags)
+	binary.NativeEndian.PutUint32(msg[8:], seq)
+	msg = append(msg, family, 0, 0, 0)
+	return append(msg, a...)
+}
+
+// CreateEntries creates the entries in the namespace's table over
+// ctnetlink, in batches, and returns how many the kernel accepted and the
+// first error it returned for the others (nil when all were accepted).
+// Entries with Assured set are updated to ASSURED afterwards.
+func (n *Namespace) CreateEntries(t testing.TB, entries []Entry) (created int, firstErr error) {
+	t.Helper()
+	var fd int
+	err := n.Target().Do(func() error {
+		var err error
+		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+		if err != nil {
+			return err
+		}
+		return unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
+	})
+	if err != nil {
+		t.Fatalf("ctnetlink socket in %s: %v", n.Name, err)
+	}
+	defer unix.Close(fd)
+	ok, firstErr := sendBatches(t, fd, entries, true)
+	var assured []Entry
+	for i, e := range entries {
+		if ok[i] && e.Assured {
+			assured = append(assured, e)
+		}
+	}
+	for _, good := range ok {
+		if good {
+			created++
+		}
+	}
+	if len(assured) > 0 {
+		okU, errU := sendBatches(t, fd, assured, false)
+		for i, good := range okU {
+			if !good {
+				t.Fatalf("mark entry %d ASSURED in %s: %v", i, n.Name, errU)
+			}
+		}
+	}
+	return created, firstErr
+}
+
+// sendBatches sends one request per entry, 256 to a datagram, and reads
+// the acknowledgement of each.
+func sendBatches(t testing.TB, fd int, entries []Entry, create bool) ([]bool, error) {
+	t.Helper()
+	const batch = 256
+	ok := make([]bool, len(entries))
+	var firstErr error
+	buf := make([]byte, 1<<16)
+	for start := 0; start < len(entries); start += batch {
+		end := min(start+batch, len(entries))
+		var out []byte
+		for i := start; i < end; i++ {
+			out = append(out, newMessage(entries[i], uint32(i+1), create)...)
+		}
+		if err := unix.Sendto(fd, out, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+			t.Fatalf("ctnetlink send: %v", err)
+		}
+		for acks := 0; acks < end-start; {
+			nr, _, err := unix.Recvfrom(fd, buf, 0)
+			if err != nil {
+				t.Fatalf("ctnetlink receive: %v", err)
+			}
+			err = ctnl.ForEachMessage(buf[:nr], func(h ctnl.Header, data []byte) error {
+				if h.Type != unix.NLMSG_ERROR {
+					return nil
+				}
+				acks++
+				errno, err := ctnl.ErrnoFromError(data)
+				if err != nil {
+					return err
+				}
+				i := int(h.Sequence) - 1
+				if i < start || i >= end {
+					return fmt.Errorf("ack for unknown sequence %d", h.Sequence)
+				}
+				if errno == 0 {
+					ok[i] = true
+				} else if firstErr == nil {
+					firstErr = fmt.Errorf("entry %d: %w", i, errno)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("ctnetlink ack: %v", err)
+			}
+		}
+	}
+	return ok, firstErr
+}
+
+// EstablishedEntries returns count distinct ASSURED ESTABLISHED TCP
+// entries from sources in 198.19.0.0/16 to dst:443, with the given
+// timeout. early_drop cannot evict them.
+func EstablishedEntries(count int, timeout uint32) []Entry {
+	out := make([]Entry, count)
+	dst := netip.MustParseAddr("198.18.255.254")
+	for i := range out {
+		src := netip.AddrFrom4([4]byte{198, 19, byte(i >> 16 & 0xff), byte(i >> 8 & 0xff)})
+		out[i] = Entry{
+			Proto: unix.IPPROTO_TCP, Src: src, Dst: dst,
+			SPort: uint16(1024 + i&0xff), DPort: 443,
+			Timeout: timeout, TCPState: TCPEstablished, Assured: true,
+		}
+	}
+	return out
+}
