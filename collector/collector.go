@@ -38,6 +38,20 @@ type Collector interface {
 	Update(ctx context.Context, target netns.Target, ch chan<- prometheus.Metric) error
 }
 
+// Watcher is a Collector that keeps state or goroutines per namespace
+// (an event subscriber, a background table scan). The daemon calls Watch
+// when a namespace starts being watched and Forget when it stops; Forget
+// releases every socket and goroutine of that namespace and its series
+// disappear from the next scrape.
+type Watcher interface {
+	Collector
+	// Watch starts the background work for target. It returns once the
+	// work is set up; ctx ends it as well as Forget does.
+	Watch(ctx context.Context, target netns.Target) error
+	// Forget stops the background work for target and waits for it to end.
+	Forget(target netns.Target)
+}
+
 // Targets lists the namespaces to collect from. It is called on every
 // scrape so that the set can change while the exporter runs.
 type Targets func() []netns.Target
