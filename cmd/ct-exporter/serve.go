@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	promcollectors "github.com/prometheus/client_golang/prometheus/collectors"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/version"
+	"github.com/prometheus/exporter-toolkit/web"
+	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
+	"go.uber.org/zap"
+
+	"github.com/ct-exporter/ct-exporter/collector"
+	"github.com/ct-exporter/ct-exporter/internal/logging"
+	"github.com/ct-exporter/ct-exporter/internal/netns"
+	"github.com/ct-exporter/ct-exporter/internal/preflight"
+)
+
+// defaultListenAddress is the exporter's default port.
+const defaultListenAddress = ":9549"
+
+// serveCommand holds the flags of the serve subcommand.
+type serveCommand struct {
+	cmd                    *kingpin.CmdClause
+	common                 *commonFlags
+	webFlags               *web.FlagConfig
+	telemetryPath          string
+	disableExporterMetrics bool
+	maxRequests            int
+	scrapeTimeout          time.Duration
+}
+
+func newServeCommand(app *kingpin.Application, common *commonFlags) *serveCommand {
+	s := &serveCommand{common: common}
+	s.cmd = app.Command("serve", "Serve metrics over HTTP (the default).").Default()
+	s.webFlags = kingpinflag.AddFlags(s.cmd, defaultListenAddress)
+	s.cmd.Flag("web.telemetry-path", "Path under which to expose metrics.").
+		Default("/metrics").StringVar(&s.telemetryPath)
+	s.cmd.Flag("web.disable-exporter-metrics", "Leave out the exporter's own go_* and process_* metrics.").
+		BoolVar(&s.disableExporterMetrics)
+	s.cmd.Flag("web.max-requests", "Maximum concurrent scrapes; 0 means no limit.").
+		Default("40").IntVar(&s.maxRequests)
+	s.cmd.Flag("collector.timeout", "Time limit of one collector for one namespace on a scrape.").
+		Default("10s").DurationVar(&s.scrapeTimeout)
+	return s
+}
+
+// run starts the daemon and blocks until SIGINT or SIGTERM.
+func (s *serveCommand) run(_ io.Writer, stderr io.Writer) int {
+	logger, err := logging.New(s.common.logLevel, s.common.logFormat, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "ct-exporter: error: %v\n", err)
+		return exitUsage
+	}
+	defer logger.Sync() //nolint:errcheck // stderr may not support sync
+	if !startsWith(s.telemetryPath, "/") {
+		fmt.Fprintf(stderr, "ct-exporter: error: --web.telemetry-path=%q must start with /\n", s.telemetryPath)
+		return exitUsage
+	}
+	targets, err := netns.TargetsFromPaths(s.common.netns)
+	if err != nil {
+		fmt.Fprintf(stderr, "ct-exporter: error: %v\n", err)
+		return exitUsage
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	checkCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = preflight.Check(checkCtx, targets)
+	cancel()
+	if err != nil {
+		fmt.Fprintf(stderr, "ct-exporter: %v\n", err)
+		return exitFailure
+	}
+
+	collectors := map[string]collector.Collector{
+		"stats":    collector.NewStatsCollector(collector.NetlinkStats{}),
+		"settings": collector.NewSettingsCollector(collector.ProcSettings{}),
+	}
+	// Collectors with background work per namespace are added here.
+
+	for _, t := range targets {
+		for name, c := range collectors {
+			if w, ok := c.(collector.Watcher); ok {
+				if err := w.Watch(ctx, t); err != nil {
+					fmt.Fprintf(stderr, "ct-exporter: %s collector: netns %s: %v\n", name, t, err)
+					return exitFailure
+				}
+			}
+		}
+	}
+	defer func() {
+		for _, t := range targets {
+			for _, c := range collectors {
+				if w, ok := c.(collector.Watcher); ok {
+					w.Forget(t)
+				}
+			}
+		}
+	}()
+
+	exporter := collector.NewExporter(collectors, func() []netns.Target { return targets }, s.scrapeTimeout, logger)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(exporter, versioncollector.NewCollector("conntrack_exporter"))
+	if !s.disableExporterMetrics {
+		reg.MustRegister(promcollectors.NewGoCollector(), promcollectors.NewProcessCollector(promcollectors.ProcessCollectorOpts{}))
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle(s.telemetryPath, promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog:            zap.NewStdLog(logger),
+		ErrorHandling:       promhttp.ContinueOnError,
+		MaxRequestsInFlight: s.maxRequests,
+	}))
+	ok := func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "OK") }
+	mux.HandleFunc("/-/healthy", ok)
+	mux.HandleFunc("/-/ready", ok)
+	if s.telemetryPath != "/" {
+		landing, err := web.NewLandingPage(web.LandingConfig{
+			Name:        "ct-exporter",
+			Description: "Prometheus exporter for the Linux netfilter connection tracking table",
+			Version:     version.Info(),
+			Links: []web.LandingLinks{
+				{Address: s.telemetryPath, Text: "Metrics"},
+				{Address: "/-/healthy", Text: "Health"},
+			},
+		})
+		if err != nil {
+			fmt.Fprintf(stderr, "ct-exporter: error: landing page: %v\n", err)
+			return exitFailure
+		}
+		mux.Handle("/", landing)
+	}
+
+	names := make([]string, 0, len(targets))
+	for _, t := range targets {
+		names = append(names, t.String())
+	}
+	logger.Info("starting ct-exporter", zap.String("version", version.Info()), zap.Strings("netns", names))
+
+	server := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- web.ListenAndServe(server, s.webFlags, logging.Slog(logger)) }()
+	select {
+	case err := <-errc:
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			fmt.Fprintf(stderr, "ct-exporter: error: %v\n", err)
+			return exitFailure
+		}
+	case <-ctx.Done():
+		logger.Info("shutting down")
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := server.Shutdown(shutdownCtx); err != nil {
+			logger.Warn("shutdown", zap.Error(err))
+		}
+	}
+	return exitOK
+}
+
+func startsWith(s, prefix string) bool { return len(s) >= len(prefix) && s[:len(prefix)] == prefix }
