@@ -17,6 +17,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ct-exporter/ct-exporter/internal/nstest"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
 	"github.com/moby/buildkit/frontend/dockerfile/shell"
 	"github.com/moby/patternmatcher"
@@ -531,8 +532,7 @@ func TestDockerfileGoBuild(t *testing.T) {
 	}
 
 	t.Run("setcap", func(t *testing.T) {
-		requireRoot(t)
-		needTool(t, "setcap")
+		nstest.RequireRoot(t, "setcap")
 		var setcapRun *parser.Node
 		for _, n := range bst.instructions("run") {
 			if strings.Contains(n.Next.Value, "setcap") {
@@ -597,7 +597,7 @@ func checkStatic(t *testing.T, bin string) {
 // allowPrivilegeEscalation: false: with NET_ADMIN in the bounding set it
 // must serve; without it, the kernel refuses to execute it.
 func testImagePrivileges(t *testing.T) {
-	requireRoot(t)
+	nstest.RequireRoot(t, "setpriv")
 	setpriv := needTool(t, "setpriv")
 	if imageBinary.path == "" {
 		t.Fatal("the setcap step did not produce a binary")
@@ -607,15 +607,15 @@ func testImagePrivileges(t *testing.T) {
 		"--inh-caps=-all", "--ambient-caps=-all", "--no-new-privs"}
 
 	t.Run("with-NET_ADMIN", func(t *testing.T) {
-		ns, nsPath := newNetns(t)
+		ns := nstest.NewNamespace(t)
 		argv := append([]string{setpriv}, user...)
 		argv = append(argv, "--bounding-set=-all,+net_admin", "--", imageBinary.path, "--web.listen-address="+listenInNetns)
 		p := startInNetns(t, ns, argv...)
-		checkMetrics(t, p, nsPath)
+		checkMetrics(t, p, ns)
 		checkRunsAs(t, p, imageBinary.path, int(uid), capNetAdmin)
 	})
 	t.Run("without-NET_ADMIN", func(t *testing.T) {
-		ns, _ := newNetns(t)
+		ns := nstest.NewNamespace(t)
 		argv := append([]string{setpriv}, user...)
 		argv = append(argv, "--bounding-set=-all", "--", imageBinary.path, "--web.listen-address="+listenInNetns)
 		p := startInNetns(t, ns, argv...)

@@ -11,14 +11,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/ct-exporter/ct-exporter/internal/nstest"
 )
 
 // repoRoot is the absolute path of the repository: the parent of deploy/.
@@ -55,13 +53,10 @@ func TestMain(m *testing.M) {
 // killed: a guard against hangs, not a speed check.
 const defaultWait = 2 * time.Minute
 
-// inCI reports whether the tests run in CI, where nothing may be skipped.
-func inCI() bool { return os.Getenv("CI") == "true" }
-
 // skipOrFail skips the test outside CI and fails it in CI.
 func skipOrFail(t *testing.T, format string, args ...any) {
 	t.Helper()
-	if inCI() {
+	if nstest.InCI() {
 		t.Fatalf("CI=true: "+format, args...)
 	}
 	t.Skipf(format, args...)
@@ -75,14 +70,6 @@ func needTool(t *testing.T, name string) string {
 		skipOrFail(t, "%s not found in PATH: %v", name, err)
 	}
 	return p
-}
-
-// requireRoot skips a kernel test when not root, and fails it in CI.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		skipOrFail(t, "needs root (network namespaces, capabilities)")
-	}
 }
 
 // repoPath returns the absolute path of a file given relative to the
@@ -135,28 +122,6 @@ func helpText(t *testing.T, bin string) string {
 	return string(out)
 }
 
-var netnsSeq atomic.Int64
-
-// newNetns creates a throwaway network namespace with its loopback up and
-// returns its name and path. It is deleted when the test ends, pass or fail.
-func newNetns(t *testing.T) (name, path string) {
-	t.Helper()
-	ip := needTool(t, "ip")
-	name = fmt.Sprintf("ctexp-deploy-%d-%d", os.Getpid(), netnsSeq.Add(1))
-	if out, err := exec.Command(ip, "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v\n%s", name, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command(ip, "netns", "delete", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns delete %s: %v\n%s", name, err, out)
-		}
-	})
-	if out, err := exec.Command(ip, "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("ip -n %s link set lo up: %v\n%s", name, err, out)
-	}
-	return name, "/run/netns/" + name
-}
-
 // process is a command started by startInNetns.
 type process struct {
 	cmd    *exec.Cmd
@@ -188,13 +153,13 @@ func (p *process) wait(timeout time.Duration) error {
 	return p.err
 }
 
-// startInNetns runs argv inside the named network namespace through
-// `ip netns exec`. The process is killed when the test ends.
-func startInNetns(t *testing.T, ns string, argv ...string) *process {
+// startInNetns runs argv inside the namespace through `ip netns exec`. The
+// process is killed when the test ends.
+func startInNetns(t *testing.T, ns *nstest.Namespace, argv ...string) *process {
 	t.Helper()
 	ip := needTool(t, "ip")
 	p := &process{done: make(chan struct{})}
-	p.cmd = exec.Command(ip, append([]string{"netns", "exec", ns}, argv...)...)
+	p.cmd = exec.Command(ip, append([]string{"netns", "exec", ns.Name}, argv...)...)
 	p.cmd.Stdout = &p.stdout
 	p.cmd.Stderr = &p.stderr
 	if err := p.cmd.Start(); err != nil {
@@ -217,66 +182,45 @@ func startInNetns(t *testing.T, ns string, argv ...string) *process {
 }
 
 // httpGetInNetns performs one HTTP GET of http://addr+path from inside the
-// network namespace at nsPath. The socket is created on an OS thread that
-// entered the namespace; the thread is discarded afterwards.
-func httpGetInNetns(nsPath, addr, path string) (int, string, error) {
-	type result struct {
-		code int
-		body string
-		err  error
+// namespace ns: the connection is opened there, the request is sent over it.
+func httpGetInNetns(ns *nstest.Namespace, addr, path string) (int, string, error) {
+	var conn net.Conn
+	err := ns.Target().Do(func() error {
+		var err error
+		conn, err = net.DialTimeout("tcp", addr, 5*time.Second)
+		return err
+	})
+	if err != nil {
+		return 0, "", err
 	}
-	ch := make(chan result, 1)
-	go func() {
-		// The goroutine never unlocks: the runtime ends the thread with it,
-		// so no other goroutine ever runs in the namespace.
-		runtime.LockOSThread()
-		var r result
-		r.code, r.body, r.err = func() (int, string, error) {
-			fd, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return 0, "", fmt.Errorf("open %s: %w", nsPath, err)
-			}
-			defer unix.Close(fd)
-			if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-				return 0, "", fmt.Errorf("setns %s: %w", nsPath, err)
-			}
-			conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-			if err != nil {
-				return 0, "", err
-			}
-			defer conn.Close()
-			if err := conn.SetDeadline(time.Now().Add(30 * time.Second)); err != nil {
-				return 0, "", err
-			}
-			req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, "http://"+addr+path, nil)
-			if err != nil {
-				return 0, "", err
-			}
-			req.Close = true
-			if err := req.Write(conn); err != nil {
-				return 0, "", err
-			}
-			resp, err := http.ReadResponse(bufio.NewReader(conn), req)
-			if err != nil {
-				return 0, "", err
-			}
-			defer resp.Body.Close()
-			b, err := io.ReadAll(resp.Body)
-			if err != nil {
-				return 0, "", err
-			}
-			return resp.StatusCode, string(b), nil
-		}()
-		ch <- r
-	}()
-	r := <-ch
-	return r.code, r.body, r.err
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(30 * time.Second)); err != nil {
+		return 0, "", err
+	}
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, "http://"+addr+path, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	req.Close = true
+	if err := req.Write(conn); err != nil {
+		return 0, "", err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, "", err
+	}
+	return resp.StatusCode, string(b), nil
 }
 
 // scrapeWhenUp polls path on addr inside the namespace until it answers 200,
 // the process exits, or a generous deadline passes (a hang, not a speed
 // check).
-func scrapeWhenUp(t *testing.T, p *process, nsPath, addr, path string) string {
+func scrapeWhenUp(t *testing.T, p *process, ns *nstest.Namespace, addr, path string) string {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	var lastErr error
@@ -284,7 +228,7 @@ func scrapeWhenUp(t *testing.T, p *process, nsPath, addr, path string) string {
 		if p.exited() {
 			t.Fatalf("exporter exited before serving %s: %v\nstderr:\n%s", path, p.err, p.stderr.String())
 		}
-		code, body, err := httpGetInNetns(nsPath, addr, path)
+		code, body, err := httpGetInNetns(ns, addr, path)
 		if err == nil && code == http.StatusOK {
 			return body
 		}

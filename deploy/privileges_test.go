@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/ct-exporter/ct-exporter/internal/nstest"
 )
 
 // nobody is the unprivileged user the exporter runs as in these tests.
@@ -114,16 +116,16 @@ func checkRunsAs(t *testing.T, p *process, bin string, uid int, capEff uint64) {
 
 // checkMetrics scrapes the exporter in the namespace and checks the
 // endpoints the deployments rely on.
-func checkMetrics(t *testing.T, p *process, nsPath string) {
+func checkMetrics(t *testing.T, p *process, ns *nstest.Namespace) {
 	t.Helper()
-	body := scrapeWhenUp(t, p, nsPath, listenInNetns, "/metrics")
+	body := scrapeWhenUp(t, p, ns, listenInNetns, "/metrics")
 	for _, want := range []string{`conntrack_entries{netns="self"}`, "conntrack_stat_found_total"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("scrape lacks %s", want)
 		}
 	}
 	for _, path := range []string{"/-/healthy", "/-/ready"} {
-		code, _, err := httpGetInNetns(nsPath, listenInNetns, path)
+		code, _, err := httpGetInNetns(ns, listenInNetns, path)
 		if err != nil || code != 200 {
 			t.Errorf("GET %s: %d, %v; want 200", path, code, err)
 		}
@@ -138,18 +140,18 @@ func checkMetrics(t *testing.T, p *process, nsPath string) {
 // capabilities, no_new_privs, the env file's flags), inside a throwaway
 // network namespace, and scrapes it.
 func TestRunsWithUnitPrivileges(t *testing.T) {
-	requireRoot(t)
+	nstest.RequireRoot(t, "setpriv")
 	setpriv := needTool(t, "setpriv")
 	bin := exporterBinary(t)
-	ns, nsPath := newNetns(t)
+	ns := nstest.NewNamespace(t)
 
 	argv := append([]string{setpriv}, unitPrivileges(t)...)
 	argv = append(argv, "--", bin)
 	argv = append(argv, withListenAddress(envArgs(t), listenInNetns)...)
-	t.Logf("ip netns exec %s %s", ns, strings.Join(argv, " "))
+	t.Logf("ip netns exec %s %s", ns.Name, strings.Join(argv, " "))
 	p := startInNetns(t, ns, argv...)
 
-	checkMetrics(t, p, nsPath)
+	checkMetrics(t, p, ns)
 	checkRunsAs(t, p, bin, nobody, capNetAdmin)
 }
 
@@ -157,10 +159,10 @@ func TestRunsWithUnitPrivileges(t *testing.T) {
 // capability: it must exit non-zero with one line on stderr that names
 // CAP_NET_ADMIN.
 func TestFailsWithoutNetAdmin(t *testing.T) {
-	requireRoot(t)
+	nstest.RequireRoot(t, "setpriv")
 	setpriv := needTool(t, "setpriv")
 	bin := exporterBinary(t)
-	ns, _ := newNetns(t)
+	ns := nstest.NewNamespace(t)
 
 	p := startInNetns(t, ns, setpriv,
 		fmt.Sprintf("--reuid=%d", nobody), fmt.Sprintf("--regid=%d", nobody), "--clear-groups",

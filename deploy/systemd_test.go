@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/ct-exporter/ct-exporter/internal/nstest"
 )
 
 const (
@@ -247,12 +249,12 @@ func TestSysctlSnippet(t *testing.T) {
 		t.Fatalf("%s sets %v, want %v", sysctlPath, got, want)
 	}
 
-	requireRoot(t)
+	nstest.RequireRoot(t, "sysctl")
 	sysctl := needTool(t, "sysctl")
 	if _, err := os.Stat("/proc/sys/net/netfilter/nf_conntrack_events"); err != nil {
 		skipOrFail(t, "conntrack sysctls absent (nf_conntrack not loaded?): %v", err)
 	}
-	ns, _ := newNetns(t)
+	ns := nstest.NewNamespace(t)
 	p := startInNetns(t, ns, sysctl, "-p", repoPath(sysctlPath))
 	if err := p.wait(defaultWait); err != nil {
 		t.Fatalf("sysctl -p: %v\n%s%s", err, p.stdout.String(), p.stderr.String())
