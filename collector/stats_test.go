@@ -1,0 +1,184 @@
+package collector
+
+import (
+	"context"
+	"errors"
+	"math"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+
+	"github.com/ct-exporter/ct-exporter/internal/ctnl"
+	"github.com/ct-exporter/ct-exporter/internal/netns"
+)
+
+// fakeStats returns queued snapshots, one per call, then the last again.
+type fakeStats struct {
+	mu    sync.Mutex
+	snaps []StatsSnapshot
+	err   error
+}
+
+func (f *fakeStats) Stats(context.Context, netns.Target) (StatsSnapshot, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return StatsSnapshot{}, f.err
+	}
+	s := f.snaps[0]
+	if len(f.snaps) > 1 {
+		f.snaps = f.snaps[1:]
+	}
+	return s, nil
+}
+
+// cpu builds a CPUStats with the given counters set.
+func cpu(id uint16, set map[ctnl.Counter]uint32) ctnl.CPUStats {
+	c := ctnl.CPUStats{CPU: id}
+	for k, v := range set {
+		c.Counters[k] = v
+	}
+	return c
+}
+
+// updateOnce runs the collector as a plain prometheus.Collector for one
+// target.
+type oneTarget struct {
+	c      Collector
+	target netns.Target
+	err    error
+}
+
+func (o *oneTarget) Describe(ch chan<- *prometheus.Desc) { o.c.Describe(ch) }
+func (o *oneTarget) Collect(ch chan<- prometheus.Metric) {
+	o.err = o.c.Update(context.Background(), o.target, ch)
+}
+
+func TestStatsCollectorGolden(t *testing.T) {
+	src := &fakeStats{snaps: []StatsSnapshot{{
+		Inode:  1,
+		Global: ctnl.GlobalStats{Entries: 235929, MaxEntries: 262144},
+		CPUs: []ctnl.CPUStats{
+			cpu(0, map[ctnl.Counter]uint32{ctnl.Found: 10, ctnl.Insert: 100, ctnl.Drop: 3, ctnl.ClashResolve: 2, ctnl.ChainTooLong: 1}),
+			cpu(1, map[ctnl.Counter]uint32{ctnl.Found: 5, ctnl.Insert: 50, ctnl.InsertFailed: 7, ctnl.EarlyDrop: 4, ctnl.SearchRestart: 9, ctnl.Invalid: 6, ctnl.Error: 8}),
+		},
+	}}}
+	c := &oneTarget{c: NewStatsCollector(src), target: netns.Self()}
+	golden, err := os.Open("testdata/stats.prom")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer golden.Close()
+	if err := testutil.CollectAndCompare(c, golden); err != nil {
+		t.Fatal(err)
+	}
+	if c.err != nil {
+		t.Fatal(c.err)
+	}
+}
+
+func TestStatsCollectorCounterWrap(t *testing.T) {
+	const near = math.MaxUint32 - 5
+	snap := func(ino uint64, drop0, drop1 uint32) StatsSnapshot {
+		return StatsSnapshot{Inode: ino, Global: ctnl.GlobalStats{Entries: 1, MaxEntries: 10}, CPUs: []ctnl.CPUStats{
+			cpu(0, map[ctnl.Counter]uint32{ctnl.Drop: drop0}),
+			cpu(1, map[ctnl.Counter]uint32{ctnl.Drop: drop1}),
+		}}
+	}
+	src := &fakeStats{snaps: []StatsSnapshot{
+		snap(1, near, 10), // first reading: raw sum
+		snap(1, 4, 11),    // CPU 0 wrapped: +10, CPU 1: +1
+		snap(1, 4, 11),    // no change
+		snap(1, 20, near), // CPU 0 +16, CPU 1 +near-11
+		snap(1, 20, 3),    // CPU 1 wrapped: +9
+		snap(2, 1, 1),     // new namespace inode: totals restart
+	}}
+	sc := NewStatsCollector(src)
+	want := []float64{
+		near + 10,
+		near + 10 + 11,
+		near + 10 + 11,
+		near + 10 + 11 + 16 + (near - 11),
+		near + 10 + 11 + 16 + (near - 11) + 9,
+		2,
+	}
+	for i, w := range want {
+		got := dropTotal(t, sc)
+		if got != w {
+			t.Fatalf("reading %d: conntrack_stat_drop_total = %v, want %v", i, got, w)
+		}
+		if i > 0 && i < 5 && got < want[i-1] {
+			t.Fatalf("reading %d: counter went backwards", i)
+		}
+	}
+}
+
+// dropTotal runs one Update and returns conntrack_stat_drop_total.
+func dropTotal(t *testing.T, sc *StatsCollector) float64 {
+	t.Helper()
+	ch := make(chan prometheus.Metric, 64)
+	if err := sc.Update(context.Background(), netns.Self(), ch); err != nil {
+		t.Fatal(err)
+	}
+	close(ch)
+	for m := range ch {
+		if strings.Contains(m.Desc().String(), `"conntrack_stat_drop_total"`) {
+			return testutil.ToFloat64(constCollector{m})
+		}
+	}
+	t.Fatal("no conntrack_stat_drop_total")
+	return 0
+}
+
+// constCollector collects one metric.
+type constCollector struct{ m prometheus.Metric }
+
+func (c constCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.m.Desc() }
+func (c constCollector) Collect(ch chan<- prometheus.Metric) { ch <- c.m }
+
+// failing is a Collector that always fails.
+type failing struct{ desc *prometheus.Desc }
+
+func (f failing) Describe(ch chan<- *prometheus.Desc) { ch <- f.desc }
+func (f failing) Update(context.Context, netns.Target, chan<- prometheus.Metric) error {
+	return errors.New("namespace vanished")
+}
+
+func TestExporterFailingCollectorKeepsScrape(t *testing.T) {
+	src := &fakeStats{snaps: []StatsSnapshot{{Inode: 1, Global: ctnl.GlobalStats{Entries: 5, MaxEntries: 10}}}}
+	e := NewExporter(map[string]Collector{
+		"stats":  NewStatsCollector(src),
+		"broken": failing{desc: prometheus.NewDesc("conntrack_broken", "x", nil, nil)},
+	}, func() []netns.Target { return []netns.Target{netns.Self(), {Name: "b", Path: "/run/netns/b"}} }, 0, zap.NewNop())
+	want := `# HELP conntrack_entries Entries in the namespace's conntrack table.
+# TYPE conntrack_entries gauge
+conntrack_entries{netns="b"} 5
+conntrack_entries{netns="self"} 5
+# HELP conntrack_exporter_collector_success Whether the collector succeeded for the network namespace on this scrape (1) or not (0).
+# TYPE conntrack_exporter_collector_success gauge
+conntrack_exporter_collector_success{collector="broken",netns="b"} 0
+conntrack_exporter_collector_success{collector="broken",netns="self"} 0
+conntrack_exporter_collector_success{collector="stats",netns="b"} 1
+conntrack_exporter_collector_success{collector="stats",netns="self"} 1
+`
+	if err := testutil.CollectAndCompare(e, strings.NewReader(want), "conntrack_entries", "conntrack_exporter_collector_success"); err != nil {
+		t.Fatal(err)
+	}
+	// The stats source failing turns success to 0 and drops its metrics.
+	src.err = errors.New("netns gone")
+	want = `# HELP conntrack_exporter_collector_success Whether the collector succeeded for the network namespace on this scrape (1) or not (0).
+# TYPE conntrack_exporter_collector_success gauge
+conntrack_exporter_collector_success{collector="broken",netns="b"} 0
+conntrack_exporter_collector_success{collector="broken",netns="self"} 0
+conntrack_exporter_collector_success{collector="stats",netns="b"} 0
+conntrack_exporter_collector_success{collector="stats",netns="self"} 0
+`
+	if err := testutil.CollectAndCompare(e, strings.NewReader(want), "conntrack_entries", "conntrack_exporter_collector_success"); err != nil {
+		t.Fatal(err)
+	}
+}
