@@ -286,21 +286,13 @@ func TestDockerfileLint(t *testing.T) {
 	}
 
 	labels := map[string]string{}
-	finArgs := map[string]string{}
-	for _, n := range fin.nodes {
-		switch n.Value {
-		case "arg":
-			for _, a := range args(n) {
-				k, v, _ := strings.Cut(a, "=")
-				finArgs[k] = expand(t, v, finArgs)
-			}
-		case "label":
-			for _, kv := range nameValues(t, n) {
-				labels[kv[0]] = expand(t, kv[1], finArgs)
-			}
+	finEnv := stageEnv(t, df, fin, nil)
+	for _, n := range fin.instructions("label") {
+		for _, kv := range nameValues(t, n) {
+			labels[kv[0]] = expand(t, kv[1], finEnv)
 		}
 	}
-	for _, k := range []string{"title", "description", "source", "documentation", "version"} {
+	for _, k := range []string{"title", "description", "source", "documentation", "version", "revision"} {
 		if labels["org.opencontainers.image."+k] == "" {
 			t.Errorf("OCI label org.opencontainers.image.%s missing", k)
 		}
@@ -469,7 +461,13 @@ func TestDockerfileGoBuild(t *testing.T) {
 	goTool := needTool(t, "go")
 	df := parseDockerfile(t)
 	bst, run := df.buildRun(t)
-	env := stageEnv(t, df, bst, map[string]string{"TARGETOS": runtime.GOOS, "TARGETARCH": runtime.GOARCH})
+	// What `docker build --build-arg VERSION=... --build-arg REVISION=...`
+	// on this machine's platform would pass.
+	const version, revision = "0.0.0-deploytest", "deploytest0123"
+	env := stageEnv(t, df, bst, map[string]string{
+		"TARGETOS": runtime.GOOS, "TARGETARCH": runtime.GOARCH,
+		"VERSION": version, "REVISION": revision,
+	})
 	prefix, argv := shellCommand(t, run.Next.Value, env)
 	if len(argv) < 2 || argv[0] != "go" || argv[1] != "build" {
 		t.Fatalf("RUN %q: want go build ...", run.Next.Value)
@@ -524,6 +522,14 @@ func TestDockerfileGoBuild(t *testing.T) {
 			t.Errorf("%s %s printed nothing", bin, flag)
 		} else {
 			t.Logf("ct-exporter %s: %s", flag, firstLine(string(out)))
+		}
+		if flag == "--version" {
+			// The -X flags of the build must reach the version package.
+			for _, want := range []string{"version " + version, "revision: " + revision} {
+				if !strings.Contains(string(out), want) {
+					t.Errorf("--version lacks %q (-ldflags -X paths wrong?):\n%s", want, out)
+				}
+			}
 		}
 	}
 	if file, err := exec.LookPath("file"); err == nil {

@@ -207,20 +207,23 @@ func envArgs(t *testing.T) []string {
 
 var flagRE = regexp.MustCompile(`--[a-z][a-z0-9-]*(?:\.[a-z0-9-]+)+`)
 
-// TestEnvFileFlagsExist checks that every flag the env file sets or
-// documents is one the binary knows.
-func TestEnvFileFlagsExist(t *testing.T) {
+// TestDocumentedFlagsExist checks that every exporter flag the env file
+// sets or documents, and every one docs/INSTALL.md mentions, is one the
+// binary knows.
+func TestDocumentedFlagsExist(t *testing.T) {
 	if len(envArgs(t)) == 0 {
 		t.Fatal("CT_EXPORTER_ARGS is empty")
 	}
 	help := helpText(t, exporterBinary(t))
-	flags := flagRE.FindAllString(string(readRepoFile(t, envPath)), -1)
-	if len(flags) == 0 {
-		t.Fatal("no flags found in the env file")
-	}
-	for _, f := range flags {
-		if !strings.Contains(help, f) {
-			t.Errorf("%s mentions %s, which `ct-exporter --help` does not list", envPath, f)
+	for _, rel := range []string{envPath, "docs/INSTALL.md"} {
+		flags := flagRE.FindAllString(string(readRepoFile(t, rel)), -1)
+		if len(flags) == 0 {
+			t.Errorf("no flags found in %s", rel)
+		}
+		for _, f := range flags {
+			if !strings.Contains(help, f) {
+				t.Errorf("%s mentions %s, which `ct-exporter --help` does not list", rel, f)
+			}
 		}
 	}
 }
