@@ -49,18 +49,18 @@ func (p ProcSettings) Settings(_ context.Context, target netns.Target) (Settings
 				continue
 			}
 			if err != nil {
-				return fmt.Errorf("read %s: %w", name, err)
+				return fmt.Errorf("netns %s: read %s: %w", target, name, err)
 			}
 			v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 			if err != nil {
-				return fmt.Errorf("parse %s: %w", name, err)
+				return fmt.Errorf("netns %s: parse %s: %w", target, name, err)
 			}
 			out[name] = v
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("netns %s: %w", target, err)
+		return nil, err
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("netns %s: no conntrack sysctls under %s", target, dir)

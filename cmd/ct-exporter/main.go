@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/prometheus/common/version"
@@ -72,7 +73,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "ct-exporter: error: %v, try --help\n", err)
-		if cmd == diagnose.cmd.FullCommand() {
+		if cmd == diagnose.cmd.FullCommand() || (cmd == "" && slices.Contains(args, diagnose.cmd.FullCommand())) {
 			return diagnoseCouldNotRun
 		}
 		return exitUsage

@@ -59,6 +59,8 @@ type Namespace struct {
 	Name string
 	// Path is the namespace file, /run/netns/Name.
 	Path string
+
+	deleted bool
 }
 
 // Target returns the exporter's view of the namespace.
@@ -79,6 +81,9 @@ func NewNamespace(t testing.TB) *Namespace {
 	n.Path = "/run/netns/" + n.Name
 	Run(t, "ip", "netns", "add", n.Name)
 	t.Cleanup(func() {
+		if n.deleted {
+			return
+		}
 		if out, err := exec.Command("ip", "netns", "del", n.Name).CombinedOutput(); err != nil {
 			t.Errorf("ip netns del %s: %v: %s", n.Name, err, out)
 		}
@@ -86,6 +91,14 @@ func NewNamespace(t testing.TB) *Namespace {
 	n.Exec(t, "ip", "link", "set", "lo", "up")
 	n.EnableConntrack(t)
 	return n
+}
+
+// Delete removes the namespace before the test ends, as an operator or a
+// container runtime would.
+func (n *Namespace) Delete(t testing.TB) {
+	t.Helper()
+	Run(t, "ip", "netns", "del", n.Name)
+	n.deleted = true
 }
 
 // EnableConntrack loads an nftables ruleset whose ct state match makes the
