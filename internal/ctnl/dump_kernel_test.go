@@ -1,0 +1,91 @@
+package ctnl_test
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ct-exporter/ct-exporter/internal/ctnl"
+	"github.com/ct-exporter/ct-exporter/internal/nstest"
+)
+
+func TestDumpKernel(t *testing.T) {
+	nstest.RequireRoot(t, "conntrack")
+	ns := nstest.NewNamespace(t)
+	entries := nstest.EstablishedEntries(3000, 600)
+	// IPv6 entries come in the same AF_UNSPEC dump.
+	for i := range 50 {
+		entries = append(entries, nstest.Entry{
+			Proto: unix.IPPROTO_UDP,
+			Src:   netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(i)}),
+			Dst:   netip.MustParseAddr("2001:db8::ffff"),
+			SPort: 5000, DPort: 53, Timeout: 600,
+		})
+	}
+	if created, err := ns.CreateEntries(t, entries); err != nil || created != len(entries) {
+		t.Fatalf("created %d of %d: %v", created, len(entries), err)
+	}
+	c, err := ctnl.Dial(ns.Target())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var v4, v6 int
+	info, err := c.Dump(ctx, func(data []byte) error {
+		switch data[0] {
+		case unix.AF_INET:
+			v4++
+		case unix.AF_INET6:
+			v6++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v4 != 3000 || v6 != 50 || info.Entries != 3050 || info.Interrupted {
+		t.Fatalf("dumped %d IPv4 and %d IPv6 entries, info %+v; want 3000 and 50", v4, v6, info)
+	}
+	if info.Datagrams < 2 {
+		t.Fatalf("3050 entries in %d datagrams", info.Datagrams)
+	}
+	// The same socket serves a second dump.
+	info2, err := c.Dump(ctx, func([]byte) error { return nil })
+	if err != nil || info2.Entries != 3050 {
+		t.Fatalf("second dump: %+v, %v", info2, err)
+	}
+}
+
+func TestDumpKernelCancel(t *testing.T) {
+	nstest.RequireRoot(t, "conntrack")
+	ns := nstest.NewNamespace(t)
+	if created, err := ns.CreateEntries(t, nstest.EstablishedEntries(500, 600)); err != nil || created != 500 {
+		t.Fatalf("created %d: %v", created, err)
+	}
+	c, err := ctnl.Dial(ns.Target())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	n := 0
+	_, err = c.Dump(ctx, func([]byte) error {
+		n++
+		if n == 10 {
+			cancel()
+			// Give the cancellation time to reach the socket before the
+			// next read.
+			time.Sleep(10 * time.Millisecond)
+		}
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v after %d entries, want context.Canceled", err, n)
+	}
+}
