@@ -597,33 +597,91 @@ func checkStatic(t *testing.T, bin string) {
 	}
 }
 
-// testImagePrivileges runs the image's binary (with its file capability) as
-// the image's USER, with no inheritable or ambient capabilities and
-// no_new_privs, as containerd and Docker start a non-root container with
-// allowPrivilegeEscalation: false: with NET_ADMIN in the bounding set it
-// must serve; without it, the kernel refuses to execute it.
+// podPrivileges returns setpriv arguments that start a process the way
+// containerd starts the container of a DaemonSet manifest: its user and
+// group, its added capabilities as the bounding set with nothing
+// inheritable or ambient, and no_new_privs when privilege escalation is off.
+// It also returns the container's args.
+func podPrivileges(t *testing.T, rel string) (setprivArgs, args []string, uid int64) {
+	t.Helper()
+	ds := loadDaemonSet(t, rel)
+	c := findContainer(t, &ds.Spec.Template.Spec, "ct-exporter")
+	sc := c.SecurityContext
+	if sc == nil || sc.RunAsUser == nil || sc.RunAsGroup == nil || sc.Capabilities == nil {
+		t.Fatalf("%s: container securityContext lacks runAsUser, runAsGroup or capabilities", rel)
+	}
+	bounding := "-all"
+	for _, c := range sc.Capabilities.Add {
+		bounding += ",+" + strings.ToLower(string(c))
+	}
+	setprivArgs = []string{
+		fmt.Sprintf("--reuid=%d", *sc.RunAsUser), fmt.Sprintf("--regid=%d", *sc.RunAsGroup), "--clear-groups",
+		"--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=" + bounding,
+	}
+	if sc.AllowPrivilegeEscalation != nil && !*sc.AllowPrivilegeEscalation {
+		setprivArgs = append(setprivArgs, "--no-new-privs")
+	}
+	return setprivArgs, c.Args, *sc.RunAsUser
+}
+
+// testImagePrivileges runs the image's binary (with its file capability)
+// with the privileges the Kubernetes manifests give it, as containerd would
+// start it: it must serve with the base DaemonSet's, and watch another
+// namespace with the netns overlay's. Without NET_ADMIN in the bounding set
+// the kernel refuses to execute it.
 func testImagePrivileges(t *testing.T) {
 	nstest.RequireRoot(t, "setpriv")
 	setpriv := needTool(t, "setpriv")
 	if imageBinary.path == "" {
 		t.Fatal("the setcap step did not produce a binary")
 	}
-	uid := dockerfileUser(t)
-	user := []string{fmt.Sprintf("--reuid=%d", uid), fmt.Sprintf("--regid=%d", uid), "--clear-groups",
-		"--inh-caps=-all", "--ambient-caps=-all", "--no-new-privs"}
+	bin := imageBinary.path
 
-	t.Run("with-NET_ADMIN", func(t *testing.T) {
+	t.Run("daemonset", func(t *testing.T) {
+		priv, _, uid := podPrivileges(t, k8sDir+"/daemonset.yaml")
+		if uid != dockerfileUser(t) {
+			t.Errorf("runAsUser %d differs from the image's USER", uid)
+		}
 		ns := nstest.NewNamespace(t)
-		argv := append([]string{setpriv}, user...)
-		argv = append(argv, "--bounding-set=-all,+net_admin", "--", imageBinary.path, "--web.listen-address="+listenInNetns)
+		argv := append(append([]string{setpriv}, priv...), "--", bin, "--web.listen-address="+listenInNetns)
+		t.Logf("ip netns exec %s %s", ns.Name, strings.Join(argv, " "))
 		p := startInNetns(t, ns, argv...)
 		checkMetrics(t, p, ns)
-		checkRunsAs(t, p, imageBinary.path, int(uid), capNetAdmin)
+		checkRunsAs(t, p, bin, int(uid), capNetAdmin)
+	})
+	t.Run("netns-overlay", func(t *testing.T) {
+		priv, args, uid := podPrivileges(t, k8sDir+"/netns/daemonset-netns.yaml")
+		target := nstest.NewNamespace(t)
+		ns := nstest.NewNamespace(t)
+		argv := append(append([]string{setpriv}, priv...), "--", bin)
+		for _, a := range args {
+			switch {
+			case strings.HasPrefix(a, "--conntrack.netns=/run/netns/"):
+				a = "--conntrack.netns=" + target.Path
+			case strings.HasPrefix(a, "--web.listen-address="):
+				a = "--web.listen-address=" + listenInNetns
+			}
+			argv = append(argv, a)
+		}
+		t.Logf("ip netns exec %s %s", ns.Name, strings.Join(argv, " "))
+		p := startInNetns(t, ns, argv...)
+		body := scrapeWhenUp(t, p, ns, listenInNetns, "/metrics")
+		want := fmt.Sprintf("conntrack_entries{netns=%q}", target.Name)
+		if !strings.Contains(body, want) {
+			t.Errorf("scrape lacks %s:\n%s", want, body)
+		}
+		checkRunsAs(t, p, bin, int(uid), capNetAdmin|capSysAdmin)
 	})
 	t.Run("without-NET_ADMIN", func(t *testing.T) {
+		priv, _, _ := podPrivileges(t, k8sDir+"/daemonset.yaml")
 		ns := nstest.NewNamespace(t)
-		argv := append([]string{setpriv}, user...)
-		argv = append(argv, "--bounding-set=-all", "--", imageBinary.path, "--web.listen-address="+listenInNetns)
+		argv := append([]string{setpriv}, priv...)
+		for i, a := range argv {
+			if strings.HasPrefix(a, "--bounding-set=") {
+				argv[i] = "--bounding-set=-all"
+			}
+		}
+		argv = append(argv, "--", bin, "--web.listen-address="+listenInNetns)
 		p := startInNetns(t, ns, argv...)
 		err := p.wait(defaultWait)
 		t.Logf("exit: %v; stderr: %q", err, p.stderr.String())

@@ -341,6 +341,12 @@ func TestNetnsOverlay(t *testing.T) {
 	if got := capNames(sc.Capabilities.Add); !slices.Equal(got, []string{"NET_ADMIN", "SYS_ADMIN"}) {
 		t.Errorf("capabilities.add %v, want [NET_ADMIN SYS_ADMIN]", got)
 	}
+	if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		t.Error("allowPrivilegeEscalation must stay false")
+	}
+	if sc.Privileged != nil && *sc.Privileged {
+		t.Error("privileged must stay off")
+	}
 	if len(c.VolumeMounts) != 1 {
 		t.Fatalf("want one volume mount, got %d", len(c.VolumeMounts))
 	}

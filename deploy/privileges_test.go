@@ -14,8 +14,11 @@ import (
 // nobody is the unprivileged user the exporter runs as in these tests.
 const nobody = 65534
 
-// capNetAdmin is CAP_NET_ADMIN's bit in /proc/PID/status capability masks.
-const capNetAdmin = uint64(1) << 12
+// Capability bits in /proc/PID/status capability masks.
+const (
+	capNetAdmin = uint64(1) << 12
+	capSysAdmin = uint64(1) << 21
+)
 
 // listenInNetns is the listen address used inside throwaway namespaces: the
 // namespace is new, so the exporter's default port is free.
@@ -37,18 +40,27 @@ func setprivCaps(t *testing.T, unitValue string) string {
 }
 
 // unitPrivileges returns setpriv arguments that reproduce the identity and
-// capabilities ct-exporter.service grants: an unprivileged user without
-// groups, the unit's ambient capabilities (which need to be inheritable),
-// its bounding set, and no_new_privs.
-func unitPrivileges(t *testing.T) []string {
+// capabilities ct-exporter.service grants, with the given drop-ins (paths
+// relative to the repository) applied: an unprivileged user without groups,
+// the ambient capabilities (which need to be inheritable), the bounding set,
+// and no_new_privs. Capability settings of drop-ins merge with the unit's,
+// as systemd merges them.
+func unitPrivileges(t *testing.T, dropIns ...string) []string {
 	t.Helper()
 	u := parseUnit(t, readRepoFile(t, unitPath))
-	ambient := setprivCaps(t, u.last("Service", "AmbientCapabilities"))
+	merged := func(key string) string {
+		v := strings.Join(u["Service"][key], " ")
+		for _, d := range dropIns {
+			v += " " + strings.Join(parseUnit(t, readRepoFile(t, d))["Service"][key], " ")
+		}
+		return v
+	}
+	ambient := setprivCaps(t, merged("AmbientCapabilities"))
 	args := []string{
 		fmt.Sprintf("--reuid=%d", nobody), fmt.Sprintf("--regid=%d", nobody), "--clear-groups",
 		"--inh-caps=" + ambient,
 		"--ambient-caps=" + ambient,
-		"--bounding-set=" + setprivCaps(t, u.last("Service", "CapabilityBoundingSet")),
+		"--bounding-set=" + setprivCaps(t, merged("CapabilityBoundingSet")),
 	}
 	if u.last("Service", "NoNewPrivileges") == "yes" {
 		args = append(args, "--no-new-privs")
@@ -181,4 +193,44 @@ func TestFailsWithoutNetAdmin(t *testing.T) {
 	if !strings.Contains(lines[0], "CAP_NET_ADMIN") {
 		t.Errorf("stderr line does not name CAP_NET_ADMIN: %q", lines[0])
 	}
+}
+
+// TestNetnsDropInPrivileges checks what deploy/systemd/netns.conf claims:
+// with the unit's privileges alone the exporter cannot watch another
+// namespace and says so in one line naming CAP_SYS_ADMIN; with the drop-in's
+// capabilities added it serves that namespace's metrics.
+func TestNetnsDropInPrivileges(t *testing.T) {
+	nstest.RequireRoot(t, "setpriv")
+	setpriv := needTool(t, "setpriv")
+	bin := exporterBinary(t)
+	target := nstest.NewNamespace(t)
+	flags := []string{"--web.listen-address=" + listenInNetns, "--conntrack.netns=" + target.Path}
+
+	t.Run("unit-only", func(t *testing.T) {
+		ns := nstest.NewNamespace(t)
+		argv := append(append([]string{setpriv}, unitPrivileges(t)...), "--", bin)
+		p := startInNetns(t, ns, append(argv, flags...)...)
+		err := p.wait(defaultWait)
+		t.Logf("exit: %v; stderr: %q", err, p.stderr.String())
+		if _, ok := err.(*exec.ExitError); !ok {
+			t.Fatalf("want a non-zero exit, got %v", err)
+		}
+		lines := nonEmptyLines(p.stderr.String())
+		if len(lines) != 1 || !strings.Contains(lines[0], "CAP_SYS_ADMIN") {
+			t.Errorf("want one stderr line naming CAP_SYS_ADMIN, got %q", lines)
+		}
+	})
+	t.Run("with-drop-in", func(t *testing.T) {
+		ns := nstest.NewNamespace(t)
+		argv := append(append([]string{setpriv}, unitPrivileges(t, "deploy/systemd/netns.conf")...), "--", bin)
+		argv = append(argv, flags...)
+		t.Logf("ip netns exec %s %s", ns.Name, strings.Join(argv, " "))
+		p := startInNetns(t, ns, argv...)
+		body := scrapeWhenUp(t, p, ns, listenInNetns, "/metrics")
+		want := fmt.Sprintf("conntrack_entries{netns=%q}", target.Name)
+		if !strings.Contains(body, want) {
+			t.Errorf("scrape lacks %s:\n%s", want, body)
+		}
+		checkRunsAs(t, p, bin, nobody, capNetAdmin|capSysAdmin)
+	})
 }
