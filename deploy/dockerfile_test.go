@@ -484,6 +484,15 @@ func TestDockerfileGoBuild(t *testing.T) {
 	}
 	bin := filepath.Join(outDir, "ct-exporter")
 	imagePath := replaceOutput(t, argv, bin)
+	shipped := false
+	for _, c := range df.final().instructions("copy") {
+		if a := args(c); len(a) == 2 && a[0] == imagePath {
+			shipped = true
+		}
+	}
+	if !shipped {
+		t.Errorf("the final stage does not COPY the go build output %s", imagePath)
+	}
 
 	cmd := exec.Command(goTool, argv[1:]...)
 	cmd.Dir = ctx
