@@ -21,6 +21,7 @@ tools=(
   setpriv:util-linux
   curl:curl
   file:file
+  setcap:libcap2-bin
 )
 missing=()
 for pair in "${tools[@]}"; do
