@@ -1,0 +1,244 @@
+package tablescan
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"reflect"
+	"testing"
+
+	"github.com/ct-exporter/ct-exporter/internal/ctnl"
+)
+
+// attrs appends netlink attributes.
+type attrs []byte
+
+func (b attrs) put(typ uint16, data []byte) attrs {
+	b = binary.NativeEndian.AppendUint16(b, uint16(4+len(data)))
+	b = binary.NativeEndian.AppendUint16(b, typ)
+	b = append(b, data...)
+	for len(b)%4 != 0 {
+		b = append(b, 0)
+	}
+	return b
+}
+
+func (b attrs) nest(typ uint16, in attrs) attrs { return b.put(typ|0x8000, in) }
+
+// message encodes a dumped entry the way ctnetlink does (the attributes
+// the aggregator reads).
+func message(f ctnl.Flow) []byte {
+	var ip attrs
+	if f.Src.Is4() {
+		s, d := f.Src.As4(), f.Dst.As4()
+		ip = ip.put(1, s[:]).put(2, d[:])
+	} else {
+		s, d := f.Src.As16(), f.Dst.As16()
+		ip = ip.put(3, s[:]).put(4, d[:])
+	}
+	var proto attrs
+	proto = proto.put(1, []byte{f.Protocol})
+	if f.Has(ctnl.HasPorts) {
+		proto = proto.put(2, binary.BigEndian.AppendUint16(nil, f.SrcPort)).put(3, binary.BigEndian.AppendUint16(nil, f.DstPort))
+	}
+	var tuple attrs
+	tuple = tuple.nest(1, ip).nest(2, proto)
+	var a attrs
+	a = a.nest(1, tuple).nest(2, tuple)
+	a = a.put(3, binary.BigEndian.AppendUint32(nil, f.Status))
+	if f.Has(ctnl.HasTimeout) {
+		a = a.put(7, binary.BigEndian.AppendUint32(nil, f.Timeout))
+	}
+	a = a.put(8, binary.BigEndian.AppendUint32(nil, f.Mark))
+	if f.Has(ctnl.HasTCPState) {
+		var st attrs
+		st = st.put(1, []byte{f.TCPState})
+		var pi attrs
+		a = a.nest(4, pi.nest(1, st))
+	}
+	if f.Zone != 0 {
+		a = a.put(18, binary.BigEndian.AppendUint16(nil, f.Zone))
+	}
+	family := byte(2)
+	if f.Src.Is6() {
+		family = 10
+	}
+	return append([]byte{family, 0, 0, 0}, a...)
+}
+
+func tcp(src string, dport uint16, state uint8, timeout uint32) ctnl.Flow {
+	return ctnl.Flow{
+		Present:  ctnl.HasProtocol | ctnl.HasAddrs | ctnl.HasPorts | ctnl.HasTCPState | ctnl.HasTimeout,
+		Protocol: 6, Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr("192.0.2.1"),
+		SrcPort: 40000, DstPort: dport, TCPState: state, Timeout: timeout,
+	}
+}
+
+func udp(src string, dport uint16) ctnl.Flow {
+	return ctnl.Flow{
+		Present:  ctnl.HasProtocol | ctnl.HasAddrs | ctnl.HasPorts | ctnl.HasTimeout,
+		Protocol: 17, Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr("192.0.2.1"),
+		SrcPort: 40000, DstPort: dport, Timeout: 30,
+	}
+}
+
+func icmp(src string) ctnl.Flow {
+	return ctnl.Flow{
+		Present:  ctnl.HasProtocol | ctnl.HasAddrs | ctnl.HasTimeout,
+		Protocol: 1, Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr("192.0.2.1"), Timeout: 30,
+	}
+}
+
+var defaultTimeouts = Timeouts{Established: 432000, MaxRetrans: 300, Unacknowledged: 300}
+
+func TestAggregatorBreakdown(t *testing.T) {
+	a := NewAggregator(Options{TopK: 2, ByZoneMark: true})
+	a.Reset(defaultTimeouts)
+	var flows []ctnl.Flow
+	add := func(n int, f ctnl.Flow) {
+		for range n {
+			flows = append(flows, f)
+		}
+	}
+	add(5, tcp("10.0.0.1", 443, ctnl.TCPStateEstablished, 432000))
+	add(2, tcp("10.0.0.1", 443, ctnl.TCPStateEstablished, 300)) // shortened
+	add(1, tcp("10.0.0.2", 80, ctnl.TCPStateEstablished, 299))  // shortened
+	add(1, tcp("10.0.0.2", 80, ctnl.TCPStateEstablished, 301))
+	add(3, tcp("10.0.0.3", 80, ctnl.TCPStateTimeWait, 120))
+	add(4, udp("2001:db8::1", 53))
+	add(1, icmp("10.0.0.9"))
+	noState := tcp("10.0.0.4", 22, 0, 10)
+	noState.Present &^= ctnl.HasTCPState
+	add(1, noState)
+	add(1, tcp("10.0.0.4", 22, ctnl.TCPStateNone, 10))
+	marked := udp("10.0.0.5", 53)
+	marked.Mark, marked.Zone = 7, 3
+	add(2, marked)
+	for _, f := range flows {
+		if err := a.AddMessage(message(f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Malformed: garbage, and an entry without its original tuple.
+	_ = a.AddMessage([]byte{2, 0, 0, 0, 0xff, 0xff})
+	a.Add(&ctnl.Flow{Present: ctnl.HasProtocol, Protocol: 6})
+
+	r := a.Result()
+	want := &Result{
+		Total: 21, Malformed: 2, Shortened: 3, Timeouts: defaultTimeouts,
+		States: []StateCount{
+			{"icmp", "none", 1},
+			{"tcp", "established", 9},
+			{"tcp", "none", 2},
+			{"tcp", "time_wait", 3},
+			{"udp", "none", 6},
+		},
+		Sources: &Top[netip.Addr]{
+			Top: []Counted[netip.Addr]{
+				{netip.MustParseAddr("10.0.0.1"), 7},
+				{netip.MustParseAddr("2001:db8::1"), 4},
+			},
+			Other: 10, Distinct: 7,
+		},
+		Ports: &Top[Port]{
+			Top: []Counted[Port]{
+				{Port{6, 443, true}, 7},
+				{Port{17, 53, true}, 6},
+			},
+			Other: 8, Distinct: 5,
+		},
+		Zones: &Top[uint16]{Top: []Counted[uint16]{{0, 19}, {3, 2}}, Distinct: 2},
+		Marks: &Top[uint32]{Top: []Counted[uint32]{{0, 19}, {7, 2}}, Distinct: 2},
+	}
+	if !reflect.DeepEqual(r, want) {
+		t.Fatalf("result\n%+v\nwant\n%+v\nsources %+v\nports %+v", r, want, r.Sources, r.Ports)
+	}
+	if p := r.Ports.Top[0].Value; p.ProtocolLabel() != "tcp" || p.PortLabel() != "443" {
+		t.Fatalf("labels %s %s", p.ProtocolLabel(), p.PortLabel())
+	}
+	if p := (Port{Protocol: 1}); p.PortLabel() != "none" || p.ProtocolLabel() != "icmp" {
+		t.Fatalf("icmp labels %s %s", p.ProtocolLabel(), p.PortLabel())
+	}
+
+	// A reset starts from nothing.
+	a.Reset(defaultTimeouts)
+	if r := a.Result(); r.Total != 0 || r.Malformed != 0 || len(r.States) != 0 || r.Sources.Other != 0 || len(r.Sources.Top) != 0 {
+		t.Fatalf("after reset: %+v", r)
+	}
+}
+
+func TestAggregatorTopKDisabled(t *testing.T) {
+	a := NewAggregator(Options{TopK: 0})
+	a.Reset(defaultTimeouts)
+	a.Add(new(tcp("10.0.0.1", 443, ctnl.TCPStateEstablished, 10)))
+	r := a.Result()
+	if r.Sources != nil || r.Ports != nil || r.Zones != nil || r.Marks != nil || r.Total != 1 || r.Shortened != 1 {
+		t.Fatalf("result %+v", r)
+	}
+}
+
+func TestShortenedNeedsLargerEstablishedTimeout(t *testing.T) {
+	a := NewAggregator(Options{})
+	a.Reset(Timeouts{Established: 300, MaxRetrans: 300, Unacknowledged: 300})
+	a.Add(new(tcp("10.0.0.1", 443, ctnl.TCPStateEstablished, 100)))
+	if r := a.Result(); r.Shortened != 0 {
+		t.Fatalf("shortened %d with established timeout 300", r.Shortened)
+	}
+	// The threshold is the larger of the two.
+	if th, ok := (Timeouts{Established: 1000, MaxRetrans: 120, Unacknowledged: 600}).ShortenedThreshold(); th != 600 || !ok {
+		t.Fatalf("threshold %d %v", th, ok)
+	}
+	// An entry without a timeout attribute is not counted.
+	a.Reset(defaultTimeouts)
+	f := tcp("10.0.0.1", 443, ctnl.TCPStateEstablished, 0)
+	f.Present &^= ctnl.HasTimeout
+	a.Add(&f)
+	if r := a.Result(); r.Shortened != 0 {
+		t.Fatal("entry without timeout counted as shortened")
+	}
+}
+
+func TestAddrKeyRoundTrip(t *testing.T) {
+	for _, s := range []string{"0.0.0.0", "10.1.2.3", "255.255.255.255", "::", "::ffff:10.1.2.3", "2001:db8::1", "fe80::1:2:3:4"} {
+		a := netip.MustParseAddr(s)
+		if got := keyAddr(addrKey(a)); got != a {
+			t.Fatalf("%s -> %s", a, got)
+		}
+	}
+	// An IPv4 address and its IPv4-mapped IPv6 form are different sources.
+	if addrKey(netip.MustParseAddr("10.1.2.3")) == addrKey(netip.MustParseAddr("::ffff:10.1.2.3")) {
+		t.Fatal("IPv4 and IPv4-mapped IPv6 share a key")
+	}
+}
+
+func TestAggregatorAddMessageDoesNotAllocate(t *testing.T) {
+	a := NewAggregator(Options{TopK: 10, ByZoneMark: true})
+	msgs := [][]byte{
+		message(tcp("10.0.0.1", 443, ctnl.TCPStateEstablished, 100)),
+		message(udp("2001:db8::1", 53)),
+		message(icmp("10.0.0.9")),
+	}
+	run := func() {
+		a.Reset(defaultTimeouts)
+		for range 100 {
+			for _, m := range msgs {
+				_ = a.AddMessage(m)
+			}
+		}
+	}
+	run()
+	if n := testing.AllocsPerRun(10, run); n > 1 {
+		// Reset allocates one small slice per scan, never per entry.
+		t.Fatalf("%v allocations per 300 entries", n)
+	}
+}
+
+func BenchmarkAggregatorAddMessage(b *testing.B) {
+	a := NewAggregator(Options{TopK: 10})
+	a.Reset(defaultTimeouts)
+	m := message(tcp("10.0.0.1", 443, ctnl.TCPStateEstablished, 100))
+	b.ReportAllocs()
+	b.SetBytes(int64(len(m)))
+	for b.Loop() {
+		_ = a.AddMessage(m)
+	}
+}
