@@ -8,9 +8,12 @@
 #   docker run -d --name ct-exporter --network host \
 #     --cap-drop ALL --cap-add NET_ADMIN --read-only ct-exporter
 #
-# The binary carries the file capability cap_net_admin=ep, so the non-root
-# user gets CAP_NET_ADMIN when, and only when, the runtime leaves it in the
-# bounding set (--cap-add NET_ADMIN, or capabilities.add in Kubernetes).
+# The binary carries the file capability cap_net_admin=p (permitted, not
+# effective): the non-root user gets CAP_NET_ADMIN when, and only when, the
+# runtime leaves it in the bounding set (--cap-add NET_ADMIN, or
+# capabilities.add in Kubernetes), and the exporter raises it at start. When
+# the runtime withholds it, the binary still starts and says in one line
+# that CAP_NET_ADMIN is missing.
 
 ARG GO_VERSION=1.26.8
 # Reported by --version and the build info metric, and set as image labels.
@@ -34,7 +37,7 @@ RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache
     GOOS=${TARGETOS} GOARCH=${TARGETARCH} go build -trimpath \
       -ldflags="-s -w -X github.com/prometheus/common/version.Version=${VERSION} -X github.com/prometheus/common/version.Revision=${REVISION}" \
       -o /out/ct-exporter ./cmd/ct-exporter
-RUN setcap cap_net_admin=ep /out/ct-exporter
+RUN setcap cap_net_admin=p /out/ct-exporter
 
 FROM gcr.io/distroless/static-debian12:nonroot
 ARG VERSION

@@ -693,9 +693,15 @@ func testImagePrivileges(t *testing.T) {
 		argv = append(argv, "--", bin, "--web.listen-address="+listenInNetns)
 		p := startInNetns(t, ns, argv...)
 		err := p.wait(defaultWait)
-		t.Logf("exit: %v; stderr: %q", err, p.stderr.String())
+		stderr := p.stderr.String()
+		t.Logf("exit: %v; stderr: %q", err, stderr)
 		if _, ok := err.(*exec.ExitError); !ok {
 			t.Fatalf("want a non-zero exit, got %v", err)
+		}
+		// The capability is only permitted by the file, so the kernel runs
+		// the binary and the exporter itself names what is missing.
+		if strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "CAP_NET_ADMIN") {
+			t.Errorf("want one stderr line naming CAP_NET_ADMIN, got %q", stderr)
 		}
 	})
 }

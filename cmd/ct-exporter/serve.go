@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ct-exporter/ct-exporter/collector"
+	"github.com/ct-exporter/ct-exporter/internal/caps"
 	"github.com/ct-exporter/ct-exporter/internal/logging"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
 	"github.com/ct-exporter/ct-exporter/internal/preflight"
@@ -76,6 +77,11 @@ func (s *serveCommand) run(_ io.Writer, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	if raised, err := caps.RaiseNetAdmin(); err != nil {
+		logger.Warn("could not raise CAP_NET_ADMIN from the permitted set", zap.Error(err))
+	} else if raised {
+		logger.Debug("raised CAP_NET_ADMIN from the permitted set")
+	}
 	checkCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	err = preflight.Check(checkCtx, targets)
 	cancel()
