@@ -34,7 +34,8 @@ type Options struct {
 	// TopK is how many sources, destination ports, zones and marks are
 	// reported by name, besides one remainder; 0 reports none.
 	TopK int
-	// ByZoneMark also counts entries per conntrack zone and per mark.
+	// ByZoneMark also counts entries per conntrack zone and per mark, as
+	// top-K breakdowns with the same K; it has no effect when TopK is 0.
 	ByZoneMark bool
 	// Capacity is the number of counters of each top-K summary; 0 means
 	// DefaultCapacity. It is raised to TopK if smaller. Each counter costs
@@ -107,7 +108,7 @@ func NewAggregator(opts Options) *Aggregator {
 		a.sources = newSummary(opts.Capacity, rand.Uint64())
 		a.ports = newSummary(opts.Capacity, rand.Uint64())
 	}
-	if opts.ByZoneMark {
+	if opts.ByZoneMark && opts.TopK > 0 {
 		a.zones = newSummary(opts.Capacity, rand.Uint64())
 		a.marks = newSummary(opts.Capacity, rand.Uint64())
 	}
@@ -285,7 +286,7 @@ type Result struct {
 	// TopK is 0.
 	Ports *Top[Port]
 	// Zones and Marks are the top conntrack zones and marks (0 for
-	// entries without one); nil unless ByZoneMark.
+	// entries without one); nil unless ByZoneMark and TopK > 0.
 	Zones *Top[uint16]
 	Marks *Top[uint32]
 }

@@ -25,35 +25,44 @@ type Scan struct {
 // Duration returns how long the scan took.
 func (s *Scan) Duration() time.Duration { return s.End.Sub(s.Start) }
 
-// Scanner scans the conntrack table of one namespace, reusing its memory
-// from one scan to the next. It is not safe for concurrent use.
+// Scanner scans conntrack tables, one at a time, reusing one Aggregator's
+// memory from one scan to the next. It is safe for concurrent use: scans
+// of several namespaces run one after the other, which also keeps the
+// kernel from walking its (global) hash table for several dumps at once.
 type Scanner struct {
-	target netns.Target
-	agg    *Aggregator
+	sem chan struct{} // holds agg
+	agg *Aggregator
 }
 
-// NewScanner returns a Scanner of the namespace of target.
-func NewScanner(target netns.Target, opts Options) *Scanner {
-	return &Scanner{target: target, agg: NewAggregator(opts)}
+// NewScanner returns a Scanner.
+func NewScanner(opts Options) *Scanner {
+	return &Scanner{sem: make(chan struct{}, 1), agg: NewAggregator(opts)}
 }
 
-// Scan reads the namespace's TCP timeout sysctls, dumps its table over a
-// new ctnetlink socket and returns the breakdown. The context bounds the
-// whole scan. It fails when the namespace or the socket cannot be opened,
-// or the dump does not complete; entries that do not decode are counted in
-// Result.Malformed instead.
+// Scan reads the TCP timeout sysctls of the namespace of target, dumps its
+// table over a new ctnetlink socket and returns the breakdown. It first
+// waits for any other scan of this Scanner to finish. The context bounds
+// the wait and the scan. It fails when the namespace or the socket cannot
+// be opened, or the dump does not complete; entries that do not decode are
+// counted in Result.Malformed instead.
 //
 // The kernel walks its hash table bucket by bucket while it dumps; entries
 // created or destroyed during the scan may or may not be counted, and it
 // does not flag such a dump (see ctnl.DumpInfo.Interrupted). The scan
 // counts exactly the entries the kernel sent.
-func (s *Scanner) Scan(ctx context.Context) (*Scan, error) {
-	start := time.Now()
-	t, err := ReadTimeouts(s.target)
-	if err != nil {
-		return nil, err
+func (s *Scanner) Scan(ctx context.Context, target netns.Target) (*Scan, error) {
+	select {
+	case s.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("netns %s: table scan: waiting for another scan: %w", target, ctx.Err())
 	}
-	c, err := ctnl.Dial(s.target)
+	defer func() { <-s.sem }()
+	start := time.Now()
+	t, err := ReadTimeouts(target)
+	if err != nil {
+		return nil, fmt.Errorf("table scan: %w", err)
+	}
+	c, err := ctnl.Dial(target)
 	if err != nil {
 		return nil, fmt.Errorf("table scan: %w", err)
 	}

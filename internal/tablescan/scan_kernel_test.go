@@ -210,7 +210,7 @@ func TestScanKernelMatchesConntrackList(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	const k = 3
-	sc, err := tablescan.NewScanner(ns.Target(), tablescan.Options{TopK: k, ByZoneMark: true}).Scan(ctx)
+	sc, err := tablescan.NewScanner(tablescan.Options{TopK: k, ByZoneMark: true}).Scan(ctx, ns.Target())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +289,7 @@ func TestScanKernelEmptyAndMissingNamespace(t *testing.T) {
 	nstest.RequireRoot(t, "conntrack")
 	ns := nstest.NewNamespace(t)
 	ctx := context.Background()
-	sc, err := tablescan.NewScanner(ns.Target(), tablescan.Options{TopK: 10}).Scan(ctx)
+	sc, err := tablescan.NewScanner(tablescan.Options{TopK: 10}).Scan(ctx, ns.Target())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +298,7 @@ func TestScanKernelEmptyAndMissingNamespace(t *testing.T) {
 	}
 	target := ns.Target()
 	target.Path = "/run/netns/ctx-does-not-exist"
-	if _, err := tablescan.NewScanner(target, tablescan.Options{}).Scan(ctx); err == nil {
+	if _, err := tablescan.NewScanner(tablescan.Options{}).Scan(ctx, target); err == nil {
 		t.Fatal("scan of a missing namespace succeeded")
 	}
 }
