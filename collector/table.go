@@ -84,8 +84,8 @@ type TableCollector struct {
 	logger            *zap.Logger
 
 	entries, sources, ports, zones, marks, errorBound *prometheus.Desc
-	shortened, malformed, interrupted               *prometheus.Desc
-	duration, timestamp                             *prometheus.Desc
+	shortened, malformed, interrupted                 *prometheus.Desc
+	duration, timestamp                               *prometheus.Desc
 
 	mu      sync.Mutex
 	watches map[netns.Target]*tableWatch
