@@ -1,0 +1,580 @@
+package collector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/sys/unix"
+
+	"github.com/ct-exporter/ct-exporter/internal/discovery"
+	"github.com/ct-exporter/ct-exporter/internal/netns"
+)
+
+// fakeDiscoverer returns the Result set last.
+type fakeDiscoverer struct {
+	mu  sync.Mutex
+	res discovery.Result
+	err error
+}
+
+func (f *fakeDiscoverer) set(res discovery.Result, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.res, f.err = res, err
+}
+
+func (f *fakeDiscoverer) Scan(context.Context) (discovery.Result, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	res := f.res
+	res.Namespaces = slices.Clone(res.Namespaces)
+	return res, f.err
+}
+
+// fakeWatcher records Watch and Forget calls and can refuse to watch.
+type fakeWatcher struct {
+	mu       sync.Mutex
+	watching map[string]netns.Target
+	log      []string
+	refuse   map[string]bool // by target name
+}
+
+func newFakeWatcher() *fakeWatcher {
+	return &fakeWatcher{watching: map[string]netns.Target{}, refuse: map[string]bool{}}
+}
+
+func (w *fakeWatcher) Describe(chan<- *prometheus.Desc) {}
+func (w *fakeWatcher) Update(context.Context, netns.Target, chan<- prometheus.Metric) error {
+	return nil
+}
+
+func (w *fakeWatcher) Watch(_ context.Context, t netns.Target) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.refuse[t.Name] {
+		w.log = append(w.log, "refuse "+t.Name)
+		return errors.New("refused")
+	}
+	if _, ok := w.watching[t.Name]; ok {
+		return fmt.Errorf("%s watched twice", t.Name)
+	}
+	w.watching[t.Name] = t
+	w.log = append(w.log, "watch "+t.Name)
+	return nil
+}
+
+func (w *fakeWatcher) Forget(t netns.Target) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.watching, t.Name)
+	w.log = append(w.log, "forget "+t.Name)
+}
+
+func (w *fakeWatcher) setRefuse(name string, refuse bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.refuse[name] = refuse
+}
+
+// takeLog returns the calls since the last takeLog.
+func (w *fakeWatcher) takeLog() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	l := w.log
+	w.log = nil
+	return l
+}
+
+func (w *fakeWatcher) names() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []string
+	for n := range w.watching {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// forgetOnly hides Watch so the collector is only a Forgetter.
+type forgetOnly struct{ f *fakeWatcher }
+
+func (o forgetOnly) Describe(chan<- *prometheus.Desc) {}
+func (o forgetOnly) Update(context.Context, netns.Target, chan<- prometheus.Metric) error {
+	return nil
+}
+func (o forgetOnly) Forget(t netns.Target) { o.f.Forget(t) }
+
+// nsFile makes a file to stand for a namespace found under /proc: the
+// set opens it and checks its inode.
+func nsFile(t *testing.T, name string) (string, uint64) {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	return p, st.Ino
+}
+
+func selfInode(t *testing.T) uint64 {
+	t.Helper()
+	ino, err := netns.Self().Inode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ino
+}
+
+func targetNames(ts []netns.Target) []string {
+	out := make([]string, len(ts))
+	for i, t := range ts {
+		out[i] = t.Name
+	}
+	return out
+}
+
+// harness is a TargetSet over one fake watcher, one fake forgetter and a
+// fake discoverer.
+type harness struct {
+	set    *TargetSet
+	w      *fakeWatcher
+	forget *fakeWatcher
+	disc   *fakeDiscoverer
+}
+
+func newHarness(t *testing.T, static []netns.Target, max int, res discovery.Result) *harness {
+	t.Helper()
+	h := &harness{w: newFakeWatcher(), forget: newFakeWatcher(), disc: &fakeDiscoverer{res: res}}
+	set, err := NewTargetSet(TargetSetConfig{
+		Static:     static,
+		Discoverer: h.disc,
+		Max:        max,
+		Interval:   time.Hour, // rescans are driven by the test
+		Collectors: map[string]Collector{"watcher": h.w, "forgetter": forgetOnly{h.forget}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.set = set
+	if err := set.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(set.Close)
+	return h
+}
+
+func (h *harness) check(t *testing.T, want ...string) {
+	t.Helper()
+	got := targetNames(h.set.Targets())
+	if !slices.Equal(got, want) {
+		t.Errorf("Targets = %v, want %v", got, want)
+	}
+	sorted := slices.Clone(want)
+	sort.Strings(sorted)
+	if w := h.w.names(); !slices.Equal(w, sorted) {
+		t.Errorf("watcher watches %v, want %v", w, sorted)
+	}
+}
+
+func TestStaticTargets(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		paths []string
+		self  bool
+		want  []netns.Target
+		err   string
+	}{
+		{name: "self only", self: true, want: []netns.Target{netns.Self()}},
+		{name: "nothing", want: nil},
+		{name: "paths without self", paths: []string{"/run/netns/a", "/proc/12/ns/net"},
+			want: []netns.Target{{Name: "a", Path: "/run/netns/a"}, {Name: "pid-12", Path: "/proc/12/ns/net"}}},
+		{name: "self and a path", paths: []string{"/run/netns/a"}, self: true,
+			want: []netns.Target{netns.Self(), {Name: "a", Path: "/run/netns/a"}}},
+		{name: "a path named self", paths: []string{"/run/netns/self"}, self: true,
+			err: `--conntrack.netns=/run/netns/self: name "self" is the exporter's own namespace`},
+		{name: "duplicate", paths: []string{"/run/netns/a", "/var/run/netns/a"}, err: "same namespace name"},
+	} {
+		got, err := StaticTargets(tc.paths, tc.self)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%s: err = %v, want %q", tc.name, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("%s: StaticTargets = %v, %v; want %v", tc.name, got, err, tc.want)
+		}
+	}
+}
+
+func TestNewTargetSetRejectsBadConfig(t *testing.T) {
+	if _, err := NewTargetSet(TargetSetConfig{Max: 0, Interval: time.Second}); err == nil ||
+		err.Error() != "--conntrack.netns-max=0: must be at least 1" {
+		t.Errorf("Max 0: %v", err)
+	}
+	if _, err := NewTargetSet(TargetSetConfig{Max: 1}); err == nil ||
+		err.Error() != "--conntrack.netns-discover-interval=0s: must be positive" {
+		t.Errorf("Interval 0: %v", err)
+	}
+}
+
+func TestTargetSetAddsAndDropsDiscoveredNamespaces(t *testing.T) {
+	pathA, inoA := nsFile(t, "a")
+	pathP, inoP := nsFile(t, "p")
+	res := discovery.Result{Namespaces: []discovery.Namespace{
+		{Inode: inoA, Name: "a", Path: pathA, Source: discovery.SourceDir},
+		{Inode: inoP, Name: discovery.InodeName(inoP), Path: pathP, Source: discovery.SourceProc, PID: 42, Comm: "pause", Cgroup: "/kubepods/pod1"},
+		{Inode: selfInode(t), Name: "ino-self", Path: "/proc/1/ns/net", Source: discovery.SourceProc, PID: 1, Comm: "init", Cgroup: "/"},
+	}}
+	h := newHarness(t, []netns.Target{netns.Self()}, 10, res)
+	nameP := discovery.InodeName(inoP)
+	// The exporter's own namespace is "self", not found again.
+	h.check(t, "self", "a", nameP)
+	if log := h.w.takeLog(); !slices.Equal(log, []string{"watch self", "watch a", "watch " + nameP}) {
+		t.Errorf("watcher calls %v", log)
+	}
+
+	// The /proc namespace is held open and reached through the held file.
+	var pTarget netns.Target
+	for _, tg := range h.set.Targets() {
+		if tg.Name == nameP {
+			pTarget = tg
+		}
+	}
+	if !strings.HasPrefix(pTarget.Path, "/proc/self/fd/") {
+		t.Fatalf("/proc namespace target %+v, want a /proc/self/fd path", pTarget)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(pTarget.Path, &st); err != nil || st.Ino != inoP {
+		t.Errorf("held path %s: inode %d, %v; want %d", pTarget.Path, st.Ino, err, inoP)
+	}
+
+	want := fmt.Sprintf(`
+# HELP conntrack_exporter_watched_namespaces Network namespaces watched now: static, the exporter's own, and discovered.
+# TYPE conntrack_exporter_watched_namespaces gauge
+conntrack_exporter_watched_namespaces 3
+# HELP conntrack_exporter_netns_over_limit Discovered network namespaces not watched at the last rescan because --conntrack.netns-max was reached.
+# TYPE conntrack_exporter_netns_over_limit gauge
+conntrack_exporter_netns_over_limit 0
+# HELP conntrack_netns_info One series per watched network namespace (value 1): where it was found, its inode, and the lowest process ID in it with that process's command and cgroup when known.
+# TYPE conntrack_netns_info gauge
+conntrack_netns_info{cgroup="",comm="",inode="%d",netns="a",pid="",source="dir"} 1
+conntrack_netns_info{cgroup="/",comm="init",inode="%d",netns="self",pid="1",source="self"} 1
+conntrack_netns_info{cgroup="/kubepods/pod1",comm="pause",inode="%d",netns="%s",pid="42",source="proc"} 1
+`, inoA, selfInode(t), inoP, nameP)
+	if err := testutil.CollectAndCompare(h.set, strings.NewReader(want),
+		"conntrack_exporter_watched_namespaces", "conntrack_exporter_netns_over_limit", "conntrack_netns_info"); err != nil {
+		t.Error(err)
+	}
+
+	// A rescan that finds the same keeps everything as it is.
+	h.set.Rescan()
+	h.check(t, "self", "a", nameP)
+	if log := h.w.takeLog(); len(log) != 0 {
+		t.Errorf("unchanged rescan called the watcher: %v", log)
+	}
+
+	// Both vanish: forgotten by the watcher and the forgetter, file closed.
+	h.disc.set(discovery.Result{}, nil)
+	h.set.Rescan()
+	h.check(t, "self")
+	if log := h.w.takeLog(); !slices.Equal(log, []string{"forget a", "forget " + nameP}) {
+		t.Errorf("watcher calls %v", log)
+	}
+	if log := h.forget.takeLog(); !slices.Equal(log, []string{"forget a", "forget " + nameP}) {
+		t.Errorf("forgetter calls %v", log)
+	}
+	if err := unix.Stat(pTarget.Path, &st); err == nil && st.Ino == inoP {
+		t.Errorf("%s still open after the namespace was dropped", pTarget.Path)
+	}
+
+	h.set.Close()
+	if got := h.set.Targets(); len(got) != 0 {
+		t.Errorf("Targets after Close = %v", got)
+	}
+	if log := h.w.takeLog(); !slices.Equal(log, []string{"forget self"}) {
+		t.Errorf("watcher calls at Close %v", log)
+	}
+	h.set.Close() // twice is fine
+	h.set.Rescan()
+}
+
+func TestTargetSetCap(t *testing.T) {
+	var nss []discovery.Namespace
+	for i := range 5 {
+		p, ino := nsFile(t, fmt.Sprint(i))
+		nss = append(nss, discovery.Namespace{Inode: ino, Name: fmt.Sprintf("n%d", i), Path: p, Source: discovery.SourceDir})
+	}
+	h := newHarness(t, []netns.Target{netns.Self()}, 3, discovery.Result{Namespaces: nss})
+	h.check(t, "self", "n0", "n1")
+	overLimit := func() float64 {
+		return testutil.ToFloat64(prometheus.CollectorFunc(func(ch chan<- prometheus.Metric) {
+			m := make(chan prometheus.Metric, 100)
+			h.set.Collect(m)
+			close(m)
+			for x := range m {
+				if strings.Contains(x.Desc().String(), "netns_over_limit") {
+					ch <- x
+				}
+			}
+		}))
+	}
+	if v := overLimit(); v != 3 {
+		t.Errorf("over limit %v, want 3", v)
+	}
+
+	// The namespaces watched already keep their place ahead of new ones
+	// listed first.
+	h.disc.set(discovery.Result{Namespaces: []discovery.Namespace{nss[4], nss[3], nss[1]}}, nil)
+	h.set.Rescan()
+	h.check(t, "self", "n1", "n4")
+	if v := overLimit(); v != 1 {
+		t.Errorf("over limit %v, want 1", v)
+	}
+	h.disc.set(discovery.Result{Namespaces: nss[:2]}, nil)
+	h.set.Rescan()
+	h.check(t, "self", "n1", "n0")
+	if v := overLimit(); v != 0 {
+		t.Errorf("over limit %v, want 0", v)
+	}
+}
+
+func TestTargetSetKeepsWhatAFailedSourceCouldNotSee(t *testing.T) {
+	pathA, inoA := nsFile(t, "a")
+	pathP, inoP := nsFile(t, "p")
+	a := discovery.Namespace{Inode: inoA, Name: "a", Path: pathA, Source: discovery.SourceDir}
+	p := discovery.Namespace{Inode: inoP, Name: discovery.InodeName(inoP), Path: pathP, Source: discovery.SourceProc}
+	h := newHarness(t, nil, 10, discovery.Result{Namespaces: []discovery.Namespace{a, p}})
+	h.check(t, "a", p.Name)
+
+	// /proc could not be read: its namespace stays; the directory's is gone.
+	h.disc.set(discovery.Result{Failed: map[discovery.Source]bool{discovery.SourceProc: true}}, errors.New("scan /proc: EMFILE"))
+	h.set.Rescan()
+	h.check(t, p.Name)
+	errs := testutil.ToFloat64(prometheus.CollectorFunc(func(ch chan<- prometheus.Metric) {
+		m := make(chan prometheus.Metric, 100)
+		h.set.Collect(m)
+		close(m)
+		for x := range m {
+			if strings.Contains(x.Desc().String(), "discovery_errors_total") {
+				ch <- x
+			}
+		}
+	}))
+	if errs != 1 {
+		t.Errorf("discovery errors %v, want 1", errs)
+	}
+}
+
+func TestTargetSetWithoutSelfSkipsOwnNamespace(t *testing.T) {
+	pathA, inoA := nsFile(t, "a")
+	res := discovery.Result{Namespaces: []discovery.Namespace{
+		{Inode: selfInode(t), Name: "host", Path: "/run/netns/host", Source: discovery.SourceDir},
+		{Inode: inoA, Name: "a", Path: pathA, Source: discovery.SourceDir},
+	}}
+	h := newHarness(t, nil, 10, res)
+	h.check(t, "a")
+}
+
+func TestTargetSetRenamesAProcNamespaceThatGetsAName(t *testing.T) {
+	pathP, inoP := nsFile(t, "p")
+	p := discovery.Namespace{Inode: inoP, Name: discovery.InodeName(inoP), Path: pathP, Source: discovery.SourceProc}
+	h := newHarness(t, nil, 10, discovery.Result{Namespaces: []discovery.Namespace{p}})
+	h.check(t, p.Name)
+	h.w.takeLog()
+
+	named := discovery.Namespace{Inode: inoP, Name: "blue", Path: pathP, Source: discovery.SourceDir, PID: 7}
+	h.disc.set(discovery.Result{Namespaces: []discovery.Namespace{named}}, nil)
+	h.set.Rescan()
+	h.check(t, "blue")
+	if log := h.w.takeLog(); !slices.Equal(log, []string{"forget " + p.Name, "watch blue"}) {
+		t.Errorf("watcher calls %v", log)
+	}
+}
+
+func TestTargetSetNameCollision(t *testing.T) {
+	pathA, inoA := nsFile(t, "a")
+	// A directory namespace called "self" cannot take the exporter's name.
+	h := newHarness(t, []netns.Target{netns.Self()}, 10, discovery.Result{Namespaces: []discovery.Namespace{
+		{Inode: inoA, Name: "self", Path: pathA, Source: discovery.SourceDir},
+	}})
+	h.check(t, "self", discovery.InodeName(inoA))
+}
+
+func TestTargetSetRetriesAWatcherThatFailed(t *testing.T) {
+	pathA, inoA := nsFile(t, "a")
+	res := discovery.Result{Namespaces: []discovery.Namespace{{Inode: inoA, Name: "a", Path: pathA, Source: discovery.SourceDir}}}
+	w := newFakeWatcher()
+	w.setRefuse("a", true)
+	set, err := NewTargetSet(TargetSetConfig{
+		Discoverer: &fakeDiscoverer{res: res}, Max: 10, Interval: time.Hour,
+		Collectors: map[string]Collector{"w": w},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := set.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer set.Close()
+	// Scrapes see it (its other collectors work); the watcher is retried.
+	if got := targetNames(set.Targets()); !slices.Equal(got, []string{"a"}) {
+		t.Errorf("Targets = %v", got)
+	}
+	w.setRefuse("a", false)
+	set.Rescan()
+	if log := w.takeLog(); !slices.Equal(log, []string{"refuse a", "watch a"}) {
+		t.Errorf("watcher calls %v", log)
+	}
+	set.Rescan()
+	if log := w.takeLog(); len(log) != 0 {
+		t.Errorf("watched namespace watched again: %v", log)
+	}
+}
+
+func TestTargetSetStaticWatchFailureStopsStart(t *testing.T) {
+	w := newFakeWatcher()
+	w.setRefuse("self", true)
+	set, err := NewTargetSet(TargetSetConfig{
+		Static: []netns.Target{netns.Self()}, Max: 10, Interval: time.Hour,
+		Collectors: map[string]Collector{"events": w},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = set.Start(context.Background())
+	if err == nil || err.Error() != "events collector: netns self: refused" {
+		t.Errorf("Start = %v", err)
+	}
+	if got := set.Targets(); len(got) != 0 {
+		t.Errorf("Targets after a failed Start = %v", got)
+	}
+	set.Close()
+}
+
+// blockingCollector is a guarded collector whose Collect waits until
+// released.
+type blockingCollector struct {
+	started chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingCollector) Describe(chan<- *prometheus.Desc) {}
+func (b *blockingCollector) Collect(chan<- prometheus.Metric) {
+	close(b.started)
+	<-b.release
+}
+
+func TestTargetSetForgetsOnlyAfterRunningScrapes(t *testing.T) {
+	pathA, inoA := nsFile(t, "a")
+	h := newHarness(t, nil, 10, discovery.Result{Namespaces: []discovery.Namespace{{Inode: inoA, Name: "a", Path: pathA, Source: discovery.SourceDir}}})
+	h.w.takeLog()
+	b := &blockingCollector{started: make(chan struct{}), release: make(chan struct{})}
+	scrapeDone := make(chan struct{})
+	go func() {
+		defer close(scrapeDone)
+		ch := make(chan prometheus.Metric)
+		h.set.Guard(b).Collect(ch)
+	}()
+	<-b.started
+
+	h.disc.set(discovery.Result{}, nil)
+	rescanDone := make(chan struct{})
+	go func() { defer close(rescanDone); h.set.Rescan() }()
+	// The namespace leaves Targets at once; Forget waits for the scrape.
+	deadline := time.Now().Add(5 * time.Second)
+	for len(h.set.Targets()) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("namespace still in Targets")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	select {
+	case <-rescanDone:
+		t.Fatal("rescan finished while a scrape was running")
+	case <-time.After(50 * time.Millisecond):
+	}
+	if log := h.w.takeLog(); len(log) != 0 {
+		t.Errorf("forgotten during a scrape: %v", log)
+	}
+	close(b.release)
+	<-scrapeDone
+	<-rescanDone
+	if log := h.w.takeLog(); !slices.Equal(log, []string{"forget a"}) {
+		t.Errorf("watcher calls %v", log)
+	}
+}
+
+func TestTargetSetConcurrentScrapesAndRescans(t *testing.T) {
+	var nss []discovery.Namespace
+	for i := range 8 {
+		p, ino := nsFile(t, fmt.Sprint(i))
+		src := discovery.SourceDir
+		if i%2 == 1 {
+			src = discovery.SourceProc
+		}
+		nss = append(nss, discovery.Namespace{Inode: ino, Name: fmt.Sprintf("n%d", i), Path: p, Source: src})
+	}
+	h := newHarness(t, []netns.Target{netns.Self()}, 6, discovery.Result{Namespaces: nss})
+	h.set.Close() // stopped by the test instead of the harness
+	set, err := NewTargetSet(TargetSetConfig{
+		Static: []netns.Target{netns.Self()}, Discoverer: h.disc, Max: 6, Interval: time.Millisecond,
+		Collectors: map[string]Collector{"w": newFakeWatcher()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := set.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	exporter := set.Guard(prometheus.CollectorFunc(func(chan<- prometheus.Metric) {
+		for _, tg := range set.Targets() {
+			if tg.Name == "" {
+				t.Error("empty target")
+			}
+		}
+	}))
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				exporter.Collect(nil)
+				ch := make(chan prometheus.Metric, 100)
+				set.Collect(ch)
+			}
+		}()
+	}
+	for i := range 50 {
+		h.disc.set(discovery.Result{Namespaces: nss[i%4 : i%4+4]}, nil)
+		set.Rescan()
+	}
+	close(stop)
+	wg.Wait()
+	set.Close()
+	if got := set.Targets(); len(got) != 0 {
+		t.Errorf("Targets after Close = %v", got)
+	}
+}
