@@ -24,7 +24,6 @@ import (
 	"github.com/ct-exporter/ct-exporter/collector"
 	"github.com/ct-exporter/ct-exporter/internal/caps"
 	"github.com/ct-exporter/ct-exporter/internal/logging"
-	"github.com/ct-exporter/ct-exporter/internal/netns"
 	"github.com/ct-exporter/ct-exporter/internal/preflight"
 )
 
@@ -40,6 +39,7 @@ type serveCommand struct {
 	disableExporterMetrics bool
 	maxRequests            int
 	scrapeTimeout          time.Duration
+	namespaces             *namespaceFlags
 }
 
 func newServeCommand(app *kingpin.Application, common *commonFlags) *serveCommand {
@@ -54,6 +54,7 @@ func newServeCommand(app *kingpin.Application, common *commonFlags) *serveComman
 		Default("40").IntVar(&s.maxRequests)
 	s.cmd.Flag("collector.timeout", "Time limit of one collector for one namespace on a scrape.").
 		Default("10s").DurationVar(&s.scrapeTimeout)
+	s.namespaces = addNamespaceFlags(s.cmd)
 	return s
 }
 
@@ -69,7 +70,7 @@ func (s *serveCommand) run(_ io.Writer, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ct-exporter: error: --web.telemetry-path=%q must start with /\n", s.telemetryPath)
 		return exitUsage
 	}
-	targets, err := netns.TargetsFromPaths(s.common.netns)
+	targets, err := s.namespaces.staticTargets(s.common.netns)
 	if err != nil {
 		fmt.Fprintf(stderr, "ct-exporter: error: %v\n", err)
 		return exitUsage
@@ -83,7 +84,7 @@ func (s *serveCommand) run(_ io.Writer, stderr io.Writer) int {
 		logger.Debug("raised CAP_NET_ADMIN from the permitted set")
 	}
 	checkCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err = preflight.Check(checkCtx, targets)
+	err = preflight.Check(checkCtx, checkTargets(targets))
 	cancel()
 	if err != nil {
 		fmt.Fprintf(stderr, "ct-exporter: %v\n", err)
@@ -96,29 +97,22 @@ func (s *serveCommand) run(_ io.Writer, stderr io.Writer) int {
 	}
 	// Collectors with background work per namespace are added here.
 
-	for _, t := range targets {
-		for name, c := range collectors {
-			if w, ok := c.(collector.Watcher); ok {
-				if err := w.Watch(ctx, t); err != nil {
-					fmt.Fprintf(stderr, "ct-exporter: %s collector: netns %s: %v\n", name, t, err)
-					return exitFailure
-				}
-			}
-		}
+	// The static targets, then discovered ones: each namespace is watched
+	// by every Watcher and forgotten by every collector when it goes.
+	targetSet, err := s.namespaces.targetSet(targets, collectors, logger)
+	if err != nil {
+		fmt.Fprintf(stderr, "ct-exporter: error: %v\n", err)
+		return exitUsage
 	}
-	defer func() {
-		for _, t := range targets {
-			for _, c := range collectors {
-				if w, ok := c.(collector.Watcher); ok {
-					w.Forget(t)
-				}
-			}
-		}
-	}()
+	if err := targetSet.Start(ctx); err != nil {
+		fmt.Fprintf(stderr, "ct-exporter: %v\n", err)
+		return exitFailure
+	}
+	defer targetSet.Close()
 
-	exporter := collector.NewExporter(collectors, func() []netns.Target { return targets }, s.scrapeTimeout, logger)
+	exporter := collector.NewExporter(collectors, targetSet.Targets, s.scrapeTimeout, logger)
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(exporter, versioncollector.NewCollector("conntrack_exporter"))
+	reg.MustRegister(targetSet.Guard(exporter), targetSet, versioncollector.NewCollector("conntrack_exporter"))
 	if !s.disableExporterMetrics {
 		reg.MustRegister(promcollectors.NewGoCollector(), promcollectors.NewProcessCollector(promcollectors.ProcessCollectorOpts{}))
 	}
