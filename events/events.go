@@ -1,0 +1,188 @@
+// Package events subscribes to the ctnetlink DESTROY events of a network
+// namespace and turns them into flow lifetimes, without losing any event
+// silently.
+//
+// A Subscriber owns one netlink socket in one namespace, joined to the
+// NFNLGRP_CONNTRACK_DESTROY group (and NFNLGRP_CONNTRACK_NEW only in the
+// flow_table mode, below). Its receive loop is its own, on mdlayher/netlink:
+// the receive buffer is forced large with SO_RCVBUFFORCE, the socket is
+// drained in a tight non-blocking loop into one reused buffer, and messages
+// are decoded by ctnl.DecodeFlow without allocating. When the kernel could
+// not queue an event (the buffer was full) it counts the drop on the
+// socket and the next receive fails with ENOBUFS: the loop counts the
+// overrun, reads the exact number of dropped events (SK_MEMINFO_DROPS of
+// SO_MEMINFO) and keeps going. If the socket fails otherwise the
+// Subscriber opens a new one after a backoff.
+//
+// Lifetimes come from the DESTROY event alone when the flow carries kernel
+// timestamps (net.netfilter.nf_conntrack_timestamp=1 when it was created):
+// stop - start, no state per flow. Without timestamps the Subscriber also
+// listens to NEW events and keeps the receive time of each new flow in a
+// bounded table keyed by CTA_ID (ModeFlowTable). Only flows that reached
+// ASSURED (for TCP: ESTABLISHED) are observed; those with no usable start
+// are counted instead.
+package events
+
+import (
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ct-exporter/ct-exporter/histogram"
+)
+
+// Defaults of Config.
+const (
+	// DefaultBufferSize is the receive buffer requested with
+	// SO_RCVBUFFORCE: 128 MiB, which the kernel doubles to 256 MiB of
+	// accounting room, enough to queue a burst of 200,000 DESTROY events
+	// (about 1,280 bytes of socket memory each) even if the reader stalls
+	// completely. Memory is used only while events are queued.
+	DefaultBufferSize = 128 << 20
+	// DefaultFlowTableSize bounds the flow table of ModeFlowTable.
+	DefaultFlowTableSize = 262144
+	// DefaultModeCheckInterval is how often the Subscriber rereads
+	// nf_conntrack_timestamp to pick the lifetime mode.
+	DefaultModeCheckInterval = 30 * time.Second
+	// DefaultRetryMin and DefaultRetryMax bound the backoff between two
+	// attempts to open the socket again after a failure.
+	DefaultRetryMin = time.Second
+	DefaultRetryMax = time.Minute
+)
+
+// Config configures a Subscriber. The zero value uses the defaults.
+type Config struct {
+	// BufferSize is the socket receive buffer in bytes, set with
+	// SO_RCVBUFFORCE (needs CAP_NET_ADMIN; without it the Subscriber
+	// falls back to SO_RCVBUF, capped by net.core.rmem_max). The kernel
+	// doubles the value.
+	BufferSize int
+	// FlowTableSize bounds the number of flows whose start the flow_table
+	// mode remembers; inserting into a full table evicts the oldest flow.
+	FlowTableSize int
+	// EnableTimestamps sets net.netfilter.nf_conntrack_timestamp=1 in the
+	// namespace when the socket is opened. Off by default: the exporter
+	// changes no sysctl unless asked to.
+	EnableTimestamps bool
+	// ModeCheckInterval is how often nf_conntrack_timestamp is read again.
+	ModeCheckInterval time.Duration
+	// RetryMin and RetryMax bound the backoff between restarts.
+	RetryMin, RetryMax time.Duration
+	// Logger receives restarts and warnings; nil logs nothing.
+	Logger *zap.Logger
+}
+
+// withDefaults fills in zero fields.
+func (c Config) withDefaults() Config {
+	if c.BufferSize <= 0 {
+		c.BufferSize = DefaultBufferSize
+	}
+	if c.FlowTableSize <= 0 {
+		c.FlowTableSize = DefaultFlowTableSize
+	}
+	if c.ModeCheckInterval <= 0 {
+		c.ModeCheckInterval = DefaultModeCheckInterval
+	}
+	if c.RetryMin <= 0 {
+		c.RetryMin = DefaultRetryMin
+	}
+	if c.RetryMax < c.RetryMin {
+		c.RetryMax = max(DefaultRetryMax, c.RetryMin)
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	return c
+}
+
+// Mode is how lifetimes are measured.
+type Mode int32
+
+// The lifetime modes.
+const (
+	// ModeTimestamp: lifetime = CTA_TIMESTAMP stop - start of the DESTROY
+	// event; nf_conntrack_timestamp is 1.
+	ModeTimestamp Mode = iota
+	// ModeFlowTable: lifetime = receive time of DESTROY - receive time of
+	// NEW, from a bounded table; nf_conntrack_timestamp is 0.
+	ModeFlowTable
+	// NumModes is the number of modes, not a mode.
+	NumModes
+)
+
+// String returns the label value of the mode.
+func (m Mode) String() string {
+	switch m {
+	case ModeTimestamp:
+		return "timestamp"
+	case ModeFlowTable:
+		return "flow_table"
+	}
+	return "unknown"
+}
+
+// EventType is the type of a conntrack event.
+type EventType int
+
+// The event types, as the type label names them.
+const (
+	EventNew EventType = iota
+	EventUpdate
+	EventDestroy
+	// NumEventTypes is the number of event types, not a type.
+	NumEventTypes
+)
+
+// String returns the label value of the event type.
+func (t EventType) String() string {
+	switch t {
+	case EventNew:
+		return "new"
+	case EventUpdate:
+		return "update"
+	case EventDestroy:
+		return "destroy"
+	}
+	return "unknown"
+}
+
+// Sink receives the lifetime of every ASSURED flow that ended. It is called
+// from the receive loop and must not block; *histogram.Lifetimes is one.
+type Sink interface {
+	Observe(p histogram.Protocol, s histogram.EndState, seconds float64)
+}
+
+// Stats is a snapshot of a Subscriber's counters. Counters only grow
+// during the Subscriber's life, across socket restarts.
+type Stats struct {
+	// Events counts the events received, by type.
+	Events [NumEventTypes]uint64
+	// Lost counts the events the kernel dropped because the socket's
+	// receive queue was full: the sum of SK_MEMINFO_DROPS over every
+	// socket the Subscriber opened.
+	Lost uint64
+	// Overruns counts the receives that failed with ENOBUFS.
+	Overruns uint64
+	// Malformed counts messages that did not decode; they are skipped.
+	Malformed uint64
+	// Observed counts the lifetimes handed to the Sink.
+	Observed uint64
+	// WithoutTimestamp counts ASSURED flows that ended with no usable
+	// start: no kernel timestamp and no flow-table entry.
+	WithoutTimestamp uint64
+	// Evictions counts flows evicted from the full flow table.
+	Evictions uint64
+	// FlowTableEntries is the number of flows in the flow table.
+	FlowTableEntries int
+	// Mode is the lifetime mode in use.
+	Mode Mode
+	// ReceiveBuffer is the socket's SO_RCVBUF as the kernel reports it
+	// (twice the requested size); 0 while no socket is open.
+	ReceiveBuffer int
+	// Restarts counts the sockets opened again after a failure.
+	Restarts uint64
+	// Running reports whether a socket is open and being read.
+	Running bool
+	// Err is the last failure when not Running.
+	Err error
+}

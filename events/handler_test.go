@@ -1,0 +1,290 @@
+package events
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/hex"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ct-exporter/ct-exporter/histogram"
+	"github.com/ct-exporter/ct-exporter/internal/ctnl"
+)
+
+// observation is one lifetime handed to a sink.
+type observation struct {
+	p       histogram.Protocol
+	s       histogram.EndState
+	seconds float64
+}
+
+// recordSink keeps every observation.
+type recordSink struct {
+	mu  sync.Mutex
+	obs []observation
+}
+
+func (r *recordSink) Observe(p histogram.Protocol, s histogram.EndState, seconds float64) {
+	r.mu.Lock()
+	r.obs = append(r.obs, observation{p, s, seconds})
+	r.mu.Unlock()
+}
+
+func (r *recordSink) all() []observation {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]observation(nil), r.obs...)
+}
+
+// nopSink drops observations.
+type nopSink struct{}
+
+func (nopSink) Observe(histogram.Protocol, histogram.EndState, float64) {}
+
+// frame puts a netlink header in front of a ctnetlink body.
+func frame(typ, flags uint16, body []byte) []byte {
+	b := make([]byte, 16, 16+len(body)+3)
+	binary.NativeEndian.PutUint32(b[0:], uint32(16+len(body)))
+	binary.NativeEndian.PutUint16(b[4:], typ)
+	binary.NativeEndian.PutUint16(b[6:], flags)
+	b = append(b, body...)
+	for len(b)%4 != 0 {
+		b = append(b, 0)
+	}
+	return b
+}
+
+// capturedDatagrams returns the kernel-captured event messages of
+// internal/ctnl/testdata/events.hex, each framed as one datagram.
+func capturedDatagrams(tb testing.TB) [][]byte {
+	tb.Helper()
+	f, err := os.Open("../internal/ctnl/testdata/events.hex")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	var out [][]byte
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		fs := strings.Fields(line)
+		typ, _ := strconv.ParseUint(fs[0], 16, 16)
+		flags, _ := strconv.ParseUint(fs[1], 16, 16)
+		body, err := hex.DecodeString(fs[2])
+		if err != nil {
+			tb.Fatal(err)
+		}
+		out = append(out, frame(uint16(typ), uint16(flags), body))
+	}
+	return out
+}
+
+// attr encodes one netlink attribute.
+func attr(typ uint16, data []byte) []byte {
+	b := binary.NativeEndian.AppendUint16(nil, uint16(4+len(data)))
+	b = binary.NativeEndian.AppendUint16(b, typ)
+	b = append(b, data...)
+	for len(b)%4 != 0 {
+		b = append(b, 0)
+	}
+	return b
+}
+
+func be32(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
+
+// synth builds an event body: protocol, CTA_ID, status, TCP state (if
+// tcpState >= 0), and timestamps when start != 0.
+func synth(proto uint8, id, status uint32, tcpState int, start, stop uint64) []byte {
+	b := []byte{2, 0, 0, 0}
+	b = append(b, attr(1|0x8000, attr(2|0x8000, attr(1, []byte{proto})))...)
+	b = append(b, attr(3, be32(status))...)
+	b = append(b, attr(12, be32(id))...)
+	if tcpState >= 0 {
+		b = append(b, attr(4|0x8000, attr(1|0x8000, attr(1, []byte{byte(tcpState)})))...)
+	}
+	if start != 0 {
+		ts := attr(1, binary.BigEndian.AppendUint64(nil, start))
+		if stop != 0 {
+			ts = append(ts, attr(2, binary.BigEndian.AppendUint64(nil, stop))...)
+		}
+		b = append(b, attr(20|0x8000, ts)...)
+	}
+	return b
+}
+
+const assured = ctnl.StatusAssured | ctnl.StatusSeenReply | ctnl.StatusConfirmed
+
+// fakeClock is a settable clock.
+type fakeClock struct{ mono, wall int64 }
+
+func (c *fakeClock) now() (int64, int64) { return c.mono, c.wall }
+
+func TestHandlerCapturedEvents(t *testing.T) {
+	var c counters
+	sink := &recordSink{}
+	h := newHandler(&c, sink, 16, (&fakeClock{}).now)
+	for _, d := range capturedDatagrams(t) {
+		h.datagram(d)
+	}
+	if c.malformed.Load() != 0 {
+		t.Fatalf("%d malformed", c.malformed.Load())
+	}
+	got := [NumEventTypes]uint64{c.events[0].Load(), c.events[1].Load(), c.events[2].Load()}
+	if got != [NumEventTypes]uint64{6, 15, 6} {
+		t.Fatalf("events new/update/destroy = %v", got)
+	}
+	// Of the 6 DESTROY events, 3 are ASSURED TCP flows: an idle one that
+	// expired ESTABLISHED and two closed in order (IPv4 and IPv6).
+	obs := sink.all()
+	ends := map[histogram.EndState]int{}
+	for _, o := range obs {
+		if o.p != histogram.ProtocolTCP || o.seconds <= 0 || o.seconds > 60 {
+			t.Errorf("observation %+v", o)
+		}
+		ends[o.s]++
+	}
+	if len(obs) != 3 || ends[histogram.EndEstablished] != 1 || ends[histogram.EndTimeWait] != 2 {
+		t.Fatalf("observations %+v", obs)
+	}
+	if c.withoutTimestamp.Load() != 0 || c.observed.Load() != 3 {
+		t.Fatalf("without timestamp %d, observed %d", c.withoutTimestamp.Load(), c.observed.Load())
+	}
+}
+
+func TestHandlerTimestampLifetimes(t *testing.T) {
+	var c counters
+	sink := &recordSink{}
+	clk := &fakeClock{wall: 50e9}
+	h := newHandler(&c, sink, 16, clk.now)
+	h.datagram(frame(ctnl.MsgTypeCTDelete, 0, synth(6, 1, assured, 3, 10e9, 310e9)))
+	h.datagram(frame(ctnl.MsgTypeCTDelete, 0, synth(17, 2, assured, -1, 10e9, 12e9)))
+	h.datagram(frame(ctnl.MsgTypeCTDelete, 0, synth(132, 3, assured, -1, 20e9, 0))) // no stop: now
+	h.datagram(frame(ctnl.MsgTypeCTDelete, 0, synth(6, 4, assured, 3, 60e9, 0)))    // start after now
+	h.datagram(frame(ctnl.MsgTypeCTDelete, 0, synth(6, 5, assured, 7, 0, 0)))       // no timestamp
+	h.datagram(frame(ctnl.MsgTypeCTDelete, 0, synth(6, 6, ctnl.StatusConfirmed, 2, 1e9, 2e9)))
+	want := []observation{
+		{histogram.ProtocolTCP, histogram.EndEstablished, 300},
+		{histogram.ProtocolUDP, histogram.EndNone, 2},
+		{histogram.ProtocolSCTP, histogram.EndNone, 30},
+		{histogram.ProtocolTCP, histogram.EndEstablished, 0},
+	}
+	got := sink.all()
+	if len(got) != len(want) {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("observation %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	if c.withoutTimestamp.Load() != 1 || c.events[EventDestroy].Load() != 6 {
+		t.Fatalf("without timestamp %d, destroys %d", c.withoutTimestamp.Load(), c.events[EventDestroy].Load())
+	}
+}
+
+func TestHandlerFlowTableLifetimes(t *testing.T) {
+	var c counters
+	c.mode.Store(int32(ModeFlowTable))
+	sink := &recordSink{}
+	clk := &fakeClock{mono: 1e9}
+	h := newHandler(&c, sink, 2, clk.now)
+	newFlow := func(id uint32) {
+		h.datagram(frame(ctnl.MsgTypeCTNew, 0x600, synth(6, id, ctnl.StatusConfirmed, 1, 0, 0)))
+	}
+	destroy := func(id uint32) {
+		h.datagram(frame(ctnl.MsgTypeCTDelete, 0, synth(6, id, assured, 3, 0, 0)))
+	}
+	newFlow(1)
+	clk.mono = 2e9
+	newFlow(2)
+	clk.mono = 3e9
+	newFlow(3) // evicts flow 1
+	// An UPDATE event does not touch the table.
+	h.datagram(frame(ctnl.MsgTypeCTNew, 0, synth(6, 3, assured, 3, 0, 0)))
+	clk.mono = 7e9
+	destroy(2)
+	destroy(1) // evicted: no start
+	destroy(3)
+	got := sink.all()
+	want := []observation{
+		{histogram.ProtocolTCP, histogram.EndEstablished, 5},
+		{histogram.ProtocolTCP, histogram.EndEstablished, 4},
+	}
+	if len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+	if c.evictions.Load() != 1 || c.withoutTimestamp.Load() != 1 || c.tableLen.Load() != 0 {
+		t.Fatalf("evictions %d, without timestamp %d, table %d", c.evictions.Load(), c.withoutTimestamp.Load(), c.tableLen.Load())
+	}
+	if c.events[EventNew].Load() != 3 || c.events[EventUpdate].Load() != 1 {
+		t.Fatalf("new %d, update %d", c.events[EventNew].Load(), c.events[EventUpdate].Load())
+	}
+	// In the timestamp mode NEW events do not fill the table.
+	c.mode.Store(int32(ModeTimestamp))
+	newFlow(9)
+	if h.table.Len() != 0 {
+		t.Fatal("timestamp mode filled the flow table")
+	}
+}
+
+func TestHandlerMalformed(t *testing.T) {
+	var c counters
+	sink := &recordSink{}
+	h := newHandler(&c, sink, 2, (&fakeClock{}).now)
+	h.datagram([]byte{1, 2, 3})                                          // broken framing
+	h.datagram(frame(ctnl.MsgTypeCTDelete, 0, []byte{2, 0, 0, 0, 9, 0})) // broken body
+	h.datagram(frame(0x0199, 0, []byte{2, 0, 0, 0}))                     // unknown type
+	h.datagram(frame(3, 0, []byte{0, 0, 0, 0}))                          // NLMSG_DONE: ignored
+	if c.malformed.Load() != 3 || c.events[EventDestroy].Load() != 1 || len(sink.all()) != 0 {
+		t.Fatalf("malformed %d, destroys %d, observations %d", c.malformed.Load(), c.events[EventDestroy].Load(), len(sink.all()))
+	}
+	// A datagram with two messages, the first broken, still yields the
+	// second.
+	d := append(frame(ctnl.MsgTypeCTDelete, 0, []byte{2, 0, 0, 0, 9, 0}), frame(ctnl.MsgTypeCTDelete, 0, synth(6, 1, assured, 3, 1e9, 2e9))...)
+	h.datagram(d)
+	if len(sink.all()) != 1 || c.malformed.Load() != 4 {
+		t.Fatalf("multi-message datagram: %d observations, %d malformed", len(sink.all()), c.malformed.Load())
+	}
+}
+
+func TestHandlerDoesNotAllocate(t *testing.T) {
+	var c counters
+	h := newHandler(&c, histogram.New("self"), 16, systemClock(time.Now()))
+	ds := capturedDatagrams(t)
+	for _, d := range ds {
+		h.datagram(d) // creates the histogram series
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		for _, d := range ds {
+			h.datagram(d)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per %d datagrams", allocs, len(ds))
+	}
+}
+
+// BenchmarkHandleDestroy measures decoding and observing one captured
+// DESTROY event into the real histogram.
+func BenchmarkHandleDestroy(b *testing.B) {
+	var c counters
+	h := newHandler(&c, histogram.New("self"), 16, systemClock(time.Now()))
+	var ds [][]byte
+	for _, d := range capturedDatagrams(b) {
+		if binary.NativeEndian.Uint16(d[4:6]) == ctnl.MsgTypeCTDelete {
+			ds = append(ds, d)
+		}
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		h.datagram(ds[i%len(ds)])
+	}
+}

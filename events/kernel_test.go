@@ -1,0 +1,198 @@
+package events
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ct-exporter/ct-exporter/histogram"
+	"github.com/ct-exporter/ct-exporter/internal/nstest"
+)
+
+// startSubscriber starts a Subscriber in ns that records into a sink, and
+// stops it when the test ends.
+func startSubscriber(t *testing.T, ns *nstest.Namespace, cfg Config) (*Subscriber, *recordSink) {
+	t.Helper()
+	sink := &recordSink{}
+	s := New(ns.Target(), cfg, sink)
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatalf("start subscriber in %s: %v", ns.Name, err)
+	}
+	t.Cleanup(s.Stop)
+	return s, sink
+}
+
+// waitFor polls cond until it holds or timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// noKeepAlive switches TCP keepalive off, so idle connections stay silent.
+func noKeepAlive(t *testing.T, conns ...net.Conn) {
+	t.Helper()
+	for _, c := range conns {
+		if err := c.(*net.TCPConn).SetKeepAlive(false); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestIdleFlowsExpireEstablished: N idle TCP connections in a namespace
+// whose established timeout is 3 s die in ESTABLISHED, and their lifetimes
+// from the kernel timestamps are 3 s, however late the garbage collector
+// reaps them: nf_ct_delete backdates the stop timestamp to the real expiry.
+func TestIdleFlowsExpireEstablished(t *testing.T) {
+	nstest.RequireRoot(t, "conntrack")
+	t.Parallel()
+	const n = 20
+	p := nstest.NewPair(t)
+	p.A.Sysctl(t, "net.netfilter.nf_conntrack_timestamp", "1")
+	p.A.Sysctl(t, "net.netfilter.nf_conntrack_tcp_timeout_established", "3")
+	s, sink := startSubscriber(t, p.A, Config{})
+	if st := s.Stats(); st.Mode != ModeTimestamp || !st.Running || st.ReceiveBuffer < DefaultBufferSize {
+		t.Fatalf("stats after start: %+v", st)
+	}
+	start := time.Now()
+	clients, servers := p.Connect(t, n)
+	noKeepAlive(t, append(clients, servers...)...)
+
+	waitFor(t, 60*time.Second, "n observations", func() bool { return len(sink.all()) >= n })
+	arrival := time.Since(start)
+	var lo, hi float64 = 1e9, 0
+	for _, o := range sink.all() {
+		if o.p != histogram.ProtocolTCP || o.s != histogram.EndEstablished {
+			t.Errorf("observation %+v, want tcp/established", o)
+		}
+		lo, hi = min(lo, o.seconds), max(hi, o.seconds)
+	}
+	// The stop timestamp is backdated in jiffies (4 ms at HZ=250), so a
+	// lifetime may fall a jiffy short of 3 s; the upper bound leaves room
+	// for the handshake and a slow test machine.
+	if lo < 2.99 || hi > 4 {
+		t.Errorf("lifetimes %.3f..%.3f s, want 3..4 s", lo, hi)
+	}
+	st := s.Stats()
+	if len(sink.all()) != n || st.Events[EventDestroy] != n || st.Lost != 0 || st.WithoutTimestamp != 0 || st.Malformed != 0 {
+		t.Errorf("%d observations, stats %+v", len(sink.all()), st)
+	}
+	t.Logf("%d idle flows: lifetimes %.3f..%.3f s; last DESTROY received %.1f s after the first connect (garbage collection delay)",
+		n, lo, hi, arrival.Seconds())
+}
+
+// TestOrderlyCloseEndsTimeWait: connections closed by both sides end in
+// TIME_WAIT (or CLOSE).
+func TestOrderlyCloseEndsTimeWait(t *testing.T) {
+	nstest.RequireRoot(t, "conntrack")
+	t.Parallel()
+	const n = 5
+	p := nstest.NewPair(t)
+	p.A.Sysctl(t, "net.netfilter.nf_conntrack_timestamp", "1")
+	p.A.Sysctl(t, "net.netfilter.nf_conntrack_tcp_timeout_time_wait", "1")
+	s, sink := startSubscriber(t, p.A, Config{})
+	clients, servers := p.Connect(t, n)
+	noKeepAlive(t, append(clients, servers...)...)
+	for i := range clients {
+		clients[i].Close()
+		servers[i].Close()
+	}
+	waitFor(t, 60*time.Second, "n observations", func() bool { return len(sink.all()) >= n })
+	for _, o := range sink.all() {
+		if o.p != histogram.ProtocolTCP || (o.s != histogram.EndTimeWait && o.s != histogram.EndClose) || o.seconds > 3 {
+			t.Errorf("observation %+v, want tcp/time_wait or close within 3 s", o)
+		}
+	}
+	if st := s.Stats(); st.Lost != 0 || st.Malformed != 0 || len(sink.all()) != n {
+		t.Errorf("%d observations, stats %+v", len(sink.all()), st)
+	}
+}
+
+// TestFlowTableModeWithoutTimestamps: with nf_conntrack_timestamp=0 the
+// Subscriber also listens to NEW events and measures lifetimes from its
+// flow table.
+func TestFlowTableModeWithoutTimestamps(t *testing.T) {
+	nstest.RequireRoot(t, "conntrack")
+	t.Parallel()
+	const n = 5
+	p := nstest.NewPair(t)
+	p.A.Sysctl(t, "net.netfilter.nf_conntrack_timestamp", "0")
+	p.A.Sysctl(t, "net.netfilter.nf_conntrack_tcp_timeout_established", "2")
+	s, sink := startSubscriber(t, p.A, Config{FlowTableSize: 1000})
+	if st := s.Stats(); st.Mode != ModeFlowTable {
+		t.Fatalf("mode %v, want flow_table", st.Mode)
+	}
+	clients, servers := p.Connect(t, n)
+	noKeepAlive(t, append(clients, servers...)...)
+	waitFor(t, time.Second, "NEW events", func() bool { return s.Stats().FlowTableEntries == n })
+	// Without the backdated stop timestamp the lifetime is the time until
+	// the garbage collector reaps the entry; a table dump reaps expired
+	// entries at once.
+	time.Sleep(2100 * time.Millisecond)
+	p.A.Conntrack(t, "-L")
+	waitFor(t, 30*time.Second, "n observations", func() bool { return len(sink.all()) >= n })
+	for _, o := range sink.all() {
+		if o.s != histogram.EndEstablished || o.seconds < 2 || o.seconds > 4 {
+			t.Errorf("observation %+v, want established, 2..4 s", o)
+		}
+	}
+	st := s.Stats()
+	if st.Events[EventNew] != n || st.FlowTableEntries != 0 || st.WithoutTimestamp != 0 || st.Evictions != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestEnableTimestampsSetsSysctl: EnableTimestamps sets
+// nf_conntrack_timestamp in the watched namespace, and only there.
+func TestEnableTimestampsSetsSysctl(t *testing.T) {
+	nstest.RequireRoot(t, "conntrack")
+	t.Parallel()
+	p := nstest.NewPair(t)
+	p.A.Sysctl(t, "net.netfilter.nf_conntrack_timestamp", "0")
+	p.B.Sysctl(t, "net.netfilter.nf_conntrack_timestamp", "0")
+	s, _ := startSubscriber(t, p.A, Config{EnableTimestamps: true})
+	if st := s.Stats(); st.Mode != ModeTimestamp {
+		t.Fatalf("mode %v", st.Mode)
+	}
+	if v := strings.TrimSpace(p.A.Exec(t, "sysctl", "-n", "net.netfilter.nf_conntrack_timestamp")); v != "1" {
+		t.Fatalf("A: timestamp = %s", v)
+	}
+	if v := strings.TrimSpace(p.B.Exec(t, "sysctl", "-n", "net.netfilter.nf_conntrack_timestamp")); v != "0" {
+		t.Fatalf("B: timestamp = %s", v)
+	}
+}
+
+// TestModeFollowsSysctl: the Subscriber notices nf_conntrack_timestamp
+// changing and switches modes.
+func TestModeFollowsSysctl(t *testing.T) {
+	nstest.RequireRoot(t, "conntrack")
+	t.Parallel()
+	ns := nstest.NewNamespace(t)
+	ns.Sysctl(t, "net.netfilter.nf_conntrack_timestamp", "1")
+	s, _ := startSubscriber(t, ns, Config{ModeCheckInterval: 50 * time.Millisecond})
+	ns.Sysctl(t, "net.netfilter.nf_conntrack_timestamp", "0")
+	waitFor(t, 5*time.Second, "flow_table mode", func() bool { return s.Stats().Mode == ModeFlowTable })
+	ns.Sysctl(t, "net.netfilter.nf_conntrack_timestamp", "1")
+	waitFor(t, 5*time.Second, "timestamp mode", func() bool { return s.Stats().Mode == ModeTimestamp })
+}
+
+// TestStartFailsForMissingNamespace: a namespace that does not exist is
+// an error of Start.
+func TestStartFailsForMissingNamespace(t *testing.T) {
+	nstest.RequireRoot(t)
+	ns := nstest.NewNamespace(t)
+	target := ns.Target()
+	target.Path += "-missing"
+	s := New(target, Config{}, nopSink{})
+	if err := s.Start(context.Background()); err == nil {
+		s.Stop()
+		t.Fatal("Start succeeded in a missing namespace")
+	}
+}

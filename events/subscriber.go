@@ -1,0 +1,272 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ct-exporter/ct-exporter/internal/netns"
+)
+
+// ErrStopped reports that the Subscriber was stopped.
+var ErrStopped = errors.New("event subscriber stopped")
+
+// Subscriber receives the conntrack events of one network namespace.
+type Subscriber struct {
+	target netns.Target
+	cfg    Config
+	log    *zap.Logger
+	c      counters
+	h      *handler
+
+	mu        sync.Mutex
+	sock      *eventSocket // nil between sockets
+	lost      uint64       // drops of every socket, counted so far
+	lastDrops uint32       // last SK_MEMINFO_DROPS read from sock
+	restarts  uint64
+	lastErr   error
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New returns a Subscriber for the namespace of target that hands
+// lifetimes to sink. Start starts it.
+func New(target netns.Target, cfg Config, sink Sink) *Subscriber {
+	cfg = cfg.withDefaults()
+	s := &Subscriber{
+		target: target,
+		cfg:    cfg,
+		log:    cfg.Logger.With(zap.String("netns", target.Name)),
+	}
+	s.h = newHandler(&s.c, sink, cfg.FlowTableSize, systemClock(time.Now()))
+	return s
+}
+
+// Start opens the socket and starts receiving in the background. It
+// returns the error of the first attempt, and then nothing starts. Later
+// failures restart the socket after a backoff and show in Stats until it
+// is open again. ctx or Stop end the Subscriber.
+func (s *Subscriber) Start(ctx context.Context) error {
+	sock, err := s.open()
+	if err != nil {
+		return err
+	}
+	ctx, s.cancel = context.WithCancel(ctx)
+	s.done = make(chan struct{})
+	go s.run(ctx, sock)
+	return nil
+}
+
+// Stop ends the Subscriber, closes its socket and waits for it; the
+// counters keep their values.
+func (s *Subscriber) Stop() {
+	if s.cancel == nil {
+		return
+	}
+	s.cancel()
+	<-s.done
+}
+
+// Stats returns the counters. It reads the current socket's drop count,
+// so Lost is exact at the time of the call.
+func (s *Subscriber) Stats() Stats {
+	s.mu.Lock()
+	s.readDropsLocked()
+	st := Stats{
+		Lost:     s.lost,
+		Restarts: s.restarts,
+		Running:  s.sock != nil,
+		Err:      s.lastErr,
+	}
+	if s.sock != nil {
+		st.ReceiveBuffer = s.sock.rcvbuf
+	}
+	s.mu.Unlock()
+	for i := range st.Events {
+		st.Events[i] = s.c.events[i].Load()
+	}
+	st.Overruns = s.c.overruns.Load()
+	st.Malformed = s.c.malformed.Load()
+	st.Observed = s.c.observed.Load()
+	st.WithoutTimestamp = s.c.withoutTimestamp.Load()
+	st.Evictions = s.c.evictions.Load()
+	st.FlowTableEntries = int(s.c.tableLen.Load())
+	st.Mode = Mode(s.c.mode.Load())
+	return st
+}
+
+// readDropsLocked adds the current socket's new drops to lost. The
+// kernel's counter is 32 bits wide; the difference wraps with it.
+func (s *Subscriber) readDropsLocked() {
+	if s.sock == nil {
+		return
+	}
+	d, err := s.sock.drops()
+	if err != nil {
+		s.log.Warn("reading the event socket's drop count failed", zap.Error(err))
+		return
+	}
+	s.lost += uint64(d - s.lastDrops)
+	s.lastDrops = d
+}
+
+// mode reads nf_conntrack_timestamp, after setting it if configured, and
+// returns the lifetime mode it calls for.
+func (s *Subscriber) mode() Mode {
+	v, err := readSysctl(s.target, sysctlTimestamp)
+	if err != nil {
+		s.log.Warn("cannot read nf_conntrack_timestamp, measuring lifetimes with the flow table", zap.Error(err))
+		return ModeFlowTable
+	}
+	if v == 1 {
+		return ModeTimestamp
+	}
+	return ModeFlowTable
+}
+
+// open prepares the namespace and opens a socket.
+func (s *Subscriber) open() (*eventSocket, error) {
+	if s.cfg.EnableTimestamps {
+		if err := writeSysctl(s.target, sysctlTimestamp, "1"); err != nil {
+			return nil, fmt.Errorf("--conntrack.enable-timestamps: %w", err)
+		}
+	}
+	if v, err := readSysctl(s.target, sysctlEvents); err == nil && v == 0 {
+		s.log.Warn("net.netfilter.nf_conntrack_events is 0 in this namespace: the kernel sends no events, " +
+			"so no lifetimes are measured; set it to 1 (see docs/EVENTS.md)")
+	}
+	mode := s.mode()
+	sock, err := openSocket(s.target, s.cfg.BufferSize, mode == ModeFlowTable)
+	if err != nil {
+		return nil, err
+	}
+	if !sock.forced {
+		s.log.Warn("SO_RCVBUFFORCE refused (no CAP_NET_ADMIN?), receive buffer capped by net.core.rmem_max",
+			zap.Int("requested_bytes", s.cfg.BufferSize), zap.Int("receive_buffer_bytes", sock.rcvbuf))
+	}
+	s.c.mode.Store(int32(mode))
+	s.mu.Lock()
+	s.sock, s.lastDrops, s.lastErr = sock, 0, nil
+	s.mu.Unlock()
+	s.log.Debug("event socket open", zap.Stringer("mode", mode), zap.Int("receive_buffer_bytes", sock.rcvbuf))
+	return sock, nil
+}
+
+// closeSocket closes the current socket after counting its last drops.
+func (s *Subscriber) closeSocket(cause error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sock == nil {
+		return
+	}
+	s.readDropsLocked()
+	if err := s.sock.close(); err != nil {
+		s.log.Debug("closing the event socket", zap.Error(err))
+	}
+	s.sock, s.lastDrops, s.lastErr = nil, 0, cause
+}
+
+// run receives on sock, and on new sockets after failures, until ctx ends.
+func (s *Subscriber) run(ctx context.Context, sock *eventSocket) {
+	defer close(s.done)
+	buf := make([]byte, recvBufferSize)
+	backoff := s.cfg.RetryMin
+	for {
+		opened := time.Now()
+		err := s.session(ctx, sock, buf)
+		if ctx.Err() != nil {
+			s.closeSocket(ErrStopped)
+			return
+		}
+		s.closeSocket(err)
+		if time.Since(opened) > s.cfg.RetryMax {
+			backoff = s.cfg.RetryMin
+		}
+		for {
+			s.log.Warn("event subscriber failed, restarting", zap.Error(err), zap.Duration("backoff", backoff))
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, s.cfg.RetryMax)
+			sock, err = s.open()
+			if err == nil {
+				break
+			}
+			s.mu.Lock()
+			s.lastErr = err
+			s.mu.Unlock()
+		}
+		s.mu.Lock()
+		s.restarts++
+		s.mu.Unlock()
+	}
+}
+
+// session receives on one socket until it fails or ctx ends, and keeps the
+// lifetime mode in step with nf_conntrack_timestamp meanwhile.
+func (s *Subscriber) session(ctx context.Context, sock *eventSocket, buf []byte) error {
+	stopInterrupt := context.AfterFunc(ctx, sock.interrupt)
+	defer stopInterrupt()
+	checkDone := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.followMode(ctx, sock, checkDone)
+	}()
+	defer func() {
+		close(checkDone)
+		wg.Wait()
+	}()
+	return sock.receive(buf, s.h.datagram, s.overrun)
+}
+
+// overrun counts an ENOBUFS and reads how many events were dropped.
+func (s *Subscriber) overrun() {
+	s.c.overruns.Add(1)
+	s.mu.Lock()
+	s.readDropsLocked()
+	s.mu.Unlock()
+}
+
+// followMode rereads nf_conntrack_timestamp periodically and joins or
+// leaves the NEW group when the mode changes.
+func (s *Subscriber) followMode(ctx context.Context, sock *eventSocket, done <-chan struct{}) {
+	t := time.NewTicker(s.cfg.ModeCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-done:
+			return
+		case <-t.C:
+		}
+		mode := s.mode()
+		if mode == Mode(s.c.mode.Load()) {
+			continue
+		}
+		// Join NEW before switching to the flow table, and switch away
+		// before leaving, so no new flow is missed in between.
+		if mode == ModeFlowTable {
+			if err := sock.setNew(true); err != nil {
+				s.log.Warn("cannot switch to the flow_table mode", zap.Error(err))
+				continue
+			}
+			s.c.mode.Store(int32(mode))
+		} else {
+			s.c.mode.Store(int32(mode))
+			if err := sock.setNew(false); err != nil {
+				s.log.Warn("cannot leave the NEW group", zap.Error(err))
+			}
+		}
+		s.log.Info("lifetime mode changed", zap.Stringer("mode", mode))
+	}
+}
