@@ -1,0 +1,391 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/mdlayher/netlink"
+	"github.com/ti-mo/conntrack"
+
+	"github.com/ct-exporter/ct-exporter/internal/netns"
+	"github.com/ct-exporter/ct-exporter/internal/nstest"
+)
+
+// Anchor names, as the tables print them.
+const (
+	AnchorEvents = "conntrack -E"
+	AnchorList   = "conntrack -L"
+	AnchorCount  = "conntrack -C"
+	AnchorStats  = "conntrack -S"
+	AnchorTiMo   = "ti-mo/conntrack Dump"
+	AnchorSysctl = "sysctl"
+	AnchorDrill  = "drill"
+)
+
+// netlinkSocket is one line of /proc/net/netlink.
+type netlinkSocket struct {
+	Protocol int
+	PortID   int64
+	Groups   uint64
+	Drops    uint64
+	Inode    uint64
+}
+
+// conntrack multicast group bits in the Groups column
+// (NFNLGRP_CONNTRACK_NEW = 1, UPDATE = 2, DESTROY = 3).
+const (
+	groupNew     = 1 << 0
+	groupUpdate  = 1 << 1
+	groupDestroy = 1 << 2
+)
+
+// parseNetlinkSockets parses /proc/net/netlink.
+func parseNetlinkSockets(b []byte) ([]netlinkSocket, error) {
+	var out []netlinkSocket
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	first := true
+	for sc.Scan() {
+		if first {
+			first = false
+			continue
+		}
+		f := strings.Fields(sc.Text())
+		if len(f) < 10 {
+			continue
+		}
+		var s netlinkSocket
+		var err error
+		if s.Protocol, err = strconv.Atoi(f[1]); err != nil {
+			return nil, fmt.Errorf("/proc/net/netlink: %w", err)
+		}
+		if s.PortID, err = strconv.ParseInt(f[2], 10, 64); err != nil {
+			return nil, fmt.Errorf("/proc/net/netlink: %w", err)
+		}
+		if s.Groups, err = strconv.ParseUint(f[3], 16, 64); err != nil {
+			return nil, fmt.Errorf("/proc/net/netlink: %w", err)
+		}
+		if s.Drops, err = strconv.ParseUint(f[8], 10, 64); err != nil {
+			return nil, fmt.Errorf("/proc/net/netlink: %w", err)
+		}
+		if s.Inode, err = strconv.ParseUint(f[9], 10, 64); err != nil {
+			return nil, fmt.Errorf("/proc/net/netlink: %w", err)
+		}
+		out = append(out, s)
+	}
+	return out, sc.Err()
+}
+
+// conntrackListeners returns the ctnetlink sockets of the namespace that
+// are subscribed to DESTROY events.
+func conntrackListeners(ns *nstest.Namespace) ([]netlinkSocket, error) {
+	b, err := ns.ReadFile("/proc/thread-self/net/netlink")
+	if err != nil {
+		return nil, err
+	}
+	all, err := parseNetlinkSockets(b)
+	if err != nil {
+		return nil, err
+	}
+	var out []netlinkSocket
+	for _, s := range all {
+		if s.Protocol == syscall.NETLINK_NETFILTER && s.Groups&groupDestroy != 0 {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// EventCounts are the events an event listener received, and what it
+// cost.
+type EventCounts struct {
+	New, Update, Destroy uint64
+	// Drops is the kernel's drop count of the listener's socket
+	// (sk_drops): events lost because its buffer was full.
+	Drops uint64
+	// Usage is the listener's CPU time and peak RSS.
+	Usage Usage
+}
+
+// EventAnchor is conntrack -E running inside a namespace, its events
+// counted by type.
+type EventAnchor struct {
+	ns     *nstest.Namespace
+	cmd    *exec.Cmd
+	onLine func(line []byte)
+	stderr bytes.Buffer
+
+	mu     sync.Mutex
+	counts EventCounts
+	done   chan struct{}
+}
+
+// StartEventAnchor starts conntrack -E with args (for example "-e",
+// "DESTROY") in the namespace and returns once its socket is subscribed,
+// so that no event of the drill comes too early for it. onLine, if not
+// nil, sees every line conntrack prints.
+func StartEventAnchor(lab *Lab, ns *nstest.Namespace, onLine func(line []byte), args ...string) (*EventAnchor, error) {
+	a := &EventAnchor{ns: ns, onLine: onLine, done: make(chan struct{})}
+	a.cmd = exec.Command("ip", append([]string{"netns", "exec", ns.Name, "conntrack", "-E"}, args...)...)
+	a.cmd.Stderr = &a.stderr
+	out, err := a.cmd.StdoutPipe()
+	if err != nil {
+		return nil, fmt.Errorf("conntrack -E: %w", err)
+	}
+	if err := lab.Start(a.cmd); err != nil {
+		return nil, fmt.Errorf("conntrack -E: %w", err)
+	}
+	go a.read(out)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := a.socket(); err == nil {
+			return a, nil
+		} else if time.Now().After(deadline) {
+			_ = a.cmd.Process.Kill()
+			<-a.done
+			return nil, fmt.Errorf("conntrack -E did not subscribe within 10s: %w: %s", err, a.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// read counts the lines conntrack -E prints until it exits.
+func (a *EventAnchor) read(out io.Reader) {
+	defer close(a.done)
+	r := bufio.NewReaderSize(out, 1<<20)
+	for {
+		line, err := r.ReadSlice('\n')
+		if len(line) > 0 {
+			a.count(line)
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		if err != nil {
+			_ = a.cmd.Wait()
+			return
+		}
+	}
+}
+
+func (a *EventAnchor) count(line []byte) {
+	head := line[:min(len(line), 64)]
+	a.mu.Lock()
+	switch {
+	case bytes.Contains(head, []byte("[DESTROY]")):
+		a.counts.Destroy++
+	case bytes.Contains(head, []byte("[NEW]")):
+		a.counts.New++
+	case bytes.Contains(head, []byte("[UPDATE]")):
+		a.counts.Update++
+	}
+	a.mu.Unlock()
+	if a.onLine != nil {
+		a.onLine(line)
+	}
+}
+
+// socket finds the listener's netlink socket: the one whose port id is
+// the process id (libmnl binds its first socket that way).
+func (a *EventAnchor) socket() (netlinkSocket, error) {
+	socks, err := conntrackListeners(a.ns)
+	if err != nil {
+		return netlinkSocket{}, err
+	}
+	for _, s := range socks {
+		if s.PortID == int64(a.cmd.Process.Pid) {
+			return s, nil
+		}
+	}
+	return netlinkSocket{}, errors.New("no subscribed socket of conntrack -E yet")
+}
+
+// Counts returns the events counted so far.
+func (a *EventAnchor) Counts() EventCounts {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.counts
+}
+
+// WaitQuiet waits until no new line arrived for quiet, or until max
+// passed.
+func (a *EventAnchor) WaitQuiet(quiet, max time.Duration) {
+	end := time.Now().Add(max)
+	last := a.Counts()
+	lastChange := time.Now()
+	for time.Now().Before(end) {
+		time.Sleep(quiet / 5)
+		c := a.Counts()
+		if c != last {
+			last, lastChange = c, time.Now()
+			continue
+		}
+		if time.Since(lastChange) >= quiet {
+			return
+		}
+	}
+}
+
+// Stop reads the socket's drop count, stops conntrack -E and returns what
+// it counted.
+func (a *EventAnchor) Stop() (EventCounts, error) {
+	sock, sockErr := a.socket()
+	_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-a.done:
+	case <-time.After(10 * time.Second):
+		_ = a.cmd.Process.Kill()
+		<-a.done
+	}
+	c := a.Counts()
+	c.Drops = sock.Drops
+	c.Usage = ExitedUsage(a.cmd)
+	if sockErr != nil {
+		return c, fmt.Errorf("conntrack -E drop count: %w", sockErr)
+	}
+	return c, nil
+}
+
+// ToolRun is one timed run of a command-line tool.
+type ToolRun struct {
+	Wall  time.Duration
+	Usage Usage
+	// Count is the number of entries the tool said it showed.
+	Count int
+}
+
+// shownRE matches conntrack's closing line on stderr.
+var shownRE = regexp.MustCompile(`(\d+) flow entries have been shown`)
+
+// RunConntrackList runs conntrack -L > /dev/null in the namespace and
+// times it.
+func RunConntrackList(ctx context.Context, lab *Lab, ns *nstest.Namespace) (ToolRun, error) {
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns.Name, "conntrack", "-L")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	start := time.Now()
+	if err := lab.Start(cmd); err != nil {
+		return ToolRun{}, err
+	}
+	err := cmd.Wait()
+	run := ToolRun{Wall: time.Since(start), Usage: ExitedUsage(cmd)}
+	if err != nil {
+		return run, fmt.Errorf("conntrack -L: %w: %s", err, stderr.String())
+	}
+	m := shownRE.FindStringSubmatch(stderr.String())
+	if m == nil {
+		return run, fmt.Errorf("conntrack -L: no entry count in %q", stderr.String())
+	}
+	run.Count, _ = strconv.Atoi(m[1])
+	return run, nil
+}
+
+// ChildEnv is the environment variable that makes the drill executable
+// run an anchor instead of its main program (see RunChild).
+const ChildEnv = "CT_DRILL_CHILD"
+
+// childNetnsEnv names the namespace file the child works in.
+const childNetnsEnv = "CT_DRILL_NETNS"
+
+// childTiMoDump is the child that dumps a table with ti-mo/conntrack.
+const childTiMoDump = "timo-dump"
+
+// ChildReport is what a child anchor prints on stdout, as JSON.
+type ChildReport struct {
+	Entries    int     `json:"entries"`
+	Seconds    float64 `json:"seconds"`
+	AllocBytes uint64  `json:"alloc_bytes"`
+	Mallocs    uint64  `json:"mallocs"`
+}
+
+// IsChild reports whether this process was started as a child anchor.
+func IsChild() bool { return os.Getenv(ChildEnv) != "" }
+
+// RunChild runs the child anchor named by ChildEnv, writes its report to
+// stdout and returns the exit code. The drill tool's main, and the
+// TestMain of tests that run drills, call it first when IsChild.
+func RunChild() int {
+	switch os.Getenv(ChildEnv) {
+	case childTiMoDump:
+		rep, err := tiMoDump(os.Getenv(childNetnsEnv))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "timo-dump:", err)
+			return 1
+		}
+		if err := json.NewEncoder(os.Stdout).Encode(rep); err != nil {
+			fmt.Fprintln(os.Stderr, "timo-dump:", err)
+			return 1
+		}
+		return 0
+	}
+	fmt.Fprintf(os.Stderr, "%s=%q: unknown child\n", ChildEnv, os.Getenv(ChildEnv))
+	return 2
+}
+
+// tiMoDump dumps the table of the namespace at path with
+// ti-mo/conntrack's Dump, the way a program built on that library reads
+// a table, and reports time and allocations.
+func tiMoDump(path string) (ChildReport, error) {
+	f, err := netns.Target{Name: netns.NameFromPath(path), Path: path}.Open()
+	if err != nil {
+		return ChildReport{}, err
+	}
+	defer f.Close()
+	c, err := conntrack.Dial(&netlink.Config{NetNS: int(f.Fd())})
+	if err != nil {
+		return ChildReport{}, fmt.Errorf("dial: %w", err)
+	}
+	defer c.Close()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	start := time.Now()
+	flows, err := c.Dump(nil)
+	took := time.Since(start)
+	if err != nil {
+		return ChildReport{}, fmt.Errorf("dump: %w", err)
+	}
+	runtime.ReadMemStats(&after)
+	return ChildReport{
+		Entries:    len(flows),
+		Seconds:    took.Seconds(),
+		AllocBytes: after.TotalAlloc - before.TotalAlloc,
+		Mallocs:    after.Mallocs - before.Mallocs,
+	}, nil
+}
+
+// RunTiMoDump runs the ti-mo/conntrack Dump anchor in a child process
+// (env.Self), so that its peak RSS is its own.
+func RunTiMoDump(ctx context.Context, env *Env, ns *nstest.Namespace) (ChildReport, ToolRun, error) {
+	cmd := exec.CommandContext(ctx, env.Self)
+	cmd.Env = append(os.Environ(), ChildEnv+"="+childTiMoDump, childNetnsEnv+"="+ns.Path)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	if err := env.Lab.Start(cmd); err != nil {
+		return ChildReport{}, ToolRun{}, err
+	}
+	err := cmd.Wait()
+	run := ToolRun{Wall: time.Since(start), Usage: ExitedUsage(cmd)}
+	if err != nil {
+		return ChildReport{}, run, fmt.Errorf("ti-mo/conntrack dump child: %w: %s", err, stderr.String())
+	}
+	var rep ChildReport
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		return ChildReport{}, run, fmt.Errorf("ti-mo/conntrack dump child: %w: %q", err, stdout.String())
+	}
+	run.Count = rep.Entries
+	return rep, run, nil
+}

@@ -1,0 +1,399 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ct-exporter/ct-exporter/internal/nstest"
+)
+
+// Churn opens and closes real TCP connections at a target rate, from a
+// client namespace through a router namespace that tracks them to a
+// server namespace, for a duration. The exporter and conntrack -E watch
+// the router.
+type Churn struct{}
+
+// Name implements Drill.
+func (Churn) Name() string { return "churn" }
+
+// Summary implements Drill.
+func (Churn) Summary() string {
+	return "open and close TCP connections at --rate per second for --duration through a tracking router namespace"
+}
+
+// Defaults implements Drill.
+func (Churn) Defaults() Params {
+	return Params{Rate: 1000, Duration: Duration(10 * time.Second)}
+}
+
+// Smoke implements Drill.
+func (Churn) Smoke() Params { return Params{Rate: 50, Duration: Duration(time.Second)} }
+
+// Plot implements Drill.
+func (Churn) Plot() PlotSpec {
+	return PlotSpec{X: "rate", XLabel: "target connections per second", Metrics: []string{"CPU per 1000 connections", "insert_total"}}
+}
+
+// Addresses of the churn topology: client -- router -- server.
+const (
+	churnClient       = "198.18.1.1"
+	churnRouterClient = "198.18.1.254"
+	churnRouterServer = "198.18.2.254"
+	churnServer       = "198.18.2.1"
+	churnServerPorts  = 8
+	// churnTimeWait is the router's TIME_WAIT timeout: connections end
+	// within the drill instead of two minutes later, so their DESTROY
+	// events come at the connection rate.
+	churnTimeWait = "1"
+)
+
+// churnTopology is the three namespaces of the churn drill.
+type churnTopology struct {
+	client, router, server *nstest.Namespace
+}
+
+// newChurnTopology builds client -- router -- server. Only the router
+// tracks connections; it forwards between its two links.
+func newChurnTopology(lab *Lab) (*churnTopology, error) {
+	var t churnTopology
+	var err error
+	if t.client, err = lab.Namespace(false); err != nil {
+		return nil, err
+	}
+	if t.router, err = lab.Namespace(true); err != nil {
+		return nil, err
+	}
+	if t.server, err = lab.Namespace(false); err != nil {
+		return nil, err
+	}
+	if err := nstest.LinkPair(t.client, churnClient+"/24", t.router, churnRouterClient+"/24"); err != nil {
+		return nil, err
+	}
+	if err := nstest.LinkPair(t.router, churnRouterServer+"/24", t.server, churnServer+"/24"); err != nil {
+		return nil, err
+	}
+	steps := []struct {
+		ns   *nstest.Namespace
+		args []string
+	}{
+		{t.client, []string{"ip", "route", "add", "default", "via", churnRouterClient}},
+		{t.server, []string{"ip", "route", "add", "default", "via", churnRouterServer}},
+	}
+	for _, s := range steps {
+		if _, err := s.ns.Output(s.args[0], s.args[1:]...); err != nil {
+			return nil, err
+		}
+	}
+	sysctls := []struct {
+		ns         *nstest.Namespace
+		key, value string
+	}{
+		{t.router, "net.ipv4.ip_forward", "1"},
+		{t.router, "net.netfilter.nf_conntrack_tcp_timeout_time_wait", churnTimeWait},
+		// The client closes first and keeps TIME_WAIT sockets: let it
+		// reuse them and use every port.
+		{t.client, "net.ipv4.tcp_tw_reuse", "1"},
+		{t.client, "net.ipv4.ip_local_port_range", "1024 65000"},
+		{t.server, "net.core.somaxconn", "4096"},
+		{t.server, "net.ipv4.tcp_max_syn_backlog", "4096"},
+	}
+	for _, s := range sysctls {
+		if err := s.ns.SetSysctl(s.key, s.value); err != nil {
+			return nil, err
+		}
+	}
+	return &t, nil
+}
+
+// churnServerListen listens on churnServerPorts ports of the server
+// namespace; every accepted connection is read to its end and closed.
+func churnServerListen(ns *nstest.Namespace) (addrs []string, closeAll func(), err error) {
+	var ls []net.Listener
+	closeAll = func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}
+	err = ns.Target().Do(func() error {
+		for i := range churnServerPorts {
+			l, err := net.Listen("tcp", net.JoinHostPort(churnServer, strconv.Itoa(8000+i)))
+			if err != nil {
+				return fmt.Errorf("churn server: %w", err)
+			}
+			ls = append(ls, l)
+		}
+		return nil
+	})
+	if err != nil {
+		closeAll()
+		return nil, nil, err
+	}
+	for _, l := range ls {
+		addrs = append(addrs, l.Addr().String())
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					var b [64]byte
+					for {
+						if _, err := c.Read(b[:]); err != nil {
+							break
+						}
+					}
+					c.Close()
+				}()
+			}
+		}()
+	}
+	return addrs, closeAll, nil
+}
+
+// churnStats counts the client's connections.
+type churnStats struct {
+	opened, failed atomic.Int64
+}
+
+// churnLoad opens and closes connections from the client namespace at
+// rate per second until ctx ends or duration passed. Workers run on
+// threads inside the client namespace; a pacer hands out one token per
+// connection.
+func churnLoad(ctx context.Context, client *nstest.Namespace, addrs []string, rate float64, duration time.Duration) (*churnStats, time.Duration, error) {
+	st := &churnStats{}
+	workers := max(8, min(256, int(rate/100)))
+	tokens := make(chan struct{}, max(1024, int(rate)))
+	ctx, cancel := context.WithTimeout(ctx, duration)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := client.Target().Do(func() error {
+				d := net.Dialer{Timeout: 2 * time.Second}
+				i := w
+				for range tokens {
+					c, err := d.Dial("tcp", addrs[i%len(addrs)])
+					i++
+					if err != nil {
+						st.failed.Add(1)
+						continue
+					}
+					c.Close()
+					st.opened.Add(1)
+				}
+				return nil
+			})
+			if err != nil {
+				errc <- err
+			}
+		}()
+	}
+	start := time.Now()
+	const tick = 5 * time.Millisecond
+	t := time.NewTicker(tick)
+	var issued float64
+pace:
+	for {
+		select {
+		case <-ctx.Done():
+			break pace
+		case now := <-t.C:
+			due := math.Floor(rate*now.Sub(start).Seconds()) - issued
+			for ; due > 0; due-- {
+				select {
+				case tokens <- struct{}{}:
+					issued++
+				default:
+					// Workers are behind: drop the token rather than
+					// queue an unbounded backlog; the achieved rate
+					// shows it.
+					issued++
+				}
+			}
+		}
+	}
+	t.Stop()
+	close(tokens)
+	wg.Wait()
+	took := time.Since(start)
+	close(errc)
+	if err := <-errc; err != nil {
+		return st, took, err
+	}
+	runtime.Gosched()
+	return st, took, nil
+}
+
+// Run implements Drill.
+func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
+	if p.Rate <= 0 || p.Duration <= 0 {
+		return nil, errors.New("churn needs a positive --rate and --duration")
+	}
+	topo, err := newChurnTopology(env.Lab)
+	if err != nil {
+		return nil, err
+	}
+	addrs, closeServer, err := churnServerListen(topo.server)
+	if err != nil {
+		return nil, err
+	}
+	defer closeServer()
+	exp, err := StartExporter(ctx, env.Lab, env.Exporter, []string{topo.router.Path}, env.ExporterArgs...)
+	if err != nil {
+		return nil, err
+	}
+	defer exp.Stop()
+	anchor, err := StartEventAnchor(env.Lab, topo.router, nil, "-e", "DESTROY")
+	if err != nil {
+		return nil, err
+	}
+	defer anchor.Stop() //nolint:errcheck // stopped again below on success
+
+	sel := map[string]string{"netns": topo.router.Name}
+	m0, _, err := exp.Scrape(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sums0, err := topo.router.CounterSums()
+	if err != nil {
+		return nil, err
+	}
+	u0, err := exp.Usage()
+	if err != nil {
+		return nil, err
+	}
+
+	// Scrape once a second while the load runs, as a busy Prometheus
+	// would.
+	scrapeCtx, stopScrapes := context.WithCancel(ctx)
+	var scrapeTimes []time.Duration
+	var scrapeErr error
+	scrapesDone := make(chan struct{})
+	go func() {
+		defer close(scrapesDone)
+		tk := time.NewTicker(time.Second)
+		defer tk.Stop()
+		for {
+			select {
+			case <-scrapeCtx.Done():
+				return
+			case <-tk.C:
+				_, took, err := exp.Scrape(scrapeCtx)
+				if err != nil {
+					if scrapeCtx.Err() == nil {
+						scrapeErr = err
+					}
+					return
+				}
+				scrapeTimes = append(scrapeTimes, took)
+			}
+		}
+	}()
+
+	env.Logf("churn: %g connections/s for %s through %s", p.Rate, time.Duration(p.Duration), topo.router.Name)
+	st, took, err := churnLoad(ctx, topo.client, addrs, p.Rate, time.Duration(p.Duration))
+	if err != nil {
+		stopScrapes()
+		<-scrapesDone
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		stopScrapes()
+		<-scrapesDone
+		return nil, err
+	}
+	// Let the router's TIME_WAIT entries expire, so every connection has
+	// sent its DESTROY event.
+	waitEmpty(ctx, topo.router, 30*time.Second)
+	anchor.WaitQuiet(time.Second, 10*time.Second)
+	stopScrapes()
+	<-scrapesDone
+	if scrapeErr != nil {
+		return nil, scrapeErr
+	}
+
+	m1, _, err := exp.Scrape(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sums1, err := topo.router.CounterSums()
+	if err != nil {
+		return nil, err
+	}
+	u1, err := exp.Usage()
+	if err != nil {
+		return nil, err
+	}
+	ev, err := anchor.Stop()
+	if err != nil {
+		return nil, err
+	}
+	left, err := topo.router.EntryCount()
+	if err != nil {
+		return nil, err
+	}
+
+	r := &Result{}
+	opened := float64(st.opened.Load())
+	r.AddFact("connections opened and closed", opened, "connections")
+	r.AddFact("connections that failed", float64(st.failed.Load()), "connections")
+	r.AddFact("load time", took.Seconds(), "s")
+	r.AddFact("achieved rate", opened/took.Seconds(), "connections/s")
+	r.AddFact("entries left in the router", float64(left), "entries")
+
+	for _, k := range []string{"insert", "insert_failed", "drop", "invalid"} {
+		name := "conntrack_stat_" + k + "_total"
+		v0, err := m0.Sum(name, sel)
+		if err != nil {
+			return nil, err
+		}
+		v1, err := m1.Sum(name, sel)
+		if err != nil {
+			return nil, err
+		}
+		r.Rows = append(r.Rows, NewRow(k+"_total", "events", v1-v0, AnchorStats, float64(sums1[k]-sums0[k])))
+	}
+	r.Rows = append(r.Rows, AnchorRow("DESTROY events received", "events", AnchorEvents, float64(ev.Destroy)))
+	used := u1.Sub(u0)
+	r.Rows = append(r.Rows,
+		NewRow("CPU during the drill", "s", used.CPU.Seconds(), AnchorEvents, ev.Usage.CPU.Seconds()),
+		NewRow("CPU per 1000 connections", "s", perThousand(used.CPU, opened), AnchorEvents, perThousand(ev.Usage.CPU, opened)),
+		NewRow("peak RSS", "bytes", float64(used.PeakRSS), AnchorEvents, float64(ev.Usage.PeakRSS)),
+	)
+	if len(scrapeTimes) > 0 {
+		r.Rows = append(r.Rows, ExporterRow("scrape duration under load (median)", "s", median(scrapeTimes).Seconds()))
+	}
+	r.Notes = append(r.Notes, fmt.Sprintf("router TIME_WAIT timeout %s s so that connections end within the drill; the exporter is scraped once a second during the load.", churnTimeWait))
+	return r, nil
+}
+
+// perThousand returns seconds of CPU per 1000 units of work.
+func perThousand(cpu time.Duration, n float64) float64 {
+	if n == 0 {
+		return math.NaN()
+	}
+	return cpu.Seconds() / n * 1000
+}
+
+// waitEmpty waits until the namespace's table is empty, or max passed.
+func waitEmpty(ctx context.Context, ns *nstest.Namespace, max time.Duration) {
+	end := time.Now().Add(max)
+	for time.Now().Before(end) && ctx.Err() == nil {
+		if n, err := ns.EntryCount(); err == nil && n == 0 {
+			return
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}

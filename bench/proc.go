@@ -1,0 +1,140 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Usage is the cost of a process: CPU time and memory.
+type Usage struct {
+	// CPU is user plus system time.
+	CPU time.Duration
+	// PeakRSS is the largest resident set, in bytes (VmHWM, or ru_maxrss
+	// of a process that has exited).
+	PeakRSS uint64
+}
+
+// Sub returns the CPU time spent between an earlier reading and u; the
+// peak is u's.
+func (u Usage) Sub(earlier Usage) Usage {
+	return Usage{CPU: u.CPU - earlier.CPU, PeakRSS: u.PeakRSS}
+}
+
+// atClkTck is AT_CLKTCK, the auxiliary vector entry of the clock tick.
+const atClkTck = 17
+
+// clockTicks returns the number of clock ticks per second that
+// /proc/PID/stat counts in, from the process's auxiliary vector; 100 if it
+// cannot be read.
+func clockTicks() int64 {
+	b, err := os.ReadFile("/proc/self/auxv")
+	if err != nil {
+		return 100
+	}
+	for len(b) >= 16 {
+		k, v := binary.NativeEndian.Uint64(b[0:8]), binary.NativeEndian.Uint64(b[8:16])
+		if k == atClkTck && v > 0 {
+			return int64(v)
+		}
+		if k == 0 {
+			break
+		}
+		b = b[16:]
+	}
+	return 100
+}
+
+// ProcUsage reads the CPU time of a running process, all its threads
+// (including those that have ended) summed, from /proc/PID/stat, and its
+// peak resident set from VmHWM in /proc/PID/status.
+func ProcUsage(pid int) (Usage, error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return Usage{}, fmt.Errorf("process %d: %w", pid, err)
+	}
+	cpu, err := parseStatCPU(stat, clockTicks())
+	if err != nil {
+		return Usage{}, fmt.Errorf("process %d: %w", pid, err)
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return Usage{}, fmt.Errorf("process %d: %w", pid, err)
+	}
+	hwm, err := parseStatusKB(status, "VmHWM")
+	if err != nil {
+		return Usage{}, fmt.Errorf("process %d: %w", pid, err)
+	}
+	return Usage{CPU: cpu, PeakRSS: hwm}, nil
+}
+
+// parseStatCPU returns utime+stime of a /proc/PID/stat line.
+func parseStatCPU(stat []byte, ticks int64) (time.Duration, error) {
+	// The command name is in parentheses and may contain spaces; the
+	// fields after it start with the state (field 3). utime and stime are
+	// fields 14 and 15.
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, errors.New("stat: no command name")
+	}
+	fields := strings.Fields(string(stat[i+1:]))
+	if len(fields) < 13 {
+		return 0, fmt.Errorf("stat: %d fields after the command name", len(fields))
+	}
+	var total int64
+	for _, f := range fields[11:13] {
+		v, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("stat: %w", err)
+		}
+		total += v
+	}
+	return time.Duration(total) * time.Second / time.Duration(ticks), nil
+}
+
+// parseStatusKB returns a "Key:   123 kB" value of /proc/PID/status in
+// bytes.
+func parseStatusKB(status []byte, key string) (uint64, error) {
+	sc := bufio.NewScanner(bytes.NewReader(status))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok || k != key {
+			continue
+		}
+		v = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB"))
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("status %s: %w", key, err)
+		}
+		return n * 1024, nil
+	}
+	return 0, fmt.Errorf("status: no %s", key)
+}
+
+// ExitedUsage returns the cost of a command that has exited, from its
+// rusage.
+func ExitedUsage(cmd *exec.Cmd) Usage {
+	if cmd.ProcessState == nil {
+		return Usage{}
+	}
+	var u Usage
+	u.CPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		u.PeakRSS = uint64(ru.Maxrss) * 1024 // kilobytes on Linux
+	}
+	return u
+}
+
+// childAttr makes a child process die with the drill process, so that an
+// anchor or an exporter never outlives a killed drill.
+func childAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+}
