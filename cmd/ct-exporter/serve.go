@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 	"github.com/ct-exporter/ct-exporter/internal/caps"
 	"github.com/ct-exporter/ct-exporter/internal/logging"
 	"github.com/ct-exporter/ct-exporter/internal/preflight"
+	"github.com/ct-exporter/ct-exporter/internal/tablescan"
 )
 
 // defaultListenAddress is the exporter's default port.
@@ -40,6 +42,28 @@ type serveCommand struct {
 	maxRequests            int
 	scrapeTimeout          time.Duration
 	namespaces             *namespaceFlags
+	table                  tableFlags
+}
+
+// tableFlags configure the background table scan.
+type tableFlags struct {
+	interval   time.Duration
+	timeout    time.Duration
+	topK       int
+	byZoneMark bool
+}
+
+// validate rejects values the table scan cannot use.
+func (f tableFlags) validate() error {
+	switch {
+	case f.interval < 0:
+		return fmt.Errorf("--table.interval=%s must not be negative", f.interval)
+	case f.timeout <= 0:
+		return fmt.Errorf("--table.timeout=%s must be positive", f.timeout)
+	case f.topK < 0:
+		return fmt.Errorf("--table.top-k=%d must not be negative", f.topK)
+	}
+	return nil
 }
 
 func newServeCommand(app *kingpin.Application, common *commonFlags) *serveCommand {
@@ -55,6 +79,14 @@ func newServeCommand(app *kingpin.Application, common *commonFlags) *serveComman
 	s.cmd.Flag("collector.timeout", "Time limit of one collector for one namespace on a scrape.").
 		Default("10s").DurationVar(&s.scrapeTimeout)
 	s.namespaces = addNamespaceFlags(s.cmd)
+	s.cmd.Flag("table.interval", "Time between two scans of each namespace's conntrack table (the first runs at startup); scrapes serve the last scan. 0 disables the table breakdown.").
+		Default("60s").DurationVar(&s.table.interval)
+	s.cmd.Flag("table.timeout", "Time limit of one table scan.").
+		Default("50s").DurationVar(&s.table.timeout)
+	s.cmd.Flag("table.top-k", "Top sources and destination ports (and zones and marks) named in the table breakdown, plus one \"other\" series with the rest; 0 leaves out these series.").
+		Default(strconv.Itoa(tablescan.DefaultTopK)).IntVar(&s.table.topK)
+	s.cmd.Flag("table.by-zone-mark", "Also break the table down by conntrack zone and by mark (top K each).").
+		BoolVar(&s.table.byZoneMark)
 	return s
 }
 
@@ -68,6 +100,10 @@ func (s *serveCommand) run(_ io.Writer, stderr io.Writer) int {
 	defer logger.Sync() //nolint:errcheck // stderr may not support sync
 	if !startsWith(s.telemetryPath, "/") {
 		fmt.Fprintf(stderr, "ct-exporter: error: --web.telemetry-path=%q must start with /\n", s.telemetryPath)
+		return exitUsage
+	}
+	if err := s.table.validate(); err != nil {
+		fmt.Fprintf(stderr, "ct-exporter: error: %v\n", err)
 		return exitUsage
 	}
 	targets, err := s.namespaces.staticTargets(s.common.netns)
@@ -96,6 +132,13 @@ func (s *serveCommand) run(_ io.Writer, stderr io.Writer) int {
 		"settings": collector.NewSettingsCollector(collector.ProcSettings{}),
 	}
 	// Collectors with background work per namespace are added here.
+	if s.table.interval > 0 {
+		collectors[collector.TableName] = collector.NewTableCollector(collector.TableOptions{
+			Interval: s.table.interval,
+			Timeout:  s.table.timeout,
+			Scan:     tablescan.Options{TopK: s.table.topK, ByZoneMark: s.table.byZoneMark},
+		}, logger.With(zap.String("collector", collector.TableName)))
+	}
 
 	// The static targets, then discovered ones: each namespace is watched
 	// by every Watcher and forgotten by every collector when it goes.
