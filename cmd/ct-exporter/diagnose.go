@@ -1,10 +1,21 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
 
 	"github.com/alecthomas/kingpin/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/ct-exporter/ct-exporter/diagnose"
+	"github.com/ct-exporter/ct-exporter/internal/netns"
+	"github.com/ct-exporter/ct-exporter/internal/preflight"
 )
 
 // Exit codes of the diagnose command, for scripts.
@@ -15,19 +26,133 @@ const (
 	diagnoseCouldNotRun = 3
 )
 
+// Output formats of the diagnose command.
+const (
+	outputText = "text"
+	outputJSON = "json"
+)
+
 // diagnoseCommand holds the flags of the diagnose subcommand.
 type diagnoseCommand struct {
-	cmd    *kingpin.CmdClause
-	common *commonFlags
+	cmd      *kingpin.CmdClause
+	common   *commonFlags
+	duration time.Duration
+	output   string
+	topK     int
+
+	// sampler replaces the kernel sampler in tests.
+	sampler diagnose.Sampler
+	// skipPreflight skips the kernel checks in tests.
+	skipPreflight bool
 }
 
 func newDiagnoseCommand(app *kingpin.Application, common *commonFlags) *diagnoseCommand {
 	d := &diagnoseCommand{common: common}
-	d.cmd = app.Command("diagnose", "Sample the conntrack state of each namespace and print a report with a verdict.")
+	d.cmd = app.Command("diagnose", "Sample the conntrack state of each namespace and print a report with a verdict. "+
+		"Exit code: 0 healthy, 1 warning, 2 critical, 3 could not run.")
+	d.cmd.Flag("duration", "How long to sample counters and flow deaths.").
+		Default("30s").DurationVar(&d.duration)
+	d.cmd.Flag("output", "Report format: "+outputText+" or "+outputJSON+".").
+		Default(outputText).EnumVar(&d.output, outputText, outputJSON)
+	d.cmd.Flag("top-k", "Number of top sources and destination ports shown.").
+		Default(fmt.Sprint(diagnose.DefaultTopK)).IntVar(&d.topK)
 	return d
 }
 
-func (d *diagnoseCommand) run(_, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "ct-exporter: diagnose: not available in this build")
+// couldNotRun writes the one-line reason and returns diagnoseCouldNotRun.
+func couldNotRun(stderr io.Writer, format string, args ...any) int {
+	msg := strings.ReplaceAll(fmt.Sprintf(format, args...), "\n", " ")
+	fmt.Fprintf(stderr, "ct-exporter diagnose: %s\n", msg)
 	return diagnoseCouldNotRun
+}
+
+// run samples, prints the report and returns the exit code.
+func (d *diagnoseCommand) run(stdout, stderr io.Writer) int {
+	if d.duration <= 0 {
+		return couldNotRun(stderr, "--duration=%s: must be positive", d.duration)
+	}
+	if d.topK < 1 {
+		return couldNotRun(stderr, "--top-k=%d: must be at least 1", d.topK)
+	}
+	targets, err := netns.TargetsFromPaths(d.common.netns)
+	if err != nil {
+		return couldNotRun(stderr, "%v", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	if !d.skipPreflight {
+		checkCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err = preflight.Check(checkCtx, targets)
+		cancel()
+		if err != nil {
+			return couldNotRun(stderr, "%v", err)
+		}
+	}
+	sampler := d.sampler
+	if sampler == nil {
+		sampler = kernelSampler(d.topK)
+	}
+	// The sample takes its duration plus a table dump: bound the whole run.
+	runCtx, cancel := context.WithTimeout(ctx, d.duration+2*time.Minute)
+	defer cancel()
+	report, err := diagnose.Run(runCtx, sampler, targets, d.duration, diagnose.Options{TopK: d.topK})
+	if err != nil {
+		if ctx.Err() != nil {
+			return couldNotRun(stderr, "interrupted before the sample ended")
+		}
+		return couldNotRun(stderr, "sample did not end in time: %v", err)
+	}
+
+	switch d.output {
+	case outputJSON:
+		err = diagnose.WriteJSON(stdout, report)
+	default:
+		err = diagnose.WriteText(stdout, report, diagnose.TextOptions{Color: colorTerminal(stdout)})
+	}
+	if err != nil {
+		return couldNotRun(stderr, "%v", err)
+	}
+	if failed := report.Failed(); len(failed) > 0 {
+		ns := failed[0]
+		msg := fmt.Sprintf("netns %s: %s", ns.Name, ns.Error)
+		if len(failed) > 1 {
+			msg += fmt.Sprintf(" (and %d more namespaces)", len(failed)-1)
+		}
+		return couldNotRun(stderr, "%s", msg)
+	}
+	return exitCodeOf(report.Verdict)
+}
+
+// exitCodeOf maps a verdict to the exit code of the diagnose command.
+func exitCodeOf(v diagnose.Verdict) int {
+	switch v {
+	case diagnose.VerdictOK:
+		return diagnoseHealthy
+	case diagnose.VerdictWarning:
+		return diagnoseWarning
+	case diagnose.VerdictCritical:
+		return diagnoseCritical
+	}
+	return diagnoseCouldNotRun
+}
+
+// colorTerminal reports whether w is a terminal that should get colours:
+// a TTY, NO_COLOR unset and TERM not dumb.
+func colorTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	if _, set := os.LookupEnv("NO_COLOR"); set || os.Getenv("TERM") == "dumb" {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// kernelSampler returns the sampler of the running kernel with every
+// source this build has.
+func kernelSampler(topK int) diagnose.Sampler {
+	return diagnose.KernelSampler{Table: diagnose.NewTableScan(topK)}
 }

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ct-exporter/ct-exporter/collector"
+	"github.com/ct-exporter/ct-exporter/diagnose"
+	"github.com/ct-exporter/ct-exporter/internal/ctnl"
+	"github.com/ct-exporter/ct-exporter/internal/netns"
+)
+
+func TestExitCodeOf(t *testing.T) {
+	for v, want := range map[diagnose.Verdict]int{
+		diagnose.VerdictOK:       diagnoseHealthy,
+		diagnose.VerdictWarning:  diagnoseWarning,
+		diagnose.VerdictCritical: diagnoseCritical,
+		"":                       diagnoseCouldNotRun,
+	} {
+		if got := exitCodeOf(v); got != want {
+			t.Errorf("exitCodeOf(%q) = %d, want %d", v, got, want)
+		}
+	}
+	if diagnoseHealthy != 0 || diagnoseWarning != 1 || diagnoseCritical != 2 || diagnoseCouldNotRun != 3 {
+		t.Error("the documented exit codes changed")
+	}
+}
+
+// fillSampler returns a sample of the given fill, or err.
+type fillSampler struct {
+	entries uint32
+	err     error
+}
+
+func (f fillSampler) Sample(_ context.Context, target netns.Target, _ time.Duration) (diagnose.Sample, error) {
+	if f.err != nil {
+		return diagnose.Sample{}, f.err
+	}
+	start := time.Date(2026, 11, 24, 3, 0, 0, 0, time.UTC)
+	snap := collector.StatsSnapshot{Global: ctnl.GlobalStats{Entries: f.entries, MaxEntries: 1000}}
+	return diagnose.Sample{
+		Target: target, Start: start, End: start.Add(time.Second),
+		Before: snap, After: snap,
+		Settings: collector.Settings{"nf_conntrack_tcp_timeout_established": 432000},
+	}, nil
+}
+
+// runDiagnose runs the diagnose command with a fake sampler.
+func runDiagnose(t *testing.T, s diagnose.Sampler, output string, netnsPaths ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	d := &diagnoseCommand{
+		common:   &commonFlags{netns: netnsPaths},
+		duration: time.Millisecond, output: output, topK: 5,
+		sampler: s, skipPreflight: true,
+	}
+	var out, errOut bytes.Buffer
+	code = d.run(&out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestDiagnoseExitCodes(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		entries uint32
+		code    int
+		verdict string
+	}{
+		{"healthy", 100, diagnoseHealthy, "verdict: OK"},
+		{"warning", 800, diagnoseWarning, "verdict: WARNING"},
+		{"critical", 950, diagnoseCritical, "verdict: CRITICAL"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := runDiagnose(t, fillSampler{entries: tc.entries}, outputText)
+			if code != tc.code {
+				t.Errorf("exit code %d, want %d", code, tc.code)
+			}
+			if !strings.Contains(stdout, tc.verdict+"\n") {
+				t.Errorf("stdout lacks %q:\n%s", tc.verdict, stdout)
+			}
+			if stderr != "" {
+				t.Errorf("stderr %q", stderr)
+			}
+		})
+	}
+}
+
+func TestDiagnoseJSONOutput(t *testing.T) {
+	code, stdout, _ := runDiagnose(t, fillSampler{entries: 950}, outputJSON, "/run/netns/a", "/run/netns/b")
+	if code != diagnoseCritical {
+		t.Errorf("exit code %d, want %d", code, diagnoseCritical)
+	}
+	var r diagnose.Report
+	if err := json.Unmarshal([]byte(stdout), &r); err != nil {
+		t.Fatalf("stdout is not a JSON report: %v\n%s", err, stdout)
+	}
+	if r.Verdict != diagnose.VerdictCritical || len(r.Namespaces) != 2 || r.Namespaces[1].Name != "b" {
+		t.Errorf("report %+v", r)
+	}
+}
+
+func TestDiagnoseCouldNotRun(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		d      diagnoseCommand
+		stderr string
+	}{
+		{"zero duration", diagnoseCommand{duration: 0, topK: 5, output: outputText},
+			"ct-exporter diagnose: --duration=0s: must be positive\n"},
+		{"zero top-k", diagnoseCommand{duration: time.Second, topK: 0, output: outputText},
+			"ct-exporter diagnose: --top-k=0: must be at least 1\n"},
+		{"duplicate namespace", diagnoseCommand{common: &commonFlags{netns: []string{"/run/netns/a", "/var/run/netns/a"}}, duration: time.Second, topK: 5},
+			"ct-exporter diagnose: --conntrack.netns=/var/run/netns/a: same namespace name \"a\" as /run/netns/a\n"},
+		{"missing namespace", diagnoseCommand{common: &commonFlags{netns: []string{"/run/netns/ct-exporter-does-not-exist"}}, duration: time.Second, topK: 5},
+			"ct-exporter diagnose: --conntrack.netns=/run/netns/ct-exporter-does-not-exist: no such network namespace; create it (ip netns add NAME) or fix the path\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := tc.d
+			if d.common == nil {
+				d.common = &commonFlags{}
+			}
+			var stdout, stderr bytes.Buffer
+			if code := d.run(&stdout, &stderr); code != diagnoseCouldNotRun {
+				t.Errorf("exit code %d, want %d", code, diagnoseCouldNotRun)
+			}
+			if stderr.String() != tc.stderr {
+				t.Errorf("stderr %q, want %q", stderr.String(), tc.stderr)
+			}
+		})
+	}
+}
+
+func TestDiagnoseNamespaceFailed(t *testing.T) {
+	code, stdout, stderr := runDiagnose(t, fillSampler{err: errors.New("netns x (/run/netns/x): setns: operation not permitted")}, outputText, "/run/netns/x")
+	if code != diagnoseCouldNotRun {
+		t.Errorf("exit code %d, want %d", code, diagnoseCouldNotRun)
+	}
+	want := "ct-exporter diagnose: netns x: netns x (/run/netns/x): setns: operation not permitted\n"
+	if stderr != want {
+		t.Errorf("stderr %q, want %q", stderr, want)
+	}
+	if !strings.Contains(stdout, "NOT SAMPLED") {
+		t.Errorf("the report does not show the namespace that failed:\n%s", stdout)
+	}
+}
+
+func TestDiagnoseHelp(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"diagnose", "--help"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit code %d: %s", code, stderr.String())
+	}
+	for _, flag := range []string{"--duration", "--output", "--top-k", "--conntrack.netns"} {
+		if !strings.Contains(stdout.String(), flag) {
+			t.Errorf("diagnose --help does not mention %s", flag)
+		}
+	}
+}
+
+func TestColorTerminal(t *testing.T) {
+	if colorTerminal(&bytes.Buffer{}) {
+		t.Error("a buffer is not a terminal")
+	}
+}
