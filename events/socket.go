@@ -24,8 +24,9 @@ const (
 
 // socket options and SO_MEMINFO layout (include/uapi/linux/sock_diag.h).
 const (
-	skMeminfoDrops = 8 // SK_MEMINFO_DROPS
-	skMeminfoVars  = 9 // SK_MEMINFO_VARS
+	skMeminfoRmemAlloc = 0 // SK_MEMINFO_RMEM_ALLOC
+	skMeminfoDrops     = 8 // SK_MEMINFO_DROPS
+	skMeminfoVars      = 9 // SK_MEMINFO_VARS
 )
 
 // sysctl files read in the namespace.
@@ -116,9 +117,8 @@ func (s *eventSocket) setNew(join bool) error {
 	return nil
 }
 
-// drops returns SK_MEMINFO_DROPS: the events the kernel could not queue
-// on this socket (a 32-bit counter that wraps).
-func (s *eventSocket) drops() (uint32, error) {
+// meminfo returns the socket's SO_MEMINFO counters.
+func (s *eventSocket) meminfo() ([skMeminfoVars]uint32, error) {
 	var (
 		info [skMeminfoVars]uint32
 		serr error
@@ -134,9 +134,16 @@ func (s *eventSocket) drops() (uint32, error) {
 		}
 	})
 	if err = errors.Join(err, serr); err != nil {
-		return 0, fmt.Errorf("read socket drop count: %w", err)
+		return info, fmt.Errorf("read socket memory counters: %w", err)
 	}
-	return info[skMeminfoDrops], nil
+	return info, nil
+}
+
+// drops returns SK_MEMINFO_DROPS: the events the kernel could not queue
+// on this socket (a 32-bit counter that wraps).
+func (s *eventSocket) drops() (uint32, error) {
+	info, err := s.meminfo()
+	return info[skMeminfoDrops], err
 }
 
 // interrupt makes a blocked receive return.
