@@ -42,7 +42,8 @@ type TableOptions struct {
 	// namespace; the first scan starts when the namespace is watched.
 	// 0 means DefaultTableInterval.
 	Interval time.Duration
-	// Timeout bounds one scan; 0 means DefaultTableTimeout.
+	// Timeout bounds one scan, not counting the wait for the scan of
+	// another namespace to finish; 0 means DefaultTableTimeout.
 	Timeout time.Duration
 	// Scanner scans the tables. nil means a tablescan.Scanner built from
 	// Scan, which runs one scan at a time across namespaces.
@@ -55,7 +56,10 @@ type TableOptions struct {
 // TableCollector is the Watcher of the table breakdown: for every watched
 // namespace it scans the conntrack table in the background, at startup and
 // then every interval, and a scrape serves the result of the last scan. A
-// scrape never waits for a scan.
+// scrape never waits for a scan. Scans of different namespaces run one at a
+// time, because each dump walks the kernel's global hash table; when they
+// take longer together than the interval, each namespace is scanned less
+// often (conntrack_table_last_scan_timestamp_seconds shows it).
 //
 // Metrics (every one labelled netns):
 //   - conntrack_table_entries{protocol,state}
@@ -86,6 +90,10 @@ type TableCollector struct {
 	entries, sources, ports, zones, marks, errorBound *prometheus.Desc
 	shortened, malformed, interrupted                 *prometheus.Desc
 	duration, timestamp                               *prometheus.Desc
+
+	// sem lets one scan run at a time across namespaces: every dump walks
+	// the kernel's global hash table, whichever namespace it is for.
+	sem chan struct{}
 
 	mu      sync.Mutex
 	watches map[netns.Target]*tableWatch
@@ -155,6 +163,7 @@ func NewTableCollector(opts TableOptions, logger *zap.Logger) *TableCollector {
 			"How long the last successful table scan took."),
 		timestamp: desc("last_scan_timestamp_seconds",
 			"When the last successful table scan finished, in seconds since the Unix epoch."),
+		sem:     make(chan struct{}, 1),
 		watches: map[netns.Target]*tableWatch{},
 	}
 }
@@ -214,8 +223,15 @@ func (c *TableCollector) loop(ctx context.Context, target netns.Target, w *table
 	}
 }
 
-// scanOnce runs one scan and stores its outcome.
+// scanOnce waits for any scan of another namespace to finish, runs one
+// scan within the timeout, and stores its outcome.
 func (c *TableCollector) scanOnce(ctx context.Context, target netns.Target, w *tableWatch) {
+	select {
+	case c.sem <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	defer func() { <-c.sem }()
 	sctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	s, err := c.scanner.Scan(sctx, target)

@@ -26,6 +26,9 @@ type fakeScanner struct {
 	calls    int
 	gate     chan struct{}
 	deadline time.Duration // time to deadline seen by the last scan
+	sleep    time.Duration // how long a scan takes
+	active   int           // scans in progress
+	overlap  bool          // two scans ran at once
 }
 
 type fakeOutcome struct {
@@ -44,7 +47,15 @@ func (f *fakeScanner) Scan(ctx context.Context, _ netns.Target) (*tablescan.Scan
 	if d, ok := ctx.Deadline(); ok {
 		f.deadline = time.Until(d)
 	}
+	f.active++
+	f.overlap = f.overlap || f.active > 1
 	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.active--
+		f.mu.Unlock()
+	}()
+	time.Sleep(f.sleep)
 	if gate != nil {
 		select {
 		case <-gate:
@@ -279,6 +290,25 @@ func TestTableCollectorScrapeDoesNotWaitForScan(t *testing.T) {
 		if d := time.Since(start); d > time.Second {
 			t.Fatalf("scrape took %v during a scan", d)
 		}
+	}
+}
+
+func TestTableCollectorScansOneNamespaceAtATime(t *testing.T) {
+	f := &fakeScanner{outcomes: []fakeOutcome{{scan: goldenScan()}}, sleep: 5 * time.Millisecond}
+	c := NewTableCollector(TableOptions{Scanner: f, Interval: time.Millisecond}, nil)
+	a, b := netns.Target{Name: "a", Path: "/run/netns/a"}, netns.Target{Name: "b", Path: "/run/netns/b"}
+	for _, target := range []netns.Target{a, b} {
+		if err := c.Watch(context.Background(), target); err != nil {
+			t.Fatal(err)
+		}
+		defer c.Forget(target)
+	}
+	waitScans(t, c, f, a, 10)
+	waitScans(t, c, f, b, 10)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.overlap {
+		t.Fatal("scans of two namespaces overlapped")
 	}
 }
 
