@@ -1,0 +1,232 @@
+package collector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/ct-exporter/ct-exporter/events"
+	"github.com/ct-exporter/ct-exporter/histogram"
+	"github.com/ct-exporter/ct-exporter/internal/netns"
+)
+
+// EventsName is the name of the events collector.
+const EventsName = "events"
+
+// ErrNotWatched reports a scrape of a namespace that Watch has not started.
+var ErrNotWatched = errors.New("namespace is not watched")
+
+// ErrSubscriberDown reports that a namespace's event subscriber has no
+// open socket: it failed and is waiting to restart.
+var ErrSubscriberDown = errors.New("event subscriber is not running")
+
+// EventSource is the background event subscriber of one namespace.
+type EventSource interface {
+	// Stats returns the subscriber's counters.
+	Stats() events.Stats
+	// Stop ends the subscriber and waits for it.
+	Stop()
+}
+
+// StartEventSource starts a subscriber for target that hands lifetimes to
+// sink.
+type StartEventSource func(ctx context.Context, target netns.Target, sink events.Sink) (EventSource, error)
+
+// EventsCollector is the Watcher of flow lifetimes: for every watched
+// namespace it runs an events.Subscriber on the ctnetlink DESTROY group and
+// exports the lifetime histogram it feeds and the subscriber's own
+// counters.
+//
+// Metrics (every one labelled netns):
+//   - conntrack_flow_lifetime_seconds{protocol,end_state}: histogram.
+//   - conntrack_events_total{type}: events received (new, update, destroy).
+//   - conntrack_exporter_events_lost_total: events the kernel dropped because
+//     the socket's queue was full (exact: the socket's drop count).
+//   - conntrack_exporter_event_overruns_total: receives that failed with
+//     ENOBUFS.
+//   - conntrack_exporter_events_malformed_total: messages skipped because
+//     they did not decode.
+//   - conntrack_exporter_flows_without_timestamp_total: ASSURED flows that
+//     ended with no usable start, so no lifetime was observed.
+//   - conntrack_exporter_lifetime_mode{mode}: 1 for the active mode
+//     (timestamp or flow_table), 0 for the other.
+//   - conntrack_exporter_flow_table_entries,
+//     conntrack_exporter_flow_table_evictions_total: the flow_table mode's
+//     bounded table.
+//   - conntrack_exporter_events_receive_buffer_bytes: the socket's receive
+//     buffer as the kernel reports it.
+//   - conntrack_exporter_event_subscriber_restarts_total.
+//
+// While a subscriber is down (between a failure and the restart), Update
+// still sends the counters and returns ErrSubscriberDown.
+type EventsCollector struct {
+	start  StartEventSource
+	logger *zap.Logger
+
+	events, lost, overruns, malformed, noTimestamp *prometheus.Desc
+	mode, tableEntries, evictions, rcvbuf          *prometheus.Desc
+	restarts                                       *prometheus.Desc
+	lifetimeDescs                                  []*prometheus.Desc
+
+	mu      sync.Mutex
+	watches map[netns.Target]*eventsWatch
+}
+
+// eventsWatch is the subscriber of one namespace and its histogram.
+type eventsWatch struct {
+	source EventSource
+	hist   *histogram.Lifetimes
+}
+
+// NewEventsCollector returns the events collector; its subscribers use
+// cfg, with logger as cfg.Logger when cfg.Logger is nil.
+func NewEventsCollector(cfg events.Config, logger *zap.Logger) *EventsCollector {
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = logger
+	}
+	start := func(ctx context.Context, target netns.Target, sink events.Sink) (EventSource, error) {
+		s := events.New(target, cfg, sink)
+		if err := s.Start(ctx); err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
+	return NewEventsCollectorWithSource(start, logger)
+}
+
+// NewEventsCollectorWithSource returns an events collector whose
+// subscribers come from start, for tests and other sources.
+func NewEventsCollectorWithSource(start StartEventSource, logger *zap.Logger) *EventsCollector {
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	desc := func(subsystem, name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(prometheus.BuildFQName(Namespace, subsystem, name), help, append(labels, NetnsLabel), nil)
+	}
+	c := &EventsCollector{
+		start:  start,
+		logger: logger,
+		events: desc("", "events_total",
+			"Conntrack events received from the kernel, by type (new, update, destroy).", "type"),
+		lost: desc("exporter", "events_lost_total",
+			"Conntrack events the kernel dropped because the exporter's socket queue was full (the socket's exact drop count)."),
+		overruns: desc("exporter", "event_overruns_total",
+			"Receives on the event socket that failed with ENOBUFS because events had been dropped."),
+		malformed: desc("exporter", "events_malformed_total",
+			"Conntrack event messages skipped because they did not decode."),
+		noTimestamp: desc("exporter", "flows_without_timestamp_total",
+			"Flows that reached ESTABLISHED (ASSURED) and ended with no usable start (no kernel timestamp, not in the flow table): their lifetime is not in conntrack_flow_lifetime_seconds."),
+		mode: desc("exporter", "lifetime_mode",
+			"How flow lifetimes are measured: timestamp (kernel start/stop timestamps of the DESTROY event) or flow_table (receive times of NEW and DESTROY events); 1 for the active mode.", "mode"),
+		tableEntries: desc("exporter", "flow_table_entries",
+			"Flows whose start the flow_table lifetime mode remembers."),
+		evictions: desc("exporter", "flow_table_evictions_total",
+			"Flows evicted from the full flow table before they ended; their lifetime is lost."),
+		rcvbuf: desc("exporter", "events_receive_buffer_bytes",
+			"Receive buffer of the event socket as the kernel reports it (twice the requested size)."),
+		restarts: desc("exporter", "event_subscriber_restarts_total",
+			"Times the event socket was opened again after a failure."),
+		watches: map[netns.Target]*eventsWatch{},
+	}
+	ch := make(chan *prometheus.Desc, 4)
+	histogram.New("").Describe(ch)
+	close(ch)
+	for d := range ch {
+		c.lifetimeDescs = append(c.lifetimeDescs, d)
+	}
+	return c
+}
+
+// Describe implements Collector.
+func (c *EventsCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		c.events, c.lost, c.overruns, c.malformed, c.noTimestamp,
+		c.mode, c.tableEntries, c.evictions, c.rcvbuf, c.restarts,
+	} {
+		ch <- d
+	}
+	for _, d := range c.lifetimeDescs {
+		ch <- d
+	}
+}
+
+// Watch implements Watcher: it starts the subscriber of target and returns
+// the error of its first attempt to open the socket. Watching a namespace
+// again is a no-op.
+func (c *EventsCollector) Watch(ctx context.Context, target netns.Target) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.watches[target]; ok {
+		return nil
+	}
+	hist := histogram.New(target.Name)
+	src, err := c.start(ctx, target, hist)
+	if err != nil {
+		return fmt.Errorf("events: %w", err)
+	}
+	c.watches[target] = &eventsWatch{source: src, hist: hist}
+	return nil
+}
+
+// Forget implements Watcher: it stops the subscriber of target and drops
+// its series.
+func (c *EventsCollector) Forget(target netns.Target) {
+	c.mu.Lock()
+	w, ok := c.watches[target]
+	delete(c.watches, target)
+	c.mu.Unlock()
+	if ok {
+		w.source.Stop()
+	}
+}
+
+// Update implements Collector.
+func (c *EventsCollector) Update(_ context.Context, target netns.Target, ch chan<- prometheus.Metric) error {
+	c.mu.Lock()
+	w, ok := c.watches[target]
+	c.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("events: netns %s: %w", target, ErrNotWatched)
+	}
+	st := w.source.Stats()
+	name := target.Name
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append(labels, name)...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, append(labels, name)...)
+	}
+	for t := events.EventType(0); t < events.NumEventTypes; t++ {
+		counter(c.events, st.Events[t], t.String())
+	}
+	counter(c.lost, st.Lost)
+	counter(c.overruns, st.Overruns)
+	counter(c.malformed, st.Malformed)
+	counter(c.noTimestamp, st.WithoutTimestamp)
+	for m := events.Mode(0); m < events.NumModes; m++ {
+		v := 0.0
+		if m == st.Mode {
+			v = 1
+		}
+		gauge(c.mode, v, m.String())
+	}
+	gauge(c.tableEntries, float64(st.FlowTableEntries))
+	counter(c.evictions, st.Evictions)
+	gauge(c.rcvbuf, float64(st.ReceiveBuffer))
+	counter(c.restarts, st.Restarts)
+	w.hist.Collect(ch)
+	if !st.Running {
+		if st.Err != nil {
+			return fmt.Errorf("events: netns %s: %w: %w", target, ErrSubscriberDown, st.Err)
+		}
+		return fmt.Errorf("events: netns %s: %w", target, ErrSubscriberDown)
+	}
+	return nil
+}
