@@ -198,19 +198,46 @@ func (a *EventAnchor) count(line []byte) {
 	}
 }
 
-// socket finds the listener's netlink socket: the one whose port id is
-// the process id (libmnl binds its first socket that way).
+// socket finds the listener's subscribed netlink socket among the
+// sockets the process holds (conntrack -E opens a second, unsubscribed
+// one for queries).
 func (a *EventAnchor) socket() (netlinkSocket, error) {
+	inodes, err := socketInodes(a.cmd.Process.Pid)
+	if err != nil {
+		return netlinkSocket{}, err
+	}
 	socks, err := conntrackListeners(a.ns)
 	if err != nil {
 		return netlinkSocket{}, err
 	}
 	for _, s := range socks {
-		if s.PortID == int64(a.cmd.Process.Pid) {
+		if inodes[s.Inode] {
 			return s, nil
 		}
 	}
 	return netlinkSocket{}, errors.New("no subscribed socket of conntrack -E yet")
+}
+
+// socketInodes returns the inodes of the sockets a process has open.
+func socketInodes(pid int) (map[uint64]bool, error) {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("sockets of process %d: %w", pid, err)
+	}
+	out := map[uint64]bool{}
+	for _, e := range ents {
+		link, err := os.Readlink(dir + "/" + e.Name())
+		if err != nil {
+			continue
+		}
+		if rest, ok := strings.CutPrefix(link, "socket:["); ok {
+			if ino, err := strconv.ParseUint(strings.TrimSuffix(rest, "]"), 10, 64); err == nil {
+				out[ino] = true
+			}
+		}
+	}
+	return out, nil
 }
 
 // Counts returns the events counted so far.

@@ -353,7 +353,7 @@ func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 	r.AddFact("achieved rate", opened/took.Seconds(), "connections/s")
 	r.AddFact("entries left in the router", float64(left), "entries")
 
-	for _, k := range []string{"insert", "insert_failed", "drop", "invalid"} {
+	for _, k := range []string{"found", "insert_failed", "drop", "invalid"} {
 		name := "conntrack_stat_" + k + "_total"
 		v0, err := m0.Sum(name, sel)
 		if err != nil {
@@ -366,6 +366,8 @@ func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 		r.Rows = append(r.Rows, NewRow(k+"_total", "events", v1-v0, AnchorStats, float64(sums1[k]-sums0[k])))
 	}
 	r.Rows = append(r.Rows, AnchorRow("DESTROY events received", "events", AnchorEvents, float64(ev.Destroy)))
+	r.Rows = append(r.Rows, AnchorRow("events dropped (socket drop count)", "events", AnchorEvents, float64(ev.Drops)))
+	env.Logf("conntrack -E: %s", anchor.stderr.String())
 	used := u1.Sub(u0)
 	r.Rows = append(r.Rows,
 		NewRow("CPU during the drill", "s", used.CPU.Seconds(), AnchorEvents, ev.Usage.CPU.Seconds()),

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -248,13 +249,34 @@ func Lookup(name string) (Drill, error) {
 func Run(ctx context.Context, env *Env, d Drill, p Params) (*Result, error) {
 	p = p.withDefaults(d.Defaults())
 	start := time.Now()
+	load := loadAverage()
 	env.Logf("== %s %s", d.Name(), p)
 	r, err := d.Run(ctx, env, p)
 	if err != nil {
 		return nil, fmt.Errorf("drill %s (%s): %w", d.Name(), p, err)
 	}
 	r.Drill, r.Params, r.Started, r.Wall = d.Name(), p, start, Duration(time.Since(start))
+	// Other work on the machine skews every figure: say how busy it was.
+	r.AddFact("load average (1 min) before the drill", load, "")
+	r.AddFact("load average (1 min) after the drill", loadAverage(), "")
 	return r, nil
+}
+
+// loadAverage returns the 1-minute load average, NaN if unknown.
+func loadAverage() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return math.NaN()
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return math.NaN()
+	}
+	v, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return math.NaN()
+	}
+	return v
 }
 
 // Machine describes where the figures were measured.

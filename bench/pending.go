@@ -32,27 +32,6 @@ func (Burst) Plot() PlotSpec { return PlotSpec{X: "size", XLabel: "entries"} }
 // Run implements Drill.
 func (Burst) Run(context.Context, *Env, Params) (*Result, error) { return nil, errPending }
 
-// Scan dumps a large table.
-type Scan struct{}
-
-// Name implements Drill.
-func (Scan) Name() string { return "scan" }
-
-// Summary implements Drill.
-func (Scan) Summary() string { return "scan" }
-
-// Defaults implements Drill.
-func (Scan) Defaults() Params { return Params{Size: 100000} }
-
-// Smoke implements Drill.
-func (Scan) Smoke() Params { return Params{Size: 2000} }
-
-// Plot implements Drill.
-func (Scan) Plot() PlotSpec { return PlotSpec{X: "size", XLabel: "entries"} }
-
-// Run implements Drill.
-func (Scan) Run(context.Context, *Env, Params) (*Result, error) { return nil, errPending }
-
 // IdleExpiry lets idle flows expire.
 type IdleExpiry struct{}
 
