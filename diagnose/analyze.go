@@ -271,7 +271,7 @@ func (a *analysis) settings() {
 	}
 	if v, ok := a.sysctl(sysTimestamp); ok && v == 0 {
 		a.find("timestamps_off", "settings", SeverityInfo,
-			"%s is 0: flows carry no start time, so their lifetimes cannot be measured", sysTimestamp)
+			"%s is 0: only flows created during the sample get a lifetime (from their NEW event)", sysTimestamp)
 	}
 	if v, ok := a.sysctl(sysEvents); ok && v == 0 {
 		a.find("events_off", "settings", SeverityInfo,

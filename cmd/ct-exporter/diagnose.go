@@ -154,5 +154,5 @@ func colorTerminal(w io.Writer) bool {
 // kernelSampler returns the sampler of the running kernel with every
 // source this build has.
 func kernelSampler(topK int) diagnose.Sampler {
-	return diagnose.KernelSampler{Table: diagnose.NewTableScan(topK)}
+	return diagnose.KernelSampler{Table: diagnose.NewTableScan(topK), Lifetimes: diagnose.EventSource{}}
 }

@@ -1,0 +1,227 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ct-exporter/ct-exporter/diagnose"
+	"github.com/ct-exporter/ct-exporter/internal/nstest"
+)
+
+// runDiagnose runs `ct-exporter diagnose` with args and returns its exit
+// code and output.
+func runDiagnose(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, append([]string{"diagnose"}, args...)...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &exit):
+		code = exit.ExitCode()
+	default:
+		t.Fatalf("ct-exporter diagnose: %v\n%s", err, errOut.String())
+	}
+	return code, out.String(), errOut.String()
+}
+
+// diagnoseJSON runs diagnose with --output=json and decodes the report.
+func diagnoseJSON(t *testing.T, args ...string) (int, *diagnose.Report) {
+	t.Helper()
+	code, stdout, stderr := runDiagnose(t, append(args, "--output=json")...)
+	var r diagnose.Report
+	dec := json.NewDecoder(strings.NewReader(stdout))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		t.Fatalf("diagnose --output=json (exit %d): %v\nstdout:\n%s\nstderr:\n%s", code, err, stdout, stderr)
+	}
+	return code, &r
+}
+
+// findingCodes lists the codes of a namespace's findings.
+func findingCodes(ns diagnose.NamespaceReport) []string {
+	var out []string
+	for _, f := range ns.Findings {
+		out = append(out, f.Code)
+	}
+	return out
+}
+
+func TestDiagnoseHealthyNamespace(t *testing.T) {
+	nstest.RequireRoot(t, "conntrack")
+	p := nstest.NewPair(t)
+	p.Connect(t, 3)
+
+	code, stdout, stderr := runDiagnose(t, "--conntrack.netns="+p.A.Path, "--duration=2s")
+	t.Logf("diagnose output:\n%s", stdout)
+	if code != 0 || stderr != "" {
+		t.Errorf("exit code %d, stderr %q; want 0 and nothing", code, stderr)
+	}
+	if !strings.Contains(stdout, "\nRecommendations\n  none\n") {
+		t.Error("a healthy namespace got recommendations")
+	}
+	if !strings.Contains(stdout, "verdict: OK\n") {
+		t.Error("no OK verdict")
+	}
+
+	code, r := diagnoseJSON(t, "--conntrack.netns="+p.A.Path, "--duration=1s")
+	if code != 0 || r.Verdict != diagnose.VerdictOK || len(r.Namespaces) != 1 {
+		t.Fatalf("json: exit code %d, verdict %s, %d namespaces", code, r.Verdict, len(r.Namespaces))
+	}
+	ns := r.Namespaces[0]
+	if len(ns.Recommendations) != 0 {
+		t.Errorf("recommendations %+v", ns.Recommendations)
+	}
+	if ns.Name != p.A.Name || ns.Fill.Entries != 3 || ns.Fill.Limit == 0 {
+		t.Errorf("namespace %s, fill %+v; want %s with 3 entries", ns.Name, ns.Fill, p.A.Name)
+	}
+	if !ns.Table.Available || ns.Table.Entries != 3 || ns.Table.EstablishedTCP != 3 {
+		t.Errorf("table %+v, want 3 established entries", ns.Table)
+	}
+	if len(ns.Table.Sources) == 0 || ns.Table.Sources[0].Address != p.AAddr {
+		t.Errorf("top sources %+v, want %s first", ns.Table.Sources, p.AAddr)
+	}
+	if !ns.Lifetimes.Available {
+		t.Errorf("lifetimes not available: %s", ns.Lifetimes.Reason)
+	}
+}
+
+// globalMax reads nf_conntrack_max of the initial namespace.
+func globalMax(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/sys/net/netfilter/nf_conntrack_max")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// dominantFill returns n ASSURED ESTABLISHED entries: dominant of them
+// from 10.20.30.40 to many ports of 198.18.0.0/16, the rest from
+// 198.19.0.0/16 (256 entries per source) to 198.18.255.254:443.
+func dominantFill(n, dominant int) []nstest.Entry {
+	out := make([]nstest.Entry, 0, n)
+	src := netip.MustParseAddr("10.20.30.40")
+	for i := range dominant {
+		dst := netip.AddrFrom4([4]byte{198, 18, byte(i >> 16 & 0xff), byte(i >> 8 & 0xff)})
+		out = append(out, nstest.Entry{
+			Proto: unix.IPPROTO_TCP, Src: src, Dst: dst,
+			SPort: uint16(1024 + i&0xff), DPort: 8080,
+			Timeout: 3600, TCPState: nstest.TCPEstablished, Assured: true,
+		})
+	}
+	return append(out, nstest.EstablishedEntries(n-dominant, 3600)...)
+}
+
+func TestDiagnoseNearlyFull(t *testing.T) {
+	nstest.RequireRoot(t, "conntrack")
+	limit := globalMax(t)
+	if limit > 1<<20 {
+		t.Skipf("nf_conntrack_max is %d: filling a namespace to 90 %% takes too long", limit)
+	}
+	ns := nstest.NewNamespace(t)
+	total := limit*915/1000 + 1
+	dominant := total * 3 / 4
+	start := time.Now()
+	created, err := ns.CreateEntries(t, dominantFill(total, dominant))
+	if created != total {
+		t.Fatalf("created %d of %d entries: %v", created, total, err)
+	}
+	t.Logf("created %d entries (%d from 10.20.30.40) in %s", created, dominant, time.Since(start).Round(time.Millisecond))
+
+	code, stdout, stderr := runDiagnose(t, "--conntrack.netns="+ns.Path, "--duration=2s")
+	t.Logf("diagnose output:\n%s", stdout)
+	if code != 2 {
+		t.Errorf("exit code %d, want 2 (critical); stderr %q", code, stderr)
+	}
+	for _, want := range []string{
+		"Fill" + strings.Repeat(" ", 67) + "CRITICAL",
+		"  top sources    10.20.30.40",
+		"[dominant_source] Look at the client 10.20.30.40",
+		"[raise_limit] Raise nf_conntrack_max to " + commas(2*limit),
+		"verdict: CRITICAL\n",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+
+	code, r := diagnoseJSON(t, "--conntrack.netns="+ns.Path, "--duration=1s")
+	if code != 2 || r.Verdict != diagnose.VerdictCritical {
+		t.Fatalf("json: exit code %d, verdict %s", code, r.Verdict)
+	}
+	n := r.Namespaces[0]
+	if n.Fill.Verdict != diagnose.VerdictCritical || n.Fill.Entries != uint64(total) || n.Fill.Limit != uint64(limit) {
+		t.Errorf("fill %+v, want %d of %d, critical", n.Fill, total, limit)
+	}
+	if n.Table.Entries != uint64(total) || len(n.Table.Sources) == 0 ||
+		n.Table.Sources[0].Address != "10.20.30.40" || n.Table.Sources[0].Entries != uint64(dominant) {
+		t.Errorf("table: %d entries, sources %+v", n.Table.Entries, n.Table.Sources)
+	}
+	if codes := findingCodes(n); !contains(codes, "fill_high") || !contains(codes, "source_dominates") {
+		t.Errorf("findings %v", codes)
+	}
+}
+
+// commas writes n with thousands separators.
+func commas(n int) string {
+	s := strconv.Itoa(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func TestDiagnoseIdleFlowsDieAtShortTimeout(t *testing.T) {
+	nstest.RequireRoot(t, "conntrack")
+	p := nstest.NewPair(t)
+	// Per-namespace sysctls of A only: a 3 s established timeout, and
+	// timestamps and events on every flow created from now on.
+	p.A.Sysctl(t, "net.netfilter.nf_conntrack_tcp_timeout_established", "3")
+	p.A.Sysctl(t, "net.netfilter.nf_conntrack_timestamp", "1")
+	p.A.Sysctl(t, "net.netfilter.nf_conntrack_events", "1")
+	const flows = 12
+	p.Connect(t, flows) // open and idle: their entries in A expire after 3 s
+
+	code, stdout, stderr := runDiagnose(t, "--conntrack.netns="+p.A.Path, "--duration=6s")
+	t.Logf("diagnose output:\n%s", stdout)
+	if code != 1 {
+		t.Errorf("exit code %d, want 1 (warning); stderr %q", code, stderr)
+	}
+	for _, want := range []string{
+		"  cluster        " + strconv.Itoa(flows) + " (100.0 %) at 1..5 s: the established timeout (3 s)",
+		"[established_timeout] Raise nf_conntrack_tcp_timeout_established (now 3 s)",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+}
