@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
+	"github.com/alecthomas/units"
 	"github.com/prometheus/client_golang/prometheus"
 	promcollectors "github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
@@ -23,6 +24,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ct-exporter/ct-exporter/collector"
+	"github.com/ct-exporter/ct-exporter/events"
 	"github.com/ct-exporter/ct-exporter/internal/caps"
 	"github.com/ct-exporter/ct-exporter/internal/logging"
 	"github.com/ct-exporter/ct-exporter/internal/preflight"
@@ -43,6 +45,28 @@ type serveCommand struct {
 	scrapeTimeout          time.Duration
 	namespaces             *namespaceFlags
 	table                  tableFlags
+	events                 eventsFlags
+}
+
+// eventsFlags configure the DESTROY-event subscribers.
+type eventsFlags struct {
+	bufferSize       units.Base2Bytes
+	flowTableSize    int
+	enableTimestamps bool
+}
+
+// maxEventsBuffer is the largest receive buffer the kernel applies.
+const maxEventsBuffer = units.GiB
+
+// validate rejects values the subscribers cannot use.
+func (f eventsFlags) validate() error {
+	switch {
+	case f.bufferSize <= 0 || f.bufferSize > maxEventsBuffer:
+		return fmt.Errorf("--events.buffer-size=%s must be more than 0 and at most %s", f.bufferSize, maxEventsBuffer)
+	case f.flowTableSize <= 0:
+		return fmt.Errorf("--events.flow-table-size=%d must be positive", f.flowTableSize)
+	}
+	return nil
 }
 
 // tableFlags configure the background table scan.
@@ -87,6 +111,12 @@ func newServeCommand(app *kingpin.Application, common *commonFlags) *serveComman
 		Default(strconv.Itoa(tablescan.DefaultTopK)).IntVar(&s.table.topK)
 	s.cmd.Flag("table.by-zone-mark", "Also break the table down by conntrack zone and by mark (top K each).").
 		BoolVar(&s.table.byZoneMark)
+	s.cmd.Flag("events.buffer-size", "Receive buffer of each namespace's conntrack event socket, forced with SO_RCVBUFFORCE (the kernel doubles it); the default holds a burst of 200k DESTROY events.").
+		Default(units.Base2Bytes(events.DefaultBufferSize).String()).BytesVar(&s.events.bufferSize)
+	s.cmd.Flag("events.flow-table-size", "Flows whose start is remembered per namespace when nf_conntrack_timestamp is 0 (the flow_table lifetime mode); the oldest is evicted when full.").
+		Default(strconv.Itoa(events.DefaultFlowTableSize)).IntVar(&s.events.flowTableSize)
+	s.cmd.Flag("conntrack.enable-timestamps", "Set net.netfilter.nf_conntrack_timestamp=1 in every watched namespace, so flow lifetimes come from kernel timestamps (see docs/EVENTS.md). Off: no sysctl is changed.").
+		BoolVar(&s.events.enableTimestamps)
 	return s
 }
 
@@ -103,6 +133,10 @@ func (s *serveCommand) run(_ io.Writer, stderr io.Writer) int {
 		return exitUsage
 	}
 	if err := s.table.validate(); err != nil {
+		fmt.Fprintf(stderr, "ct-exporter: error: %v\n", err)
+		return exitUsage
+	}
+	if err := s.events.validate(); err != nil {
 		fmt.Fprintf(stderr, "ct-exporter: error: %v\n", err)
 		return exitUsage
 	}
@@ -132,6 +166,11 @@ func (s *serveCommand) run(_ io.Writer, stderr io.Writer) int {
 		"settings": collector.NewSettingsCollector(collector.ProcSettings{}),
 	}
 	// Collectors with background work per namespace are added here.
+	collectors[collector.EventsName] = collector.NewEventsCollector(events.Config{
+		BufferSize:       int(s.events.bufferSize),
+		FlowTableSize:    s.events.flowTableSize,
+		EnableTimestamps: s.events.enableTimestamps,
+	}, logger.With(zap.String("collector", collector.EventsName)))
 	if s.table.interval > 0 {
 		collectors[collector.TableName] = collector.NewTableCollector(collector.TableOptions{
 			Interval: s.table.interval,
