@@ -273,9 +273,13 @@ func (a *analysis) settings() {
 		a.find("timestamps_off", "settings", SeverityInfo,
 			"%s is 0: only flows created during the sample get a lifetime (from their NEW event)", sysTimestamp)
 	}
-	if v, ok := a.sysctl(sysEvents); ok && v == 0 {
+	switch v, ok := a.sysctl(sysEvents); {
+	case ok && v == 0:
 		a.find("events_off", "settings", SeverityInfo,
 			"%s is 0: the kernel sends no events, so lifetimes cannot be measured", sysEvents)
+	case ok && v == 2:
+		a.find("events_listener_only", "settings", SeverityInfo,
+			"%s is 2: flows created before the sample began send no DESTROY event, so their deaths are not seen", sysEvents)
 	}
 	if v, ok := a.sysctl(sysBeLiberal); ok && v != 0 {
 		a.find("be_liberal", "settings", SeverityInfo,

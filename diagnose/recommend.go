@@ -30,7 +30,8 @@ func (a *analysis) recommend() {
 			Code:    "dominant_source",
 			Because: a.message("source_dominates"),
 			Action: fmt.Sprintf("Look at the client %s: a connection leak, a retry storm or a scan. "+
-				"Fix or rate-limit it; if its traffic is stateless and not NATed, exempt it from tracking with NOTRACK.", s.Address),
+				"Fix or rate-limit it; if its traffic is stateless and not NATed, exempt it from tracking with NOTRACK "+
+				"in a prerouting chain at raw priority (docs/runbook.md).", s.Address),
 			Commands: []string{
 				fmt.Sprintf("conntrack -L -s %s 2>/dev/null | head -20", s.Address),
 				fmt.Sprintf("nft add rule inet raw prerouting %s saddr %s notrack", ipFamilyKeyword(s.Address), s.Address),

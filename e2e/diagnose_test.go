@@ -225,3 +225,40 @@ func TestDiagnoseIdleFlowsDieAtShortTimeout(t *testing.T) {
 		}
 	}
 }
+
+func TestDiagnoseCouldNotRun(t *testing.T) {
+	nstest.RequireRoot(t, "setpriv")
+	for _, tc := range []struct {
+		name   string
+		cmd    []string
+		stderr string
+	}{
+		{"without CAP_NET_ADMIN",
+			[]string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", binary, "diagnose", "--duration=1s"},
+			"ct-exporter diagnose: reading conntrack over netlink needs CAP_NET_ADMIN (operation not permitted); run as root or grant it, " +
+				"e.g. AmbientCapabilities=CAP_NET_ADMIN in the systemd unit or --cap-add NET_ADMIN for a container\n"},
+		{"missing namespace",
+			[]string{binary, "diagnose", "--conntrack.netns=/run/netns/ct-exporter-does-not-exist"},
+			"ct-exporter diagnose: --conntrack.netns=/run/netns/ct-exporter-does-not-exist: no such network namespace; create it (ip netns add NAME) or fix the path\n"},
+		{"bad output",
+			[]string{binary, "diagnose", "--output=yaml"},
+			"ct-exporter: error: enum value must be one of text,json, got 'yaml', try --help\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(tc.cmd[0], tc.cmd[1:]...)
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 3 {
+				t.Errorf("err %v, want exit code 3", err)
+			}
+			if stderr.String() != tc.stderr {
+				t.Errorf("stderr %q, want %q", stderr.String(), tc.stderr)
+			}
+			if stdout.Len() != 0 {
+				t.Errorf("stdout %q, want nothing", stdout.String())
+			}
+		})
+	}
+}

@@ -5,9 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ct-exporter/ct-exporter/collector"
 	"github.com/ct-exporter/ct-exporter/diagnose"
@@ -164,4 +168,51 @@ func TestColorTerminal(t *testing.T) {
 	if colorTerminal(&bytes.Buffer{}) {
 		t.Error("a buffer is not a terminal")
 	}
+	f, err := os.CreateTemp(t.TempDir(), "out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if colorTerminal(f) {
+		t.Error("a regular file is not a terminal")
+	}
+
+	tty := openPTY(t)
+	t.Setenv("TERM", "xterm")
+	os.Unsetenv("NO_COLOR")
+	if !colorTerminal(tty) {
+		t.Error("a pseudo-terminal gets no colour")
+	}
+	t.Setenv("NO_COLOR", "")
+	if colorTerminal(tty) {
+		t.Error("NO_COLOR set, yet colour")
+	}
+	os.Unsetenv("NO_COLOR")
+	t.Setenv("TERM", "dumb")
+	if colorTerminal(tty) {
+		t.Error("TERM=dumb, yet colour")
+	}
+}
+
+// openPTY opens a pseudo-terminal and returns its terminal side.
+func openPTY(t *testing.T) *os.File {
+	t.Helper()
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals: %v", err)
+	}
+	t.Cleanup(func() { ptmx.Close() })
+	if err := unix.IoctlSetPointerInt(int(ptmx.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatalf("unlock pty: %v", err)
+	}
+	n, err := unix.IoctlGetUint32(int(ptmx.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatalf("pty number: %v", err)
+	}
+	tty, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatalf("open pty: %v", err)
+	}
+	t.Cleanup(func() { tty.Close() })
+	return tty
 }
