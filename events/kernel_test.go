@@ -2,12 +2,14 @@ package events
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ct-exporter/ct-exporter/histogram"
+	"github.com/ct-exporter/ct-exporter/internal/netns"
 	"github.com/ct-exporter/ct-exporter/internal/nstest"
 )
 
@@ -195,4 +197,27 @@ func TestStartFailsForMissingNamespace(t *testing.T) {
 		s.Stop()
 		t.Fatal("Start succeeded in a missing namespace")
 	}
+}
+
+// TestNamespaceDeletedReleasesSocket: when the watched namespace is
+// deleted, the Subscriber closes its socket (which would keep the
+// namespace alive), reports itself down, and subscribes again once a
+// namespace of that name exists again.
+func TestNamespaceDeletedReleasesSocket(t *testing.T) {
+	nstest.RequireRoot(t, "conntrack")
+	t.Parallel()
+	ns := nstest.NewNamespace(t)
+	s, _ := startSubscriber(t, ns, Config{ModeCheckInterval: 50 * time.Millisecond, RetryMin: 50 * time.Millisecond, RetryMax: 100 * time.Millisecond})
+	nstest.Run(t, "ip", "netns", "del", ns.Name)
+	waitFor(t, 5*time.Second, "the subscriber to notice", func() bool {
+		st := s.Stats()
+		// The first error says why the socket closed, the next ones why it
+		// cannot be opened again.
+		return !st.Running && (errors.Is(st.Err, ErrNamespaceChanged) || errors.Is(st.Err, netns.ErrNotExist))
+	})
+	nstest.Run(t, "ip", "netns", "add", ns.Name)
+	waitFor(t, 5*time.Second, "the subscriber to come back", func() bool {
+		st := s.Stats()
+		return st.Running && st.Restarts == 1
+	})
 }

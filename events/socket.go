@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -43,20 +44,27 @@ const recvBufferSize = 1 << 16
 type eventSocket struct {
 	conn   *ctnl.Conn
 	raw    syscall.RawConn
+	ino    uint64 // inode of the namespace when the socket was opened
 	rcvbuf int
 	forced bool
 	joined bool // member of the NEW group
+	// cause is why the socket was interrupted, if not by its context.
+	cause atomic.Pointer[error]
 }
 
 // openSocket opens a socket in the namespace of target, forces its receive
 // buffer to size bytes and joins the DESTROY group, and the NEW group when
 // withNew is set.
 func openSocket(target netns.Target, size int, withNew bool) (*eventSocket, error) {
+	ino, err := target.Inode()
+	if err != nil {
+		return nil, err
+	}
 	conn, err := ctnl.Dial(target)
 	if err != nil {
 		return nil, err
 	}
-	s := &eventSocket{conn: conn}
+	s := &eventSocket{conn: conn, ino: ino}
 	fail := func(err error) (*eventSocket, error) {
 		conn.Close()
 		return nil, fmt.Errorf("netns %s: %w", target, err)
@@ -151,6 +159,12 @@ func (s *eventSocket) interrupt() {
 	_ = s.conn.Netlink().SetReadDeadline(time.Unix(1, 0))
 }
 
+// fail makes a blocked receive return cause.
+func (s *eventSocket) fail(cause error) {
+	s.cause.CompareAndSwap(nil, &cause)
+	s.interrupt()
+}
+
 // close closes the socket.
 func (s *eventSocket) close() error { return s.conn.Close() }
 
@@ -182,6 +196,9 @@ func (s *eventSocket) receive(buf []byte, handle func([]byte), onOverrun func())
 				}
 			}
 		})
+		if c := s.cause.Load(); c != nil {
+			return *c
+		}
 		if err != nil {
 			return fmt.Errorf("receive events: %w", err)
 		}

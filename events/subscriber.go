@@ -236,8 +236,15 @@ func (s *Subscriber) overrun() {
 	s.mu.Unlock()
 }
 
+// ErrNamespaceChanged reports that the namespace path of the target no
+// longer leads to the namespace the socket was opened in: it was deleted,
+// or deleted and created again.
+var ErrNamespaceChanged = errors.New("network namespace deleted or replaced")
+
 // followMode rereads nf_conntrack_timestamp periodically and joins or
-// leaves the NEW group when the mode changes.
+// leaves the NEW group when the mode changes. It also checks that the
+// target still names the socket's namespace; if not, it fails the socket,
+// which would otherwise keep a deleted namespace alive.
 func (s *Subscriber) followMode(ctx context.Context, sock *eventSocket, done <-chan struct{}) {
 	t := time.NewTicker(s.cfg.ModeCheckInterval)
 	defer t.Stop()
@@ -248,6 +255,13 @@ func (s *Subscriber) followMode(ctx context.Context, sock *eventSocket, done <-c
 		case <-done:
 			return
 		case <-t.C:
+		}
+		if ino, err := s.target.Inode(); err != nil {
+			sock.fail(fmt.Errorf("%w: %w", ErrNamespaceChanged, err))
+			return
+		} else if ino != sock.ino {
+			sock.fail(fmt.Errorf("netns %s: %w", s.target, ErrNamespaceChanged))
+			return
 		}
 		mode := s.mode()
 		if mode == Mode(s.c.mode.Load()) {
