@@ -40,7 +40,9 @@ func NewScanner(opts Options) *Scanner {
 }
 
 // Scan reads the TCP timeout sysctls of the namespace of target, dumps its
-// table over a new ctnetlink socket and returns the breakdown. It first
+// table over a new ctnetlink socket and returns the breakdown. The dump is
+// skipped when the namespace's entry count is 0: the kernel walks its
+// global hash table, shared by every namespace, for each dump. It first
 // waits for any other scan of this Scanner to finish. The context bounds
 // the wait and the scan. It fails when the namespace or the socket cannot
 // be opened, or the dump does not complete; entries that do not decode are
@@ -68,9 +70,18 @@ func (s *Scanner) Scan(ctx context.Context, target netns.Target) (*Scan, error) 
 	}
 	defer c.Close()
 	s.agg.Reset(t)
-	info, err := c.Dump(ctx, s.agg.AddMessage)
+	// A dump walks the kernel's global hash table whatever the namespace
+	// holds; an empty namespace needs none.
+	g, err := c.GlobalStats(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("table scan: %w", err)
+	}
+	var info ctnl.DumpInfo
+	if g.Entries > 0 {
+		info, err = c.Dump(ctx, s.agg.AddMessage)
+		if err != nil {
+			return nil, fmt.Errorf("table scan: %w", err)
+		}
 	}
 	return &Scan{Result: s.agg.Result(), Start: start, End: time.Now(), Dump: info}, nil
 }
