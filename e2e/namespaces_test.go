@@ -15,6 +15,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/ct-exporter/ct-exporter/internal/netns"
 	"github.com/ct-exporter/ct-exporter/internal/nstest"
 )
 
@@ -376,12 +377,18 @@ func TestProcDiscoveryFollowsProcesses(t *testing.T) {
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	link := filepath.Join("/proc", strconv.Itoa(cmd.Process.Pid), "ns", "net")
+	hostIno, err := netns.Self().Inode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := fmt.Sprintf("net:[%d]", hostIno)
 	var name string
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		self, _ := os.Readlink("/proc/self/ns/net")
+		// Once the command is sleep, unshare has made the namespace.
+		comm, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(cmd.Process.Pid), "comm"))
 		l, _ := os.Readlink(link)
-		if l != "" && l != self {
+		if string(comm) == "sleep\n" && l != "" && l != host {
 			name = "ino-" + strings.TrimSuffix(strings.TrimPrefix(l, "net:["), "]")
 			break
 		}
