@@ -118,11 +118,7 @@ func Run(ctx context.Context, s Sampler, targets []netns.Target, d time.Duration
 		wg.Go(func() {
 			sample, err := s.Sample(ctx, t, d)
 			if err != nil {
-				r.Namespaces[i] = NamespaceReport{
-					Name: t.Name, Path: t.Path, Error: err.Error(), Verdict: VerdictOK,
-					Counters: []CounterRate{}, Findings: []Finding{}, Recommendations: []Recommendation{},
-					Settings: Settings{Sysctls: map[string]int64{}, Helpers: []string{}},
-				}
+				r.Namespaces[i] = failedReport(t, err)
 				return
 			}
 			r.Namespaces[i] = Analyze(sample, opts)
@@ -148,4 +144,16 @@ func (r *Report) Failed() []NamespaceReport {
 		}
 	}
 	return out
+}
+
+// failedReport is the report of a namespace that could not be sampled:
+// its error, and every section empty.
+func failedReport(t netns.Target, err error) NamespaceReport {
+	return NamespaceReport{
+		Name: t.Name, Path: t.Path, Error: err.Error(), Verdict: VerdictOK,
+		Counters: []CounterRate{}, Findings: []Finding{}, Recommendations: []Recommendation{},
+		Settings:  Settings{Sysctls: map[string]int64{}, Helpers: []string{}},
+		Table:     Table{States: []StateCount{}, Sources: []SourceCount{}, Ports: []PortCount{}},
+		Lifetimes: Lifetimes{EndStates: []EndStateCount{}, Buckets: []LifetimeBucket{}},
+	}
 }
