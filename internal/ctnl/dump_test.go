@@ -117,11 +117,17 @@ func FuzzDumpParser(f *testing.F) {
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p := dumpParser{seq: 1}
-		var calls uint64
+		var (
+			calls uint64
+			flow  Flow
+		)
 		_ = p.feed(b, func(data []byte) error {
 			calls++
 			if len(data) > len(b) {
 				t.Fatalf("body of %d bytes from a %d-byte datagram", len(data), len(b))
+			}
+			if err := DecodeFlow(data, &flow); err != nil && !errors.Is(err, ErrMalformed) {
+				t.Fatalf("DecodeFlow error %v does not wrap ErrMalformed", err)
 			}
 			return nil
 		})

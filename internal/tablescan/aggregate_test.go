@@ -242,3 +242,53 @@ func BenchmarkAggregatorAddMessage(b *testing.B) {
 		_ = a.AddMessage(m)
 	}
 }
+
+// FuzzAggregatorAddMessage feeds arbitrary entry bodies to the aggregator:
+// it never fails or panics, every message is counted once, as an entry or
+// as malformed, and every breakdown adds up to the entries counted.
+func FuzzAggregatorAddMessage(f *testing.F) {
+	f.Add(message(tcp("10.0.0.1", 443, ctnl.TCPStateEstablished, 100)))
+	f.Add(message(udp("2001:db8::1", 53)))
+	f.Add(message(icmp("10.0.0.9")))
+	f.Add([]byte{2, 0, 0, 0})
+	a := NewAggregator(Options{TopK: 2, ByZoneMark: true, Capacity: 4})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		a.Reset(defaultTimeouts)
+		// The message twice, and a valid one between, to exercise
+		// eviction in the small summaries.
+		for _, m := range [][]byte{b, message(udp("10.9.9.9", 1)), b} {
+			if err := a.AddMessage(m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r := a.Result()
+		if r.Total+r.Malformed != 3 {
+			t.Fatalf("total %d + malformed %d != 3", r.Total, r.Malformed)
+		}
+		var states uint64
+		for _, s := range r.States {
+			states += s.Entries
+		}
+		check := func(name string, top []uint64, other uint64) {
+			sum := other
+			for _, n := range top {
+				sum += n
+			}
+			if sum != r.Total {
+				t.Fatalf("%s adds up to %d, total %d", name, sum, r.Total)
+			}
+		}
+		check("states", []uint64{states}, 0)
+		counts := func(n int, at func(int) uint64) []uint64 {
+			out := make([]uint64, n)
+			for i := range out {
+				out[i] = at(i)
+			}
+			return out
+		}
+		check("sources", counts(len(r.Sources.Top), func(i int) uint64 { return r.Sources.Top[i].Entries }), r.Sources.Other)
+		check("ports", counts(len(r.Ports.Top), func(i int) uint64 { return r.Ports.Top[i].Entries }), r.Ports.Other)
+		check("zones", counts(len(r.Zones.Top), func(i int) uint64 { return r.Zones.Top[i].Entries }), r.Zones.Other)
+		check("marks", counts(len(r.Marks.Top), func(i int) uint64 { return r.Marks.Top[i].Entries }), r.Marks.Other)
+	})
+}
