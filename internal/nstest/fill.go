@@ -2,13 +2,10 @@ package nstest
 
 import (
 	"encoding/binary"
-	"fmt"
 	"net/netip"
 	"testing"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/ct-exporter/ct-exporter/internal/ctnl"
 )
 
 // TCP states as ctnetlink numbers them (enum tcp_conntrack).
@@ -31,8 +28,8 @@ type Entry struct {
 	SPort, DPort uint16
 	Timeout      uint32 // seconds, required by the kernel
 	TCPState     uint8  // for TCP; TCPNone leaves it unset
-	// Assured marks the entry CONFIRMED|ASSURED|SEEN_REPLY after creation,
-	// so early_drop cannot evict it.
+	// Assured creates the entry CONFIRMED|ASSURED|SEEN_REPLY, so early_drop
+	// cannot evict it.
 	Assured bool
 	Mark    uint32
 }
@@ -101,8 +98,11 @@ func tuple(proto uint8, src, dst netip.Addr, sport, dport uint16) attrBuf {
 	return tb.nested(ctaTupleIP, ip).nested(ctaTupleProto, p)
 }
 
-// newMessage encodes one IPCTNL_MSG_CT_NEW request.
-func newMessage(e Entry, seq uint32, create bool) []byte {
+// createMessage encodes the IPCTNL_MSG_CT_NEW request that creates e. An
+// Assured entry carries its status in the same request, so that it is
+// never an unassured entry that early_drop or the garbage collector of a
+// nearly full table may evict before it is marked.
+func createMessage(e Entry, seq uint32) []byte {
 	family := byte(unix.AF_INET)
 	if e.Src.Is6() {
 		family = unix.AF_INET6
@@ -110,123 +110,34 @@ func newMessage(e Entry, seq uint32, create bool) []byte {
 	var a attrBuf
 	a = a.nested(ctaTupleOrig, tuple(e.Proto, e.Src, e.Dst, e.SPort, e.DPort))
 	a = a.nested(ctaTupleReply, tuple(e.Proto, e.Dst, e.Src, e.DPort, e.SPort))
-	if create {
-		a = a.put(ctaTimeout, be32(e.Timeout))
-		if e.Mark != 0 {
-			a = a.put(ctaMark, be32(e.Mark))
-		}
-		if e.Proto == unix.IPPROTO_TCP && e.TCPState != TCPNone {
-			var tcp attrBuf
-			tcp = tcp.put(ctaTCPState, []byte{e.TCPState})
-			var pi attrBuf
-			a = a.nested(ctaProtoinfo, pi.nested(ctaProtoTCP, tcp))
-		}
-	} else {
+	a = a.put(ctaTimeout, be32(e.Timeout))
+	if e.Mark != 0 {
+		a = a.put(ctaMark, be32(e.Mark))
+	}
+	if e.Proto == unix.IPPROTO_TCP && e.TCPState != TCPNone {
+		var tcp, pi attrBuf
+		tcp = tcp.put(ctaTCPState, []byte{e.TCPState})
+		a = a.nested(ctaProtoinfo, pi.nested(ctaProtoTCP, tcp))
+	}
+	if e.Assured {
 		a = a.put(ctaStatus, be32(statusConfirmed|statusAssured|statusSeenReply))
 	}
-	flags := uint16(unix.NLM_F_REQUEST | unix.NLM_F_ACK)
-	if create {
-		flags |= unix.NLM_F_CREATE | unix.NLM_F_EXCL
-	}
-	msg := make([]byte, 16, 16+4+len(a))
-	binary.NativeEndian.PutUint32(msg[0:], uint32(16+4+len(a)))
-	binary.NativeEndian.PutUint16(msg[4:], msgCTNew)
-	binary.NativeEndian.PutUint16(msg[6:], flags)
-	binary.NativeEndian.PutUint32(msg[8:], seq)
-	msg = append(msg, family, 0, 0, 0)
-	return append(msg, a...)
+	return request(msgCTNew, unix.NLM_F_REQUEST|unix.NLM_F_ACK|unix.NLM_F_CREATE|unix.NLM_F_EXCL, seq, family, a)
 }
 
 // CreateEntries creates the entries in the namespace's table over
 // ctnetlink, in batches, and returns how many the kernel accepted and the
 // first error it returned for the others (nil when all were accepted).
-// Entries with Assured set are updated to ASSURED afterwards.
+// Entries with Assured set are created ASSURED in the same request, so
+// that neither early_drop nor the garbage collector of a nearly full table
+// evicts them first. A failure of the socket fails the test.
 func (n *Namespace) CreateEntries(t testing.TB, entries []Entry) (created int, firstErr error) {
 	t.Helper()
-	var fd int
-	err := n.Target().Do(func() error {
-		var err error
-		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
-		if err != nil {
-			return err
-		}
-		return unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
-	})
+	created, refused, err := n.Insert(entries)
 	if err != nil {
-		t.Fatalf("ctnetlink socket in %s: %v", n.Name, err)
+		t.Fatal(err)
 	}
-	defer unix.Close(fd)
-	ok, firstErr := sendBatches(t, fd, entries, true)
-	var assured []Entry
-	for i, e := range entries {
-		if ok[i] && e.Assured {
-			assured = append(assured, e)
-		}
-	}
-	for _, good := range ok {
-		if good {
-			created++
-		}
-	}
-	if len(assured) > 0 {
-		okU, errU := sendBatches(t, fd, assured, false)
-		for i, good := range okU {
-			if !good {
-				t.Fatalf("mark entry %d ASSURED in %s: %v", i, n.Name, errU)
-			}
-		}
-	}
-	return created, firstErr
-}
-
-// sendBatches sends one request per entry, 256 to a datagram, and reads
-// the acknowledgement of each.
-func sendBatches(t testing.TB, fd int, entries []Entry, create bool) ([]bool, error) {
-	t.Helper()
-	const batch = 256
-	ok := make([]bool, len(entries))
-	var firstErr error
-	buf := make([]byte, 1<<16)
-	for start := 0; start < len(entries); start += batch {
-		end := min(start+batch, len(entries))
-		var out []byte
-		for i := start; i < end; i++ {
-			out = append(out, newMessage(entries[i], uint32(i+1), create)...)
-		}
-		if err := unix.Sendto(fd, out, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-			t.Fatalf("ctnetlink send: %v", err)
-		}
-		for acks := 0; acks < end-start; {
-			nr, _, err := unix.Recvfrom(fd, buf, 0)
-			if err != nil {
-				t.Fatalf("ctnetlink receive: %v", err)
-			}
-			err = ctnl.ForEachMessage(buf[:nr], func(h ctnl.Header, data []byte) error {
-				if h.Type != unix.NLMSG_ERROR {
-					return nil
-				}
-				acks++
-				errno, err := ctnl.ErrnoFromError(data)
-				if err != nil {
-					return err
-				}
-				i := int(h.Sequence) - 1
-				if i < start || i >= end {
-					return fmt.Errorf("ack for unknown sequence %d", h.Sequence)
-				}
-				if errno == 0 {
-					ok[i] = true
-				} else if firstErr == nil {
-					firstErr = fmt.Errorf("entry %d: %w", i, errno)
-				}
-				return nil
-			})
-			if err != nil {
-				t.Fatalf("ctnetlink ack: %v", err)
-			}
-		}
-	}
-	return ok, firstErr
+	return created, refused
 }
 
 // EstablishedEntries returns count distinct ASSURED ESTABLISHED TCP

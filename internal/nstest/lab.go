@@ -280,22 +280,6 @@ func (n *Namespace) Insert(entries []Entry) (created int, refused, err error) {
 	return created, refused, nil
 }
 
-// createMessage encodes the IPCTNL_MSG_CT_NEW request that creates e. An
-// Assured entry carries its status in the same request, so that it is
-// never an unassured entry that early_drop or the garbage collector of
-// a nearly full table may evict before it is marked.
-func createMessage(e Entry, seq uint32) []byte {
-	msg := newMessage(e, seq, true)
-	if !e.Assured {
-		return msg
-	}
-	var a attrBuf
-	a = a.put(ctaStatus, be32(statusConfirmed|statusAssured|statusSeenReply))
-	msg = append(msg, a...)
-	binary.NativeEndian.PutUint32(msg[0:], uint32(len(msg)))
-	return msg
-}
-
 // RemoveEntries deletes the entries from the namespace's table over ctnetlink,
 // one IPCTNL_MSG_CT_DELETE request each; every deletion of an entry with
 // the event extension sends one DESTROY event. deleted is how many the
