@@ -1,0 +1,672 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/model"
+
+	"github.com/ct-exporter/ct-exporter/alerts"
+	"github.com/ct-exporter/ct-exporter/deploy/grafana"
+	"github.com/ct-exporter/ct-exporter/internal/nstest"
+)
+
+// scrapeInterval is Prometheus' scrape and rule evaluation interval in the
+// end-to-end run.
+const scrapeInterval = time.Second
+
+// promJob is the scrape job of the exporter; ConntrackExporterDown selects
+// jobs whose name contains "ct-exporter".
+const promJob = "ct-exporter"
+
+// ruleScale is how the production rules are shortened for the run: every
+// range and every "for:" divided by 60 ([5m] -> [5s], [10m] -> [10s],
+// [30m] -> [30s]; for: 5m -> 5s, 10m -> 10s), and no range shorter than
+// four scrapes, so that rate() always has samples to work with.
+func ruleScale() alerts.Scale {
+	return alerts.Scale{Divisor: 60, MinRange: 4 * scrapeInterval, MinFor: 2 * scrapeInterval}
+}
+
+// Time-scaled lifetime buckets. In production the collapse rules read the
+// lifetime buckets le="250" and le="350" around the kernel's 300 s
+// tcp_timeout_max_retrans / tcp_timeout_unacknowledged cut. A test cannot
+// wait 300 s per flow, so the lifetime drill sets the namespace's
+// established timeout to lifetimeTimeout (3 s) instead and the recording
+// rules Prometheus loads read the buckets le="1" and le="5" around it: the
+// same rule text and arithmetic, with the time axis scaled by about 100.
+// Only these two matchers differ from the production rules (besides the
+// windows and "for:" durations alerts.Scaled shortens).
+const (
+	lifetimeTimeout = 3 // seconds, nf_conntrack_tcp_timeout_established in the drill
+	prodLowBucket   = `le=~"250(\\.0)?"`
+	prodHighBucket  = `le=~"350(\\.0)?"`
+	testLowBucket   = `le=~"1(\\.0)?"`
+	testHighBucket  = `le=~"5(\\.0)?"`
+)
+
+// testRules returns the rules Prometheus loads in the end-to-end run: the
+// production rules scaled by ruleScale, with the collapse window's two
+// bucket matchers replaced by the time-scaled ones. It fails the test if
+// the production rules no longer contain exactly one of each matcher, so a
+// change to the rules cannot silently turn the drill into a no-op.
+func testRules(t *testing.T) []byte {
+	t.Helper()
+	scaled, err := alerts.Scaled(alerts.Rules(), ruleScale())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range [][2]string{{prodLowBucket, testLowBucket}, {prodHighBucket, testHighBucket}} {
+		if n := bytes.Count(scaled, []byte(sub[0])); n != 1 {
+			t.Fatalf("rules contain %s %d times, want once", sub[0], n)
+		}
+		scaled = bytes.Replace(scaled, []byte(sub[0]), []byte(sub[1]), 1)
+	}
+	if _, err := alerts.Parse(scaled); err != nil {
+		t.Fatal(err)
+	}
+	return scaled
+}
+
+// stack is one exporter scraped by one Prometheus that sends to one
+// Alertmanager whose webhook receiver is in the test.
+type stack struct {
+	start    time.Time
+	exporter *Daemon
+	prom     *Prometheus
+	am       *Alertmanager
+	hook     *Webhook
+
+	mu       sync.Mutex
+	arrivals []arrival
+}
+
+// arrival is an alert that reached the webhook, and how long after the
+// start of its drill.
+type arrival struct {
+	drill, alert, netns string
+	after               time.Duration
+}
+
+// startStack starts the webhook, Alertmanager, the exporter watching
+// nsPaths, and Prometheus, and waits until Prometheus has scraped every
+// namespace.
+func startStack(t *testing.T, netns []*nstest.Namespace) *stack {
+	t.Helper()
+	s := &stack{start: time.Now(), hook: startWebhook(t)}
+	s.am = startAlertmanager(t, s.hook.URL)
+	args := make([]string, 0, len(netns))
+	for _, ns := range netns {
+		args = append(args, "--conntrack.netns="+ns.Path)
+	}
+	s.exporter = startDaemon(t, args...)
+	s.prom = startPrometheus(t, PrometheusConfig{
+		ScrapeInterval: scrapeInterval,
+		Job:            promJob,
+		Targets:        []string{s.exporter.Addr},
+		Rules:          testRules(t),
+		Alertmanager:   s.am.Addr,
+	})
+	for _, ns := range netns {
+		expr := fmt.Sprintf(`conntrack_entries{job=%q, netns=%q}`, promJob, ns.Name)
+		if v := s.prom.WaitVector(t, expr, 30*time.Second); len(v) == 0 {
+			t.Fatalf("Prometheus has no %s after 30s", expr)
+		}
+	}
+	t.Logf("exporter %s, Prometheus %s, Alertmanager %s, webhook %s ready after %v",
+		s.exporter.Addr, s.prom.Addr, s.am.Addr, s.hook.URL, time.Since(s.start).Round(time.Millisecond))
+	return s
+}
+
+// waitAlerts waits for each alert to reach the webhook, firing for netns,
+// and records how long after drillStart it arrived.
+func (s *stack) waitAlerts(t *testing.T, drill string, drillStart time.Time, netns string, timeout time.Duration, names ...string) {
+	t.Helper()
+	ctx, cancel := context.WithDeadline(context.Background(), drillStart.Add(timeout))
+	defer cancel()
+	for _, name := range names {
+		a, ok := s.hook.WaitFiring(ctx, name, netns)
+		if !ok {
+			t.Errorf("%s for netns %s did not reach the webhook within %v of the start of the %s drill", name, netns, timeout, drill)
+			continue
+		}
+		after := a.Received.Sub(drillStart)
+		t.Logf("%s{netns=%q} reached the webhook %v after the start of the %s drill (fired in Prometheus at +%v); %s",
+			name, netns, after.Round(time.Millisecond), drill, a.StartsAt.Sub(drillStart).Round(time.Millisecond), a.Annotations["description"])
+		if a.Labels["instance"] != s.exporter.Addr || a.Labels["job"] != promJob || a.Labels["severity"] == "" {
+			t.Errorf("%s: labels %v, want instance %s, job %s and a severity", name, a.Labels, s.exporter.Addr, promJob)
+		}
+		if a.Annotations["summary"] == "" || a.Annotations["runbook_url"] == "" {
+			t.Errorf("%s: annotations %v lack a summary or runbook_url", name, a.Annotations)
+		}
+		s.mu.Lock()
+		s.arrivals = append(s.arrivals, arrival{drill: drill, alert: name, netns: netns, after: after})
+		s.mu.Unlock()
+	}
+}
+
+// TestAlertsEndToEnd runs the exporter, the Debian Prometheus and
+// Alertmanager on loopback with the shipped rules (time-scaled, see
+// testRules) and the shipped dashboard, against namespaces that go
+// through drills:
+//   - fill: a namespace filled to nf_conntrack_max with ASSURED entries
+//     while new connections knock: ConntrackTableNearlyFull and
+//     ConntrackTableFull must reach the webhook;
+//   - lifetime: idle established flows in a namespace with a 3 s
+//     established timeout expire while still ESTABLISHED:
+//     ConntrackEstablishedLifetimeCollapse must reach the webhook;
+//   - healthy: two namespaces with open connections must fire nothing.
+//
+// Afterwards every dashboard query must parse and return data from the
+// same Prometheus, and every rule must evaluate without error. It logs
+// which alerts arrived and how long after the start of their drill.
+func TestAlertsEndToEnd(t *testing.T) {
+	nstest.RequireRoot(t, "conntrack", "prometheus", "prometheus-alertmanager", "promtool")
+	t.Parallel()
+
+	fill := nstest.NewPair(t)
+	healthy := nstest.NewPair(t)
+	healthy.Connect(t, 8)
+	life := nstest.NewPair(t)
+	for _, kv := range [][2]string{
+		{"net.netfilter.nf_conntrack_timestamp", "1"},
+		{"net.netfilter.nf_conntrack_events", "1"},
+		{"net.netfilter.nf_conntrack_tcp_timeout_established", fmt.Sprint(lifetimeTimeout)},
+	} {
+		life.B.Sysctl(t, kv[0], kv[1])
+	}
+	t.Logf("namespaces: fill %s, healthy %s and %s, lifetime %s", fill.B.Name, healthy.A.Name, healthy.B.Name, life.B.Name)
+
+	s := startStack(t, []*nstest.Namespace{fill.B, healthy.A, healthy.B, life.B})
+
+	t.Run("drills", func(t *testing.T) {
+		// Short connections in the healthy namespaces for as long as the
+		// drills run; not a parallel subtest, so that both drills start
+		// at once even with -parallel 2.
+		l := healthy.B.Listen(t, net.JoinHostPort(healthy.BAddr, "8082"))
+		stopChurn := make(chan struct{})
+		churned := make(chan struct{})
+		go func() {
+			defer close(churned)
+			churn(t, healthy.A, l, stopChurn)
+		}()
+		t.Cleanup(func() { close(stopChurn); <-churned })
+		t.Run("fill", func(t *testing.T) {
+			t.Parallel()
+			fillDrill(t, s, fill)
+		})
+		t.Run("lifetime", func(t *testing.T) {
+			t.Parallel()
+			lifetimeDrill(t, s, life)
+		})
+	})
+	end := time.Now()
+
+	t.Run("dashboard", func(t *testing.T) {
+		checkDashboard(t, s, end)
+	})
+	t.Run("rules", func(t *testing.T) {
+		checkRuleHealth(t, s)
+	})
+	t.Run("scrapes", func(t *testing.T) {
+		checkScrapes(t, s, end)
+	})
+	t.Run("healthy", func(t *testing.T) {
+		checkQuiet(t, s, end, healthy.A, healthy.B)
+	})
+	t.Run("only expected alerts", func(t *testing.T) {
+		checkOnlyExpected(t, s, map[string][]string{
+			fill.B.Name: {"ConntrackTableNearlyFull", "ConntrackTableFull"},
+			life.B.Name: {"ConntrackEstablishedLifetimeCollapse"},
+		})
+	})
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var b strings.Builder
+	for _, a := range s.arrivals {
+		fmt.Fprintf(&b, "\n  %-8s %-38s %-13s %v", a.drill, a.alert, a.netns, a.after.Round(100*time.Millisecond))
+	}
+	t.Logf("alerts that reached the webhook (drill, alert, netns, time from drill start):%s", b.String())
+}
+
+// churn opens and closes short connections from netns a to l, two a
+// second, until done is closed, so that the healthy namespaces see inserts
+// and orderly ends beside their idle connections. It runs in its own
+// goroutine, so it reports errors with t.Errorf only.
+func churn(t *testing.T, a *nstest.Namespace, l net.Listener, done <-chan struct{}) {
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	n := 0
+	for {
+		err := a.Target().Do(func() error {
+			c, err := net.DialTimeout("tcp", l.Addr().String(), 5*time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		})
+		if err != nil {
+			t.Errorf("healthy connection %d: %v", n+1, err)
+			return
+		}
+		n++
+		select {
+		case <-done:
+			t.Logf("%d short connections in the healthy namespaces", n)
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// fillDrill fills p.B's table to the global nf_conntrack_max with ASSURED
+// ESTABLISHED entries, which early_drop cannot evict, and keeps opening
+// new connections from p.A into p.B, which the full table drops, until
+// ConntrackTableNearlyFull and ConntrackTableFull have reached the webhook.
+func fillDrill(t *testing.T, s *stack, p *nstest.Pair) {
+	l := p.B.Listen(t, net.JoinHostPort(p.BAddr, "8080"))
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	mfs := Families(t, s.exporter.Scrape(t))
+	limit, ok1 := Value(mfs, "conntrack_entries_limit", map[string]string{"netns": p.B.Name})
+	entries, ok2 := Value(mfs, "conntrack_entries", map[string]string{"netns": p.B.Name})
+	if !ok1 || !ok2 || limit < 1000 {
+		t.Fatalf("netns %s: conntrack_entries %v (%v), conntrack_entries_limit %v (%v)", p.B.Name, entries, ok2, limit, ok1)
+	}
+
+	// The entries outlive the test; the namespace goes with them. They
+	// are created in chunks because CreateEntries marks them ASSURED only
+	// after creating all it was given, and at >= 95 % of the limit the
+	// kernel's GC may evict entries that are not ASSURED yet.
+	start := time.Now()
+	all := nstest.EstablishedEntries(int(limit-entries), 3600)
+	created := 0
+	const chunk = 2048
+	for i := 0; i < len(all); i += chunk {
+		n, err := p.B.CreateEntries(t, all[i:min(i+chunk, len(all))])
+		created += n
+		if err != nil {
+			t.Logf("chunk at %d: %d created: %v", i, n, err)
+		}
+	}
+	count := p.B.CountEntries(t)
+	t.Logf("created %d ASSURED entries in %v; conntrack -C %d, limit %v",
+		created, time.Since(start).Round(time.Millisecond), count, limit)
+	if float64(count) < limit {
+		t.Fatalf("table of %s holds %d entries, want the limit %v", p.B.Name, count, limit)
+	}
+
+	// Knock: each attempt's SYNs (and their retransmissions) are dropped
+	// because no entry can be allocated.
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var attempts, connected int
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			attempts++
+			if c, err := p.A.Dial(t, l.Addr().String(), time.Second); err == nil {
+				c.Close()
+				connected++
+			}
+		}
+	}()
+	s.waitAlerts(t, "fill", start, p.B.Name, 3*time.Minute, "ConntrackTableNearlyFull", "ConntrackTableFull")
+	cancel()
+	wg.Wait()
+	t.Logf("%d connection attempts into the full table, %d connected", attempts, connected)
+	if connected > 0 {
+		t.Errorf("%d of %d connections into a full table succeeded", connected, attempts)
+	}
+}
+
+// lifetimeDrill is the time-scaled variant of the 300 s collapse: p.B's
+// established timeout is lifetimeTimeout (3 s) and the rules read the
+// buckets around it (see testRules). Every second it opens a batch of
+// connections from p.A to p.B that then stay idle: no FIN, no RST, no
+// keepalive, so p.B's entries expire while still ESTABLISHED, as flows a
+// middlebox dropped do at the 300 s cut. It keeps doing so until
+// ConntrackEstablishedLifetimeCollapse has reached the webhook.
+func lifetimeDrill(t *testing.T, s *stack, p *nstest.Pair) {
+	l := p.B.Listen(t, net.JoinHostPort(p.BAddr, "8081"))
+	var mu sync.Mutex
+	var held []net.Conn
+	hold := func(c net.Conn) {
+		mu.Lock()
+		held = append(held, c)
+		mu.Unlock()
+	}
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			// No keepalive probe may revive the flow after it expired.
+			if tc, ok := c.(*net.TCPConn); ok {
+				tc.SetKeepAlive(false)
+			}
+			hold(c)
+		}
+	}()
+	dialer := net.Dialer{Timeout: 5 * time.Second, KeepAlive: -1}
+	start := time.Now()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var opened int
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			for range 4 {
+				var c net.Conn
+				err := p.A.Target().Do(func() error {
+					var err error
+					c, err = dialer.Dial("tcp", l.Addr().String())
+					return err
+				})
+				if err != nil {
+					t.Errorf("connection %d: %v", opened+1, err)
+					return
+				}
+				hold(c)
+				opened++
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	s.waitAlerts(t, "lifetime", start, p.B.Name, 3*time.Minute, "ConntrackEstablishedLifetimeCollapse")
+	cancel()
+	wg.Wait()
+	// When the first expiry reached Prometheus: the kernel reaps expired
+	// entries in its GC pass, whose interval grows (up to 60 s) when the
+	// hash table, shared by every namespace, holds long-lived entries.
+	deaths, err := s.prom.QueryRange(context.Background(),
+		fmt.Sprintf(`conntrack_flow_lifetime_seconds_count{netns=%q, end_state="established"} > 0`, p.B.Name),
+		start, time.Now(), scrapeInterval)
+	if err == nil && len(deaths) > 0 && len(deaths[0].Values) > 0 {
+		t.Logf("first ESTABLISHED expiry scraped %v after the start of the drill",
+			deaths[0].Values[0].Timestamp.Time().Sub(start).Round(time.Millisecond))
+	}
+	mfs := Families(t, s.exporter.Scrape(t))
+	for _, m := range mfs["conntrack_flow_lifetime_seconds"].GetMetric() {
+		labels := map[string]string{}
+		for _, l := range m.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		if labels["netns"] != p.B.Name {
+			continue
+		}
+		var b strings.Builder
+		prev := uint64(0)
+		for _, bk := range m.GetHistogram().GetBucket() {
+			if c := bk.GetCumulativeCount(); c != prev {
+				fmt.Fprintf(&b, " le=%g:%d", bk.GetUpperBound(), c)
+				prev = c
+			}
+		}
+		t.Logf("opened %d idle connections; %s %s ended %d flows, cumulative buckets where they change:%s",
+			opened, labels["protocol"], labels["end_state"], m.GetHistogram().GetSampleCount(), b.String())
+	}
+}
+
+// allowedEmptyPanels are the dashboard queries that may legitimately return
+// no data in this run, keyed by "panel title/refId", with the reason.
+func allowedEmptyPanels() map[string]string {
+	return map[string]string{}
+}
+
+// checkDashboard runs every query of the shipped dashboard against the
+// run's Prometheus, as Grafana would with "All" namespaces of the
+// exporter's instance selected, over the whole run: each must parse, and
+// each must return at least one sample that is a number unless
+// allowedEmptyPanels says why it may not. The variables' label_values
+// queries must list the instance and every namespace.
+func checkDashboard(t *testing.T, s *stack, end time.Time) {
+	path := filepath.Join("..", "deploy", "grafana", grafana.DashboardFileName)
+	d, err := grafana.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	step := 2 * time.Second
+	vars := map[string]string{
+		// Grafana escapes a selected value's regex metacharacters, and
+		// the backslashes again for the PromQL string.
+		"instance":        strings.ReplaceAll(regexp.QuoteMeta(s.exporter.Addr), `\`, `\\`),
+		"netns":           ".*",
+		"__rate_interval": grafana.RateInterval(scrapeInterval, step),
+	}
+	ctx := context.Background()
+
+	labelValuesRE := regexp.MustCompile(`^\s*label_values\((.+),\s*([A-Za-z_][A-Za-z0-9_]*)\)\s*$`)
+	for _, v := range d.Templating.List {
+		if v.Type != "query" {
+			continue
+		}
+		m := labelValuesRE.FindStringSubmatch(v.Query)
+		if m == nil {
+			t.Errorf("variable %s: query %q is not label_values(selector, label)", v.Name, v.Query)
+			continue
+		}
+		sel, err := grafana.Expand(m[1], vars)
+		if err != nil {
+			t.Errorf("variable %s: %v", v.Name, err)
+			continue
+		}
+		vals, err := s.prom.LabelValues(ctx, m[2], sel)
+		t.Logf("variable %s: label_values(%s, %s) = %v", v.Name, sel, m[2], vals)
+		if err != nil || len(vals) == 0 {
+			t.Errorf("variable %s: label_values(%s, %s) = %v, %v", v.Name, sel, m[2], vals, err)
+		}
+	}
+
+	allowed := allowedEmptyPanels()
+	var empty []string
+	for _, q := range d.Queries() {
+		key := q.PanelTitle + "/" + q.RefID
+		expr, err := grafana.Expand(q.Expr, vars)
+		if err != nil {
+			t.Errorf("panel %d %s: %v", q.PanelID, key, err)
+			continue
+		}
+		var numbers, nans int
+		if q.Instant {
+			v, err := s.prom.Query(ctx, expr, end)
+			if err != nil {
+				t.Errorf("panel %d %s: instant query %s: %v", q.PanelID, key, expr, err)
+				continue
+			}
+			numbers, nans = countSamples(v)
+		} else {
+			m, err := s.prom.QueryRange(ctx, expr, s.start, end, step)
+			if err != nil {
+				t.Errorf("panel %d %s: range query %s: %v", q.PanelID, key, expr, err)
+				continue
+			}
+			numbers, nans = countSamples(m)
+		}
+		t.Logf("panel %d %s: %d samples, %d NaN", q.PanelID, key, numbers, nans)
+		if numbers > 0 {
+			if reason, ok := allowed[key]; ok {
+				t.Logf("panel %d %s is allowed to be empty (%s) but has data", q.PanelID, key, reason)
+			}
+			continue
+		}
+		if reason, ok := allowed[key]; ok {
+			t.Logf("panel %d %s is empty, as allowed: %s", q.PanelID, key, reason)
+			continue
+		}
+		empty = append(empty, fmt.Sprintf("panel %d %q query %s: %s", q.PanelID, q.PanelTitle, q.RefID, expr))
+	}
+	if len(empty) > 0 {
+		t.Errorf("dashboard queries that returned no data:\n  %s", strings.Join(empty, "\n  "))
+	}
+}
+
+// ruleState is a rule as /api/v1/rules reports it.
+type ruleState struct {
+	Name      string `json:"name"`
+	Type      string `json:"type"`
+	Health    string `json:"health"`
+	LastError string `json:"lastError"`
+}
+
+// checkRuleHealth fails for every rule whose last evaluation failed, for
+// example on a many-to-many match or a wrong type, and for a rule count
+// that differs from the rule file's.
+func checkRuleHealth(t *testing.T, s *stack) {
+	raw, err := s.prom.get(context.Background(), "/api/v1/rules", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var data struct {
+		Groups []struct {
+			Name  string      `json:"name"`
+			Rules []ruleState `json:"rules"`
+		} `json:"groups"`
+	}
+	if err := json.Unmarshal(raw, &data); err != nil {
+		t.Fatal(err)
+	}
+	f, err := alerts.Parse(alerts.Rules())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := len(f.AlertingRules()) + len(f.RecordingRules())
+	got := 0
+	for _, g := range data.Groups {
+		for _, r := range g.Rules {
+			got++
+			if r.Health != "ok" || r.LastError != "" {
+				t.Errorf("rule %s (%s) in %s: health %q: %s", r.Name, r.Type, g.Name, r.Health, r.LastError)
+			}
+		}
+	}
+	if got != want {
+		t.Errorf("Prometheus evaluates %d rules, the rule file has %d", got, want)
+	}
+}
+
+// checkQuiet fails if any alert fired, or reached the webhook, for one of
+// the namespaces during the run, and checks that Prometheus did scrape
+// them, so that silence means health and not missing data.
+func checkQuiet(t *testing.T, s *stack, end time.Time, netns ...*nstest.Namespace) {
+	names := make([]string, len(netns))
+	for i, ns := range netns {
+		names[i] = ns.Name
+	}
+	re := strings.Join(names, "|")
+	ctx := context.Background()
+	for _, ns := range names {
+		m, err := s.prom.QueryRange(ctx, fmt.Sprintf(`conntrack_entries{netns=%q} > 0`, ns), s.start, end, scrapeInterval)
+		if n, _ := countSamples(m); err != nil || n == 0 {
+			t.Errorf("netns %s: no conntrack_entries > 0 in Prometheus during the run (%v)", ns, err)
+		}
+	}
+	m, err := s.prom.QueryRange(ctx, fmt.Sprintf(`ALERTS{netns=~%q}`, re), s.start, end, scrapeInterval)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ss := range m {
+		t.Errorf("alert in a healthy namespace: %v (%d evaluations)", ss.Metric, len(ss.Values))
+	}
+	received, _ := s.hook.Alerts()
+	for _, a := range received {
+		if slices.Contains(names, a.Labels["netns"]) {
+			t.Errorf("webhook received %s %s for healthy netns %s", a.Status, a.Labels["alertname"], a.Labels["netns"])
+		}
+	}
+}
+
+// checkOnlyExpected fails for every alert that reached the webhook and is
+// not one of the alerts expected for its netns label, and for notifications
+// the webhook could not decode.
+func checkOnlyExpected(t *testing.T, s *stack, expected map[string][]string) {
+	received, bad := s.hook.Alerts()
+	for _, b := range bad {
+		t.Errorf("undecodable webhook notification: %s", b)
+	}
+	seen := map[string]bool{}
+	for _, a := range received {
+		key := a.Labels["alertname"] + " " + a.Status + " " + a.Labels["netns"]
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		if !slices.Contains(expected[a.Labels["netns"]], a.Labels["alertname"]) {
+			t.Errorf("unexpected alert at the webhook: %s %v", a.Status, a.Labels)
+		}
+	}
+	keys := make([]string, 0, len(seen))
+	for k := range seen {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	t.Logf("webhook notifications (alertname status netns): %v", keys)
+}
+
+// checkScrapes logs how many scrapes of the exporter failed during the run
+// and how long scrapes and collectors took. Single failed scrapes are not
+// an error: on a loaded CI machine a scrape can exceed the 1 s timeout.
+// Scrapes failing for the scaled "for:" of ConntrackExporterDown fire that
+// alert, which checkOnlyExpected rejects.
+func checkScrapes(t *testing.T, s *stack, end time.Time) {
+	ctx := context.Background()
+	sel := fmt.Sprintf(`{job=%q, instance=%q}`, promJob, s.exporter.Addr)
+	run := model.Duration(end.Sub(s.start)).String()
+	for _, q := range []struct{ what, expr string }{
+		{"failed scrapes", fmt.Sprintf("count_over_time((up%s == 0)[%s:%s]) or vector(0)", sel, run, model.Duration(scrapeInterval))},
+		{"scrapes", fmt.Sprintf("count_over_time(up%s[%s])", sel, run)},
+		{"median scrape seconds", fmt.Sprintf("quantile_over_time(0.5, scrape_duration_seconds%s[%s])", sel, run)},
+		{"slowest scrape seconds", fmt.Sprintf("max_over_time(scrape_duration_seconds%s[%s])", sel, run)},
+		{"slowest collector seconds", fmt.Sprintf("max by (collector) (max_over_time(conntrack_exporter_collector_duration_seconds%s[%s]))", sel, run)},
+	} {
+		v, err := s.prom.Query(ctx, q.expr, end)
+		if err != nil {
+			t.Errorf("%s: %v", q.expr, err)
+			continue
+		}
+		t.Logf("%s: %v", q.what, v)
+	}
+}
