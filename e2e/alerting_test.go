@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"path/filepath"
 	"regexp"
@@ -42,11 +43,12 @@ func ruleScale() alerts.Scale {
 // lifetime buckets le="250" and le="350" around the kernel's 300 s
 // tcp_timeout_max_retrans / tcp_timeout_unacknowledged cut. A test cannot
 // wait 300 s per flow, so the lifetime drill sets the namespace's
-// established timeout to lifetimeTimeout (3 s) instead and the recording
-// rules Prometheus loads read the buckets le="1" and le="5" around it: the
-// same rule text and arithmetic, with the time axis scaled by about 100.
-// Only these two matchers differ from the production rules (besides the
-// windows and "for:" durations alerts.Scaled shortens).
+// established timeout to lifetimeTimeout (3 s) instead, and the recording
+// rules Prometheus loads read the buckets le="1" and le="5" that bracket
+// it, as le="250" and le="350" bracket 300 s: the same rule text and
+// arithmetic on a shorter time axis. Only these two matchers differ from
+// the production rules (besides the windows and "for:" durations
+// alerts.Scaled shortens).
 const (
 	lifetimeTimeout = 3 // seconds, nf_conntrack_tcp_timeout_established in the drill
 	prodLowBucket   = `le=~"250(\\.0)?"`
@@ -99,13 +101,15 @@ type arrival struct {
 }
 
 // startStack starts the webhook, Alertmanager, the exporter watching
-// nsPaths, and Prometheus, and waits until Prometheus has scraped every
+// netns, and Prometheus, and waits until Prometheus has scraped every
 // namespace.
 func startStack(t *testing.T, netns []*nstest.Namespace) *stack {
 	t.Helper()
 	s := &stack{start: time.Now(), hook: startWebhook(t)}
 	s.am = startAlertmanager(t, s.hook.URL)
-	args := make([]string, 0, len(netns))
+	// A table scan every 10 s instead of 60 s, so that the breakdown
+	// panels show the filled table during the run.
+	args := []string{"--table.interval=10s"}
 	for _, ns := range netns {
 		args = append(args, "--conntrack.netns="+ns.Path)
 	}
@@ -165,7 +169,8 @@ func (s *stack) waitAlerts(t *testing.T, drill string, drillStart time.Time, net
 //   - lifetime: idle established flows in a namespace with a 3 s
 //     established timeout expire while still ESTABLISHED:
 //     ConntrackEstablishedLifetimeCollapse must reach the webhook;
-//   - healthy: two namespaces with open connections must fire nothing.
+//   - healthy: two namespaces with open idle connections and a stream of
+//     short ones must fire nothing, not even a pending alert.
 //
 // Afterwards every dashboard query must parse and return data from the
 // same Prometheus, and every rule must evaluate without error. It logs
@@ -212,8 +217,21 @@ func TestAlertsEndToEnd(t *testing.T) {
 	})
 	end := time.Now()
 
+	limit, _ := Value(Families(t, s.exporter.Scrape(t)), "conntrack_entries_limit", map[string]string{"netns": fill.B.Name})
 	t.Run("dashboard", func(t *testing.T) {
-		checkDashboard(t, s, end)
+		checkDashboard(t, s, end, []panelShows{
+			{"Fill ratio", "A", fill.B.Name, 0.9},
+			{"Entries and limit", "A", fill.B.Name, 0.9 * limit},
+			{"Drops, early drops, insert failures", "A", fill.B.Name, 0},
+			{"Entries by protocol and state", "A", fill.B.Name, 0.9 * limit},
+			{"Top sources", "A", fill.B.Name, 0},
+			{"Top destination ports", "A", fill.B.Name, 0},
+			{"Lifetime of flows that died ESTABLISHED", "A", life.B.Name, 0},
+			{"Lifetime of all flows", "A", life.B.Name, 0},
+			{"Share of ESTABLISHED deaths aged 250..350 s", "A", life.B.Name, 0.5},
+			{"Flow ends by end state", "A", life.B.Name, 0},
+			{"Events", "A", life.B.Name, 0},
+		})
 	})
 	t.Run("rules", func(t *testing.T) {
 		checkRuleHealth(t, s)
@@ -228,6 +246,10 @@ func TestAlertsEndToEnd(t *testing.T) {
 		checkOnlyExpected(t, s, map[string][]string{
 			fill.B.Name: {"ConntrackTableNearlyFull", "ConntrackTableFull"},
 			life.B.Name: {"ConntrackEstablishedLifetimeCollapse"},
+		}, map[string]map[string]string{
+			fill.B.Name: {"ConntrackEventsLost": "the fill creates nf_conntrack_max entries in a few seconds; " +
+				"without timestamps the exporter subscribes to their NEW events too, and on a loaded " +
+				"machine that burst can overrun its socket: the alert then says so correctly"},
 		})
 	})
 
@@ -339,10 +361,15 @@ func fillDrill(t *testing.T, s *stack, p *nstest.Pair) {
 			}
 		}
 	}()
-	s.waitAlerts(t, "fill", start, p.B.Name, 3*time.Minute, "ConntrackTableNearlyFull", "ConntrackTableFull")
+	s.waitAlerts(t, "fill", start, p.B.Name, time.Since(start)+2*time.Minute, "ConntrackTableNearlyFull", "ConntrackTableFull")
 	cancel()
 	wg.Wait()
-	t.Logf("%d connection attempts into the full table, %d connected", attempts, connected)
+	mfs = Families(t, s.exporter.Scrape(t))
+	drops, _ := Value(mfs, "conntrack_stat_drop_total", map[string]string{"netns": p.B.Name})
+	lost, _ := Value(mfs, "conntrack_exporter_events_lost_total", map[string]string{"netns": p.B.Name})
+	news, _ := Value(mfs, "conntrack_events_total", map[string]string{"netns": p.B.Name, "type": "new"})
+	t.Logf("%d connection attempts into the full table, %d connected; drop_total %v; %v NEW events received, %v lost",
+		attempts, connected, drops, news, lost)
 	if connected > 0 {
 		t.Errorf("%d of %d connections into a full table succeeded", connected, attempts)
 	}
@@ -419,9 +446,11 @@ func lifetimeDrill(t *testing.T, s *stack, p *nstest.Pair) {
 	s.waitAlerts(t, "lifetime", start, p.B.Name, 3*time.Minute, "ConntrackEstablishedLifetimeCollapse")
 	cancel()
 	wg.Wait()
-	// When the first expiry reached Prometheus: the kernel reaps expired
-	// entries in its GC pass, whose interval grows (up to 60 s) when the
-	// hash table, shared by every namespace, holds long-lived entries.
+	// When the first expiry reached Prometheus. The kernel reaps expired
+	// idle entries in its GC pass, which it schedules at the average
+	// remaining timeout of the entries it scanned, between 1 and 60 s: a
+	// hash table (shared by every namespace) full of long-lived entries,
+	// such as the fill drill's, delays reaping and DESTROY events.
 	deaths, err := s.prom.QueryRange(context.Background(),
 		fmt.Sprintf(`conntrack_flow_lifetime_seconds_count{netns=%q, end_state="established"} > 0`, p.B.Name),
 		start, time.Now(), scrapeInterval)
@@ -453,8 +482,24 @@ func lifetimeDrill(t *testing.T, s *stack, p *nstest.Pair) {
 
 // allowedEmptyPanels are the dashboard queries that may legitimately return
 // no data in this run, keyed by "panel title/refId", with the reason.
+//
+// None may: the drills give every panel something to show, and the
+// panels of things that did not happen still return numbers, because the
+// exporter exports every counter from the start, at 0 (event loss,
+// overruns, flows without timestamp, insert failures, chain too long,
+// ...), so their rate() is 0 rather than nothing. A panel that comes back
+// empty therefore means a metric name, label or recording rule that does
+// not match what the exporter and the rules produce. Add an entry here
+// only with the reason it must be empty.
 func allowedEmptyPanels() map[string]string {
 	return map[string]string{}
+}
+
+// panelShows says that a panel's query, run for one namespace, must reach
+// a value above Above at some point of the run: the panel shows the drill.
+type panelShows struct {
+	Panel, RefID, Netns string
+	Above               float64
 }
 
 // checkDashboard runs every query of the shipped dashboard against the
@@ -462,8 +507,9 @@ func allowedEmptyPanels() map[string]string {
 // exporter's instance selected, over the whole run: each must parse, and
 // each must return at least one sample that is a number unless
 // allowedEmptyPanels says why it may not. The variables' label_values
-// queries must list the instance and every namespace.
-func checkDashboard(t *testing.T, s *stack, end time.Time) {
+// queries must return values. Then each of shows is run with its
+// namespace selected and must reach its value.
+func checkDashboard(t *testing.T, s *stack, end time.Time, shows []panelShows) {
 	path := filepath.Join("..", "deploy", "grafana", grafana.DashboardFileName)
 	d, err := grafana.Load(path)
 	if err != nil {
@@ -501,31 +547,32 @@ func checkDashboard(t *testing.T, s *stack, end time.Time) {
 		}
 	}
 
-	allowed := allowedEmptyPanels()
-	var empty []string
-	for _, q := range d.Queries() {
-		key := q.PanelTitle + "/" + q.RefID
+	// run runs one panel query as Grafana would: instant queries at the
+	// end of the run, range queries over the run.
+	run := func(q grafana.PanelQuery, vars map[string]string) (model.Value, string, error) {
 		expr, err := grafana.Expand(q.Expr, vars)
 		if err != nil {
-			t.Errorf("panel %d %s: %v", q.PanelID, key, err)
-			continue
+			return nil, q.Expr, err
 		}
-		var numbers, nans int
 		if q.Instant {
 			v, err := s.prom.Query(ctx, expr, end)
-			if err != nil {
-				t.Errorf("panel %d %s: instant query %s: %v", q.PanelID, key, expr, err)
-				continue
-			}
-			numbers, nans = countSamples(v)
-		} else {
-			m, err := s.prom.QueryRange(ctx, expr, s.start, end, step)
-			if err != nil {
-				t.Errorf("panel %d %s: range query %s: %v", q.PanelID, key, expr, err)
-				continue
-			}
-			numbers, nans = countSamples(m)
+			return v, expr, err
 		}
+		m, err := s.prom.QueryRange(ctx, expr, s.start, end, step)
+		return m, expr, err
+	}
+
+	allowed := allowedEmptyPanels()
+	var empty []string
+	queries := d.Queries()
+	for _, q := range queries {
+		key := q.PanelTitle + "/" + q.RefID
+		v, expr, err := run(q, vars)
+		if err != nil {
+			t.Errorf("panel %d %s: %s: %v", q.PanelID, key, expr, err)
+			continue
+		}
+		numbers, nans := countSamples(v)
 		t.Logf("panel %d %s: %d samples, %d NaN", q.PanelID, key, numbers, nans)
 		if numbers > 0 {
 			if reason, ok := allowed[key]; ok {
@@ -541,6 +588,29 @@ func checkDashboard(t *testing.T, s *stack, end time.Time) {
 	}
 	if len(empty) > 0 {
 		t.Errorf("dashboard queries that returned no data:\n  %s", strings.Join(empty, "\n  "))
+	}
+
+	for _, sh := range shows {
+		i := slices.IndexFunc(queries, func(q grafana.PanelQuery) bool {
+			return q.PanelTitle == sh.Panel && q.RefID == sh.RefID
+		})
+		if i < 0 {
+			t.Errorf("dashboard has no panel %q with query %s", sh.Panel, sh.RefID)
+			continue
+		}
+		one := maps.Clone(vars)
+		one["netns"] = regexp.QuoteMeta(sh.Netns)
+		v, expr, err := run(queries[i], one)
+		if err != nil {
+			t.Errorf("panel %q %s: %s: %v", sh.Panel, sh.RefID, expr, err)
+			continue
+		}
+		top, ok := maxValue(v)
+		t.Logf("panel %q %s for netns %s: highest value %v", sh.Panel, sh.RefID, sh.Netns, top)
+		if !ok || top <= sh.Above {
+			t.Errorf("panel %q %s for netns %s: highest value %v (any: %v), want above %v during the drill: %s",
+				sh.Panel, sh.RefID, sh.Netns, top, ok, sh.Above, expr)
+		}
 	}
 }
 
@@ -621,8 +691,9 @@ func checkQuiet(t *testing.T, s *stack, end time.Time, netns ...*nstest.Namespac
 
 // checkOnlyExpected fails for every alert that reached the webhook and is
 // not one of the alerts expected for its netns label, and for notifications
-// the webhook could not decode.
-func checkOnlyExpected(t *testing.T, s *stack, expected map[string][]string) {
+// the webhook could not decode. Alerts in tolerated (netns, alertname,
+// reason) may arrive and are logged with the reason.
+func checkOnlyExpected(t *testing.T, s *stack, expected map[string][]string, tolerated map[string]map[string]string) {
 	received, bad := s.hook.Alerts()
 	for _, b := range bad {
 		t.Errorf("undecodable webhook notification: %s", b)
@@ -634,7 +705,12 @@ func checkOnlyExpected(t *testing.T, s *stack, expected map[string][]string) {
 			continue
 		}
 		seen[key] = true
-		if !slices.Contains(expected[a.Labels["netns"]], a.Labels["alertname"]) {
+		reason, ok := tolerated[a.Labels["netns"]][a.Labels["alertname"]]
+		switch {
+		case slices.Contains(expected[a.Labels["netns"]], a.Labels["alertname"]):
+		case ok:
+			t.Logf("tolerated alert at the webhook: %s %v: %s", a.Status, a.Labels, reason)
+		default:
 			t.Errorf("unexpected alert at the webhook: %s %v", a.Status, a.Labels)
 		}
 	}

@@ -398,6 +398,31 @@ func countSamples(v model.Value) (numbers, nans int) {
 	return numbers, nans
 }
 
+// maxValue returns the highest number in v, NaN left out; ok is false
+// when v holds no number.
+func maxValue(v model.Value) (top float64, ok bool) {
+	add := func(f model.SampleValue) {
+		if x := float64(f); !math.IsNaN(x) && (!ok || x > top) {
+			top, ok = x, true
+		}
+	}
+	switch x := v.(type) {
+	case model.Vector:
+		for _, s := range x {
+			add(s.Value)
+		}
+	case model.Matrix:
+		for _, ss := range x {
+			for _, s := range ss.Values {
+				add(s.Value)
+			}
+		}
+	case *model.Scalar:
+		add(x.Value)
+	}
+	return top, ok
+}
+
 // WebhookAlert is one alert of one Alertmanager webhook notification, with
 // the time the notification arrived.
 type WebhookAlert struct {
