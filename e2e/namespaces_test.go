@@ -222,7 +222,7 @@ func TestManyNamespacesDiscoveredAndDropped(t *testing.T) {
 		}
 	}
 	// 10 namespaces and the exporter's own.
-	waitFor(t, d, 10*time.Second, "10 namespaces and self watched", watched(1+float64(len(stay))))
+	waitFor(t, d, 30*time.Second, "10 namespaces and self watched", watched(1+float64(len(stay))))
 	baseFDs, baseGoroutines := floor(t, d, "process_open_fds", 8), floor(t, d, "go_goroutines", 8)
 	t.Logf("with %d namespaces watched: %v open fds, %v goroutines", len(stay), baseFDs, baseGoroutines)
 
@@ -230,7 +230,7 @@ func TestManyNamespacesDiscoveredAndDropped(t *testing.T) {
 	for _, ns := range leave {
 		dir.add(t, ns)
 	}
-	mfs := waitFor(t, d, 10*time.Second, "20 namespaces and self watched", watched(1+total))
+	mfs := waitFor(t, d, 30*time.Second, "20 namespaces and self watched", watched(1+total))
 	before := map[string]map[string]float64{}
 	for _, ns := range all {
 		before[ns.Name] = conntrackStats(t, ns)
@@ -255,7 +255,7 @@ func TestManyNamespacesDiscoveredAndDropped(t *testing.T) {
 		dir.remove(t, ns)
 		ns.Delete(t)
 	}
-	mfs = waitFor(t, d, 10*time.Second, "deleted namespaces dropped", watched(1+float64(len(stay))))
+	mfs = waitFor(t, d, 30*time.Second, "deleted namespaces dropped", watched(1+float64(len(stay))))
 	for _, ns := range leave {
 		if n := seriesOf(mfs, ns.Name); n != 0 {
 			t.Errorf("deleted %s still has %d series", ns.Name, n)
@@ -275,7 +275,7 @@ func TestManyNamespacesDiscoveredAndDropped(t *testing.T) {
 
 	// Every socket, file and goroutine of the deleted ones is released:
 	// back to the figures with the same 10 watched.
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		fds, goroutines := floor(t, d, "process_open_fds", 8), floor(t, d, "go_goroutines", 8)
 		if fds <= baseFDs && goroutines <= baseGoroutines {
@@ -359,7 +359,7 @@ func TestNamespaceCap(t *testing.T) {
 		}
 	}
 	dir.remove(t, gone)
-	mfs = waitFor(t, d, 10*time.Second, "over-limit count down to 2", func(mfs map[string]*dto.MetricFamily) bool {
+	mfs = waitFor(t, d, 30*time.Second, "over-limit count down to 2", func(mfs map[string]*dto.MetricFamily) bool {
 		v, _ := Value(mfs, "conntrack_exporter_netns_over_limit", nil)
 		return v == 2
 	})
@@ -422,7 +422,7 @@ func TestProcDiscoveryFollowsProcesses(t *testing.T) {
 	// The process ends: the namespace goes with its series and file.
 	cmd.Process.Kill()
 	cmd.Wait()
-	waitFor(t, d, 10*time.Second, name+" dropped", func(mfs map[string]*dto.MetricFamily) bool {
+	waitFor(t, d, 30*time.Second, name+" dropped", func(mfs map[string]*dto.MetricFamily) bool {
 		return seriesOf(mfs, name) == 0
 	})
 	if holdsNetns(t, d, ino) {
@@ -445,4 +445,80 @@ func holdsNetns(t *testing.T, d *Daemon, ino string) bool {
 		}
 	}
 	return false
+}
+
+// lifetimeCount sums conntrack_flow_lifetime_seconds_count over the
+// series of netns ns.
+func lifetimeCount(mfs map[string]*dto.MetricFamily, ns string) (total uint64, endStates []string) {
+	for _, m := range mfs["conntrack_flow_lifetime_seconds"].GetMetric() {
+		labels := map[string]string{}
+		for _, l := range m.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		if labels["netns"] != ns {
+			continue
+		}
+		total += m.GetHistogram().GetSampleCount()
+		endStates = append(endStates, labels["protocol"]+"/"+labels["end_state"])
+	}
+	return total, endStates
+}
+
+func TestEventsOfEachNamespaceInItsOwnSeries(t *testing.T) {
+	nstest.RequireRoot(t, "conntrack", "mount", "umount")
+	dir := newNetnsDir(t)
+	flows := map[string]int{}
+	var all []*nstest.Namespace
+	for i := range 4 {
+		ns := nstest.NewNamespace(t)
+		ns.Sysctl(t, "net.netfilter.nf_conntrack_events", "1")
+		ns.Sysctl(t, "net.netfilter.nf_conntrack_timestamp", "1")
+		all = append(all, ns)
+		flows[ns.Name] = []int{3, 5, 2, 0}[i] // the fourth stays quiet
+	}
+	for _, ns := range all[:2] {
+		dir.add(t, ns)
+	}
+	d := startDaemon(t, "--conntrack.netns-discover="+dir.path, "--conntrack.netns-discover-interval=200ms")
+	// The other two appear while the exporter runs.
+	for _, ns := range all[2:] {
+		dir.add(t, ns)
+	}
+	waitFor(t, d, 30*time.Second, "all four watched", func(mfs map[string]*dto.MetricFamily) bool {
+		for _, ns := range all {
+			if _, ok := Value(mfs, "conntrack_entries", map[string]string{"netns": ns.Name}); !ok {
+				return false
+			}
+		}
+		return true
+	})
+
+	// Flows that reach ESTABLISHED, then a flush: one DESTROY each, in
+	// its own namespace.
+	for _, ns := range all {
+		if flows[ns.Name] > 0 {
+			loopbackConns(t, ns, flows[ns.Name])
+		}
+	}
+	for _, ns := range all {
+		ns.Conntrack(t, "-F")
+	}
+	mfs := waitFor(t, d, 30*time.Second, "every flow's lifetime observed", func(mfs map[string]*dto.MetricFamily) bool {
+		for _, ns := range all {
+			if n, _ := lifetimeCount(mfs, ns.Name); n < uint64(flows[ns.Name]) {
+				return false
+			}
+		}
+		return true
+	})
+	for _, ns := range all {
+		n, states := lifetimeCount(mfs, ns.Name)
+		t.Logf("%s: %d lifetimes in %v", ns.Name, n, states)
+		if n != uint64(flows[ns.Name]) {
+			t.Errorf("%s: %d lifetimes observed, %d flows flushed there", ns.Name, n, flows[ns.Name])
+		}
+		if v, _ := Value(mfs, "conntrack_exporter_collector_success", map[string]string{"netns": ns.Name, "collector": "events"}); v != 1 {
+			t.Errorf("%s: events collector_success = %v", ns.Name, v)
+		}
+	}
 }
