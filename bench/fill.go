@@ -28,7 +28,7 @@ func (Fill) Summary() string {
 func (Fill) Defaults() Params { return Params{} }
 
 // Smoke implements Drill.
-func (Fill) Smoke() Params { return Params{Size: 20000} }
+func (Fill) Smoke() Params { return Params{} }
 
 // Plot implements Drill.
 func (Fill) Plot() PlotSpec {
@@ -75,6 +75,9 @@ func (Fill) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 		return nil, err
 	}
 	if created != size {
+		if now, err := ConntrackMax(); err == nil && now != limit {
+			return nil, fmt.Errorf("nf_conntrack_max changed from %d to %d during the fill: another program on the machine is changing it", limit, now)
+		}
 		return nil, fmt.Errorf("created %d of %d entries: %v", created, size, refused)
 	}
 	r.AddFact("nf_conntrack_max", float64(limit), "entries")
