@@ -97,6 +97,7 @@ func cpuTime(t *testing.T) (user, sys time.Duration) {
 // logged beside it, not asserted.
 func TestBurstDrill(t *testing.T) {
 	nstest.RequireRoot(t, "conntrack")
+	t.Parallel()
 	ns := nstest.NewNamespace(t)
 	ns.Sysctl(t, "net.netfilter.nf_conntrack_timestamp", "1")
 	s, sink := startSubscriber(t, ns, Config{})
