@@ -223,7 +223,9 @@ func TestAlertsEndToEnd(t *testing.T) {
 			{"Fill ratio", "A", fill.B.Name, 0.9},
 			{"Entries and limit", "A", fill.B.Name, 0.9 * limit},
 			{"Drops, early drops, insert failures", "A", fill.B.Name, 0},
-			{"Entries by protocol and state", "A", fill.B.Name, 0.9 * limit},
+			// The table breakdown comes from a scan every 10 s, whose
+			// last run may have started before the fill was complete.
+			{"Entries by protocol and state", "A", fill.B.Name, 0},
 			{"Top sources", "A", fill.B.Name, 0},
 			{"Top destination ports", "A", fill.B.Name, 0},
 			{"Lifetime of flows that died ESTABLISHED", "A", life.B.Name, 0},

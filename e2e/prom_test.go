@@ -46,7 +46,7 @@ type process struct {
 }
 
 // startProcess runs bin with args, waits until readyURL answers 200, and
-// stops the process with SIGTERM (SIGKILL after 15 s) when the test ends.
+// stops the process with SIGINT (SIGKILL after 15 s) when the test ends.
 func startProcess(t *testing.T, name, readyURL, bin string, args ...string) *process {
 	t.Helper()
 	p := &process{name: name, logs: &lockedBuffer{}}
@@ -75,15 +75,16 @@ func startProcess(t *testing.T, name, readyURL, bin string, args ...string) *pro
 			t.Logf("%s log:\n%s", name, logs)
 		}
 	})
+	client := &http.Client{Timeout: 2 * time.Second}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		select {
 		case err := <-exited:
 			exited <- err
-			t.Fatalf("%s exited before it was ready: %v\n%s", name, err, p.logs.String())
+			t.Fatalf("%s exited before it was ready: %v", name, err)
 		default:
 		}
-		resp, err := http.Get(readyURL)
+		resp, err := client.Get(readyURL)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -91,7 +92,7 @@ func startProcess(t *testing.T, name, readyURL, bin string, args ...string) *pro
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready after 30s: %v\n%s", name, err, p.logs.String())
+			t.Fatalf("%s not ready after 30s: %v", name, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
