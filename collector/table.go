@@ -2,7 +2,6 @@ package collector
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -27,9 +26,6 @@ const (
 
 // otherLabel is the label value of the remainder of a top-K breakdown.
 const otherLabel = "other"
-
-// ErrNoTableScan reports that no scan of the namespace has finished yet.
-var ErrNoTableScan = errors.New("no table scan has finished yet")
 
 // TableScanner scans the conntrack table of one namespace.
 type TableScanner interface {
@@ -80,10 +76,11 @@ type TableOptions struct {
 //   - conntrack_table_scan_duration_seconds,
 //     conntrack_table_last_scan_timestamp_seconds
 //
-// Each top-K breakdown adds up to the sum of conntrack_table_entries. When
-// the last scan failed, Update sends only the timestamp of the last
-// successful scan and returns the error; the breakdown of an older scan is
-// never served as current.
+// Each top-K breakdown adds up to the sum of conntrack_table_entries.
+// Until the first scan of a namespace finishes, Update sends nothing and
+// succeeds. When the last scan failed, it sends only the timestamp of the
+// last successful scan and returns the error; the breakdown of an older
+// scan is never served as current.
 type TableCollector struct {
 	interval, timeout time.Duration
 	scanner           TableScanner
@@ -279,7 +276,9 @@ func (c *TableCollector) Update(_ context.Context, target netns.Target, ch chan<
 	}
 	st := w.state.Load()
 	if st == nil {
-		return fmt.Errorf("table: netns %s: %w", target, ErrNoTableScan)
+		// The first scan has not finished: nothing to serve, and nothing
+		// failed. With many namespaces the first round takes a while.
+		return nil
 	}
 	if st.err != nil {
 		if st.last != nil {
