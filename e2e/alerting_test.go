@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -318,34 +320,33 @@ func fillDrill(t *testing.T, s *stack, p *nstest.Pair) {
 			c.Close()
 		}
 	}()
-	mfs := Families(t, s.exporter.Scrape(t))
-	limit, ok1 := Value(mfs, "conntrack_entries_limit", map[string]string{"netns": p.B.Name})
-	entries, ok2 := Value(mfs, "conntrack_entries", map[string]string{"netns": p.B.Name})
-	if !ok1 || !ok2 || limit < 1000 {
-		t.Fatalf("netns %s: conntrack_entries %v (%v), conntrack_entries_limit %v (%v)", p.B.Name, entries, ok2, limit, ok1)
-	}
-
 	// The entries outlive the test; the namespace goes with them. They
 	// are created in chunks because CreateEntries marks them ASSURED only
 	// after creating all it was given, and at >= 95 % of the limit the
-	// kernel's GC may evict entries that are not ASSURED yet.
+	// kernel's GC may evict entries that are not ASSURED yet. The limit is
+	// read again after each round, in case it changed meanwhile.
 	start := time.Now()
-	all := nstest.EstablishedEntries(int(limit-entries), 3600)
-	created := 0
-	const chunk = 2048
-	for i := 0; i < len(all); i += chunk {
-		n, err := p.B.CreateEntries(t, all[i:min(i+chunk, len(all))])
-		created += n
-		if err != nil {
-			t.Logf("chunk at %d: %d created: %v", i, n, err)
+	next, limit, count := 0, 0, 0
+	for round := 0; ; round++ {
+		limit, count = conntrackMax(t), p.B.CountEntries(t)
+		if count >= limit {
+			break
+		}
+		if round == 3 {
+			t.Fatalf("table of %s holds %d entries after %d rounds, want the limit %d", p.B.Name, count, round, limit)
+		}
+		need := limit - count
+		all := nstest.EstablishedEntries(next+need, 3600)[next:]
+		next += need
+		const chunk = 2048
+		for i := 0; i < len(all); i += chunk {
+			if n, err := p.B.CreateEntries(t, all[i:min(i+chunk, len(all))]); err != nil {
+				t.Logf("chunk at %d: %d created: %v", i, n, err)
+			}
 		}
 	}
-	count := p.B.CountEntries(t)
-	t.Logf("created %d ASSURED entries in %v; conntrack -C %d, limit %v",
-		created, time.Since(start).Round(time.Millisecond), count, limit)
-	if float64(count) < limit {
-		t.Fatalf("table of %s holds %d entries, want the limit %v", p.B.Name, count, limit)
-	}
+	t.Logf("filled the table to %d ASSURED entries (limit %d) in %v",
+		count, limit, time.Since(start).Round(time.Millisecond))
 
 	// Knock: each attempt's SYNs (and their retransmissions) are dropped
 	// because no entry can be allocated.
@@ -366,7 +367,7 @@ func fillDrill(t *testing.T, s *stack, p *nstest.Pair) {
 	s.waitAlerts(t, "fill", start, p.B.Name, time.Since(start)+2*time.Minute, "ConntrackTableNearlyFull", "ConntrackTableFull")
 	cancel()
 	wg.Wait()
-	mfs = Families(t, s.exporter.Scrape(t))
+	mfs := Families(t, s.exporter.Scrape(t))
 	drops, _ := Value(mfs, "conntrack_stat_drop_total", map[string]string{"netns": p.B.Name})
 	lost, _ := Value(mfs, "conntrack_exporter_events_lost_total", map[string]string{"netns": p.B.Name})
 	news, _ := Value(mfs, "conntrack_events_total", map[string]string{"netns": p.B.Name, "type": "new"})
@@ -375,6 +376,20 @@ func fillDrill(t *testing.T, s *stack, p *nstest.Pair) {
 	if connected > 0 {
 		t.Errorf("%d of %d connections into a full table succeeded", connected, attempts)
 	}
+}
+
+// conntrackMax returns the global nf_conntrack_max.
+func conntrackMax(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/sys/net/netfilter/nf_conntrack_max")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || n < 1000 {
+		t.Fatalf("nf_conntrack_max %q: %v", b, err)
+	}
+	return n
 }
 
 // lifetimeDrill is the time-scaled variant of the 300 s collapse: p.B's
