@@ -263,7 +263,8 @@ func TestAlertsEndToEnd(t *testing.T) {
 	for _, a := range s.arrivals {
 		fmt.Fprintf(&b, "\n  %-8s %-38s %-13s %v", a.drill, a.alert, a.netns, a.after.Round(100*time.Millisecond))
 	}
-	t.Logf("alerts that reached the webhook (drill, alert, netns, time from drill start):%s", b.String())
+	t.Logf("alerts that reached the webhook (drill, alert, netns, time from drill start; the lifetime drill is "+
+		"time-scaled: %d s established timeout, buckets le=1..5 in place of le=250..350):%s", lifetimeTimeout, b.String())
 }
 
 // churn opens and closes short connections from netns a to l, two a
