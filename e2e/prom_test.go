@@ -127,7 +127,7 @@ type Alertmanager struct {
 
 // startAlertmanager runs Alertmanager with one route to webhookURL: alerts
 // are grouped by alertname and netns and sent after group_wait 1s,
-// group_interval 1s. Clustering is off.
+// group_interval 1s, resolved ones too. Clustering is off.
 func startAlertmanager(t *testing.T, webhookURL string) *Alertmanager {
 	t.Helper()
 	dir := t.TempDir()
