@@ -251,19 +251,19 @@ func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 		return nil, err
 	}
 	defer closeServer()
-	exp, err := StartExporter(ctx, env.Lab, env.Exporter, []string{topo.router.Path}, env.ExporterArgs...)
+	exp, anchor, err := startWatched(ctx, env, topo.router, nil)
 	if err != nil {
 		return nil, err
 	}
 	defer exp.Stop()
-	anchor, err := StartEventAnchor(env.Lab, topo.router, nil, "-e", "DESTROY")
-	if err != nil {
-		return nil, err
-	}
 	defer anchor.Stop() //nolint:errcheck // stopped again below on success
 
 	sel := map[string]string{"netns": topo.router.Name}
 	m0, _, err := exp.Scrape(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c0, err := readEventCounters(m0, topo.router.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -325,7 +325,8 @@ func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 		return nil, scrapeErr
 	}
 
-	m1, _, err := exp.Scrape(ctx)
+	opened := float64(st.opened.Load())
+	c1, m1, err := waitEvents(ctx, exp, topo.router.Name, c0, opened, 30*time.Second)
 	if err != nil {
 		return nil, err
 	}
@@ -347,14 +348,13 @@ func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 	}
 
 	r := &Result{}
-	opened := float64(st.opened.Load())
 	r.AddFact("connections opened and closed", opened, "connections")
 	r.AddFact("connections that failed", float64(st.failed.Load()), "connections")
 	r.AddFact("load time", took.Seconds(), "s")
 	r.AddFact("achieved rate", opened/took.Seconds(), "connections/s")
 	r.AddFact("entries left in the router", float64(left), "entries")
 
-	for _, k := range []string{"found", "insert_failed", "drop", "invalid"} {
+	for _, k := range []string{"insert_failed", "drop", "early_drop"} {
 		name := "conntrack_stat_" + k + "_total"
 		v0, err := m0.Sum(name, sel)
 		if err != nil {
@@ -366,8 +366,7 @@ func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 		}
 		r.Rows = append(r.Rows, NewRow(k+"_total", "events", v1-v0, AnchorStats, float64(sums1[k]-sums0[k])))
 	}
-	r.Rows = append(r.Rows, AnchorRow("DESTROY events received", "events", AnchorEvents, float64(ev.Destroy)))
-	r.Rows = append(r.Rows, AnchorRow("events dropped (socket drop count)", "events", AnchorEvents, float64(ev.Drops)))
+	r.Rows = append(r.Rows, eventRows(c1.sub(c0), ev, opened)...)
 	used := u1.Sub(u0)
 	r.Rows = append(r.Rows,
 		NewRow("CPU during the drill", "s", used.CPU.Seconds(), AnchorEvents, ev.Usage.CPU.Seconds()),
@@ -377,7 +376,9 @@ func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 	if len(scrapeTimes) > 0 {
 		r.Rows = append(r.Rows, ExporterRow("scrape duration under load (median)", "s", median(scrapeTimes).Seconds()))
 	}
-	r.Notes = append(r.Notes, fmt.Sprintf("router TIME_WAIT timeout %s s so that connections end within the drill; the exporter is scraped once a second during the load.", churnTimeWait))
+	r.Notes = append(r.Notes,
+		fmt.Sprintf("router: TIME_WAIT timeout %s s so that connections end within the drill, nf_conntrack_timestamp=1; the exporter is scraped once a second during the load.", churnTimeWait),
+		"every connection is one conntrack entry in the router and ends with one DESTROY event.")
 	return r, nil
 }
 

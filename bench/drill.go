@@ -200,7 +200,8 @@ func (e *Env) Logf(format string, args ...any) {
 // metric, its rows' values against a parameter, one line for the
 // exporter and one for each anchor.
 type PlotSpec struct {
-	// X is the parameter on the x axis: "size" or "rate".
+	// X is the parameter on the x axis: "size", "rate", or "auto" for
+	// rate when a run of the drill has one and size otherwise.
 	X string
 	// XLabel labels the x axis.
 	XLabel string
@@ -228,7 +229,7 @@ type Drill interface {
 
 // Drills returns every drill, in the order the tool lists them.
 func Drills() []Drill {
-	return []Drill{Churn{}, Fill{}, Scan{}}
+	return []Drill{Burst{}, Churn{}, Fill{}, Scan{}, IdleExpiry{}}
 }
 
 // Lookup returns the drill of the given name.
@@ -255,7 +256,12 @@ func Run(ctx context.Context, env *Env, d Drill, p Params) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("drill %s (%s): %w", d.Name(), p, err)
 	}
-	r.Drill, r.Params, r.Started, r.Wall = d.Name(), p, start, Duration(time.Since(start))
+	// A drill may record the parameters it really used (a size it
+	// derived from others); otherwise they are the ones asked for.
+	if r.Params == (Params{}) {
+		r.Params = p
+	}
+	r.Drill, r.Started, r.Wall = d.Name(), start, Duration(time.Since(start))
 	// Other work on the machine skews every figure: say how busy it was.
 	r.AddFact("load average (1 min) before the drill", load, "")
 	r.AddFact("load average (1 min) after the drill", loadAverage(), "")

@@ -41,6 +41,14 @@ func panels(results []*Result) []panel {
 	var out []panel
 	for _, d := range Drills() {
 		spec := d.Plot()
+		if spec.X == "auto" {
+			spec.X = "size"
+			for _, r := range results {
+				if r.Drill == d.Name() && r.Params.Rate > 0 {
+					spec.X = "rate"
+				}
+			}
+		}
 		rs := sortedResults(results, d.Name(), spec.X)
 		if len(rs) == 0 || len(spec.Metrics) == 0 {
 			continue

@@ -234,13 +234,50 @@ var smokeChecks = map[string]func(t *testing.T, r *Result){
 		if failed := fact(t, r, "connections that failed"); failed != 0 {
 			t.Errorf("%v connections failed", failed)
 		}
-		if d := row(t, r, "DESTROY events received", AnchorEvents); *d.AnchorValue != opened {
-			t.Errorf("conntrack -E saw %v DESTROY events for %v connections", *d.AnchorValue, opened)
+		// A low rate: neither listener loses anything.
+		if d := row(t, r, "DESTROY events received", AnchorEvents); *d.Exporter != opened || *d.AnchorValue != opened {
+			t.Errorf("DESTROY events: exporter %v, conntrack -E %v, for %v connections", *d.Exporter, *d.AnchorValue, opened)
+		}
+		if l := row(t, r, "flow lifetimes observed", ""); *l.Exporter != opened {
+			t.Errorf("%v lifetimes observed for %v connections", *l.Exporter, opened)
 		}
 		for _, k := range []string{"insert_failed_total", "drop_total"} {
 			same(t, r, k, AnchorStats)
 		}
 		positive(t, r, "CPU during the drill", AnchorEvents)
+	},
+	"burst": func(t *testing.T, r *Result) {
+		n := float64(r.Params.Size)
+		// Every event is either received or counted as lost, by the
+		// exporter and, from its socket's drop count, for conntrack -E.
+		sum := same(t, r, "received + lost", AnchorEvents)
+		if *sum.Exporter != n {
+			t.Errorf("received + lost = %v, want %v", *sum.Exporter, n)
+		}
+		got := row(t, r, "DESTROY events received", AnchorEvents)
+		if l := row(t, r, "flow lifetimes observed", ""); *l.Exporter != *got.Exporter {
+			t.Errorf("%v lifetimes observed for %v DESTROY events received", *l.Exporter, *got.Exporter)
+		}
+		positive(t, r, "CPU while the events came", "")
+	},
+	"idle-expiry": func(t *testing.T, r *Result) {
+		n := float64(r.Params.Size)
+		expired := same(t, r, "flows expired while ESTABLISHED", AnchorEvents)
+		if *expired.Exporter != n {
+			t.Errorf("%v flows expired while ESTABLISHED, want %v", *expired.Exporter, n)
+		}
+		// The lifetime is the timeout, however late the garbage
+		// collector reaped the entry; the kernel backdates the stop
+		// time in jiffies (a few ms), and conntrack -E rounds to
+		// seconds.
+		timeout := time.Duration(r.Params.Timeout).Seconds()
+		life := row(t, r, "mean lifetime", AnchorEvents+" delta-time")
+		if *life.Exporter < timeout-0.05 || *life.Exporter > timeout+1 {
+			t.Errorf("exporter mean lifetime %v s, timeout %v s", *life.Exporter, timeout)
+		}
+		if *life.AnchorValue < timeout-1 || *life.AnchorValue > timeout+1 {
+			t.Errorf("conntrack -E mean delta-time %v s, timeout %v s", *life.AnchorValue, timeout)
+		}
 	},
 	"scan": func(t *testing.T, r *Result) {
 		size := float64(r.Params.Size)

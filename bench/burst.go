@@ -1,0 +1,175 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/ct-exporter/ct-exporter/internal/nstest"
+)
+
+// Burst creates --size ASSURED ESTABLISHED entries over ctnetlink in a
+// namespace watched by the exporter and by conntrack -E -e DESTROY, then
+// removes them all: with one flush (the default), or one by one at --rate
+// per second. Both listeners count the DESTROY events they got; the
+// exporter also counts exactly the ones it lost.
+type Burst struct{}
+
+// Name implements Drill.
+func (Burst) Name() string { return "burst" }
+
+// Summary implements Drill.
+func (Burst) Summary() string {
+	return "create --size entries over ctnetlink, then flush them (or delete them at --rate/s for --duration); exporter vs conntrack -E"
+}
+
+// Defaults implements Drill.
+func (Burst) Defaults() Params { return Params{Size: 200000} }
+
+// Smoke implements Drill.
+func (Burst) Smoke() Params { return Params{Size: 2000} }
+
+// Plot implements Drill.
+func (Burst) Plot() PlotSpec {
+	return PlotSpec{X: "auto", XLabel: "entries flushed, or DESTROY events per second", Metrics: []string{"DESTROY events received, share", "CPU per 1000 events"}}
+}
+
+// burstSize returns the entries of a run: --size, or --rate times
+// --duration when both are set, capped below nf_conntrack_max.
+func burstSize(p Params, limit int) int {
+	n := p.Size
+	if p.Rate > 0 && p.Duration > 0 {
+		n = int(p.Rate * time.Duration(p.Duration).Seconds())
+	}
+	return min(n, limit-1024)
+}
+
+// Run implements Drill.
+func (Burst) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
+	limit, err := ConntrackMax()
+	if err != nil {
+		return nil, err
+	}
+	n := burstSize(p, limit)
+	if n <= 0 {
+		return nil, fmt.Errorf("burst needs a positive --size, or --rate and --duration")
+	}
+	ns, err := env.Lab.Namespace(true)
+	if err != nil {
+		return nil, err
+	}
+	exp, anchor, err := startWatched(ctx, env, ns, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer exp.Stop()
+	defer anchor.Stop() //nolint:errcheck // stopped below on success
+
+	r := &Result{Params: p}
+	r.Params.Size = n
+	entries := nstest.EstablishedEntries(n, 600)
+	start := time.Now()
+	created, refused, err := ns.Insert(entries)
+	if err != nil {
+		return nil, err
+	}
+	if created != n {
+		return nil, fmt.Errorf("created %d of %d entries: %v", created, n, refused)
+	}
+	r.AddFact("entries created over ctnetlink", float64(n), "entries")
+	r.AddFact("create time", time.Since(start).Seconds(), "s")
+
+	m0, _, err := exp.Scrape(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c0, err := readEventCounters(m0, ns.Name)
+	if err != nil {
+		return nil, err
+	}
+	u0, err := exp.Usage()
+	if err != nil {
+		return nil, err
+	}
+
+	start = time.Now()
+	if p.Rate > 0 {
+		env.Logf("burst: deleting %d entries at %g/s", n, p.Rate)
+		if err := deleteAtRate(ctx, ns, entries, p.Rate); err != nil {
+			return nil, err
+		}
+	} else {
+		env.Logf("burst: flushing %d entries", n)
+		if err := ns.Flush(); err != nil {
+			return nil, err
+		}
+	}
+	removal := time.Since(start)
+	c1, _, err := waitEvents(ctx, exp, ns.Name, c0, float64(n), 2*time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	drained := time.Since(start)
+	u1, err := exp.Usage()
+	if err != nil {
+		return nil, err
+	}
+	anchor.WaitQuiet(time.Second, 30*time.Second)
+	ev, err := anchor.Stop()
+	if err != nil {
+		return nil, err
+	}
+
+	how := "flush time"
+	if p.Rate > 0 {
+		how = "deletion time"
+	}
+	r.AddFact(how, removal.Seconds(), "s")
+	r.AddFact("DESTROY events per second sent", float64(n)/removal.Seconds(), "events/s")
+	r.AddFact("exporter drained after", drained.Seconds(), "s")
+
+	d := c1.sub(c0)
+	used := u1.Sub(u0)
+	r.Rows = append(r.Rows, eventRows(d, ev, float64(n))...)
+	r.Rows = append(r.Rows,
+		NewRow("CPU while the events came", "s", used.CPU.Seconds(), AnchorEvents+" (whole run)", ev.Usage.CPU.Seconds()),
+		NewRow("CPU per 1000 events", "s", perThousand(used.CPU, d.destroy), AnchorEvents+" (whole run)", perThousand(ev.Usage.CPU, float64(ev.Destroy))),
+		NewRow("peak RSS", "bytes", float64(used.PeakRSS), AnchorEvents, float64(ev.Usage.PeakRSS)),
+	)
+	r.Notes = append(r.Notes,
+		"nf_conntrack_timestamp=1 in the namespace; both listeners subscribe to DESTROY only; the exporter runs with its default flags (--events.buffer-size=128MiB), conntrack -E with its defaults.",
+		"lost is the exporter's conntrack_exporter_events_lost_total and, for conntrack -E, the Drops column of its socket in /proc/net/netlink: both are the kernel's exact count.",
+		"CPU per 1000 events divides by the events each listener received.")
+	return r, nil
+}
+
+// deleteAtRate deletes the entries over ctnetlink, rate per second, in
+// chunks every 10 ms.
+func deleteAtRate(ctx context.Context, ns *nstest.Namespace, entries []nstest.Entry, rate float64) error {
+	const tick = 10 * time.Millisecond
+	start := time.Now()
+	done := 0
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for done < len(entries) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case now := <-t.C:
+			due := min(len(entries), int(math.Floor(rate*now.Sub(start).Seconds())))
+			if due <= done {
+				continue
+			}
+			deleted, refused, err := ns.RemoveEntries(entries[done:due])
+			if err != nil {
+				return err
+			}
+			if deleted != due-done {
+				return fmt.Errorf("deleted %d of %d entries: %v", deleted, due-done, refused)
+			}
+			done = due
+		}
+	}
+	return nil
+}
