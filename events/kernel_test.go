@@ -133,16 +133,17 @@ func TestFlowTableModeWithoutTimestamps(t *testing.T) {
 	}
 	clients, servers := p.Connect(t, n)
 	noKeepAlive(t, append(clients, servers...)...)
-	waitFor(t, time.Second, "NEW events", func() bool { return s.Stats().FlowTableEntries == n })
-	// Without the backdated stop timestamp the lifetime is the time until
-	// the garbage collector reaps the entry; a table dump reaps expired
-	// entries at once.
+	waitFor(t, 5*time.Second, "NEW events", func() bool { return s.Stats().FlowTableEntries == n })
+	// Without the backdated stop timestamp the lifetime is the time from
+	// receiving NEW to receiving DESTROY: it includes the garbage
+	// collector's delay in reaping the entry (a table dump reaps expired
+	// entries at once) and the reader's delays, so the bounds are loose.
 	time.Sleep(2100 * time.Millisecond)
 	p.A.Conntrack(t, "-L")
 	waitFor(t, 30*time.Second, "n observations", func() bool { return len(sink.all()) >= n })
 	for _, o := range sink.all() {
-		if o.s != histogram.EndEstablished || o.seconds < 2 || o.seconds > 4 {
-			t.Errorf("observation %+v, want established, 2..4 s", o)
+		if o.s != histogram.EndEstablished || o.seconds < 1.5 || o.seconds > 6 {
+			t.Errorf("observation %+v, want established, 1.5..6 s", o)
 		}
 	}
 	st := s.Stats()
