@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -83,6 +84,8 @@ type benchFigures struct {
 	rssMiB, peakRSSMiB        float64
 	goroutines, fds, threads  float64
 	cpuPerScrape, idleCPUFrac float64
+	loadBefore, loadAfter     string
+	slowest                   string
 }
 
 // measureDaemon scrapes d n times one after the other and reads its
@@ -109,6 +112,8 @@ func measureDaemon(t *testing.T, d *Daemon, n int, idle time.Duration) benchFigu
 	for range 5 { // warm-up: first sockets, first table scans
 		scrape()
 	}
+	var f benchFigures
+	f.loadBefore = loadAverage(t)
 	cpu := func(mfs map[string]*dto.MetricFamily) float64 {
 		v, _ := Value(mfs, "process_cpu_seconds_total", nil)
 		return v
@@ -116,16 +121,21 @@ func measureDaemon(t *testing.T, d *Daemon, n int, idle time.Duration) benchFigu
 	_, text := scrape()
 	cpuStart := cpu(Families(t, text))
 	var lat []time.Duration
+	slowest := time.Duration(0)
 	for range n {
-		d, _ := scrape()
-		lat = append(lat, d)
+		took, text := scrape()
+		lat = append(lat, took)
+		if took > slowest && took > time.Second {
+			slowest = took
+			f.slowest = slowCollectors(t, text, took)
+		}
 	}
 	_, text = scrape()
 	mfs := Families(t, text)
 	cpuEnd := cpu(mfs)
 	slices.Sort(lat)
 	pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
-	f := benchFigures{p50: pct(0.50), p90: pct(0.90), p99: pct(0.99), max: lat[len(lat)-1], scrapeBytes: len(text)}
+	f.p50, f.p90, f.p99, f.max, f.scrapeBytes = pct(0.50), pct(0.90), pct(0.99), lat[len(lat)-1], len(text)
 	f.namespaces, _ = Value(mfs, "conntrack_exporter_watched_namespaces", nil)
 	for _, mf := range mfs {
 		f.series += len(mf.GetMetric())
@@ -142,7 +152,47 @@ func measureDaemon(t *testing.T, d *Daemon, n int, idle time.Duration) benchFigu
 	time.Sleep(idle)
 	after := cpu(Families(t, d.Scrape(t)))
 	f.idleCPUFrac = (after - before) / idle.Seconds()
+	f.loadAfter = loadAverage(t)
 	return f
+}
+
+// loadAverage returns the 1-minute load average of the machine: the
+// figures of a shared machine mean little without it.
+func loadAverage(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Fields(string(b))[0]
+}
+
+// slowCollectors names the slowest collector runs of a slow scrape.
+func slowCollectors(t *testing.T, text string, took time.Duration) string {
+	t.Helper()
+	type run struct {
+		collector, netns string
+		seconds          float64
+	}
+	var runs []run
+	for _, m := range Families(t, text)["conntrack_exporter_collector_duration_seconds"].GetMetric() {
+		r := run{seconds: m.GetGauge().GetValue()}
+		for _, l := range m.GetLabel() {
+			switch l.GetName() {
+			case "collector":
+				r.collector = l.GetValue()
+			case "netns":
+				r.netns = l.GetValue()
+			}
+		}
+		runs = append(runs, r)
+	}
+	slices.SortFunc(runs, func(a, b run) int { return cmp.Compare(b.seconds, a.seconds) })
+	out := fmt.Sprintf("scrape of %s, slowest collector runs:", took.Round(time.Millisecond))
+	for _, r := range runs[:min(3, len(runs))] {
+		out += fmt.Sprintf(" %s/%s %.3fs", r.collector, r.netns, r.seconds)
+	}
+	return out
 }
 
 // TestBenchManyNamespaces measures scrape latency and memory with many
@@ -191,14 +241,19 @@ func TestBenchManyNamespaces(t *testing.T) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d sequential scrapes each, %d CPUs, %s, extra flags %q, %d conntrack entries in all namespaces of the host\n",
 		scrapes, runtime.NumCPU(), runtime.Version(), extra, globalEntries(t))
-	fmt.Fprintf(&b, "| watched namespaces | scrape p50 | p90 | p99 | max | CPU per scrape | series | body | RSS | peak RSS | goroutines | open fds | threads | idle CPU |\n")
-	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| watched namespaces | scrape p50 | p90 | p99 | max | CPU per scrape | series | body | RSS | peak RSS | goroutines | open fds | threads | idle CPU | load before, after |\n")
+	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, f := range []benchFigures{baseline, many} {
-		fmt.Fprintf(&b, "| %.0f | %s | %s | %s | %s | %.1f ms | %d | %.0f KiB | %.1f MiB | %.1f MiB | %.0f | %.0f | %.0f | %.2f %% |\n",
+		fmt.Fprintf(&b, "| %.0f | %s | %s | %s | %s | %.1f ms | %d | %.0f KiB | %.1f MiB | %.1f MiB | %.0f | %.0f | %.0f | %.2f %% | %s, %s |\n",
 			f.namespaces, f.p50.Round(100*time.Microsecond), f.p90.Round(100*time.Microsecond),
 			f.p99.Round(100*time.Microsecond), f.max.Round(100*time.Microsecond),
 			f.cpuPerScrape*1000, f.series, float64(f.scrapeBytes)/1024, f.rssMiB, f.peakRSSMiB,
-			f.goroutines, f.fds, f.threads, f.idleCPUFrac*100)
+			f.goroutines, f.fds, f.threads, f.idleCPUFrac*100, f.loadBefore, f.loadAfter)
+	}
+	for _, f := range []benchFigures{baseline, many} {
+		if f.slowest != "" {
+			fmt.Fprintf(&b, "%.0f namespaces: %s\n", f.namespaces, f.slowest)
+		}
 	}
 	t.Log("\n" + b.String())
 	if out := os.Getenv("CT_EXPORTER_BENCH_OUT"); out != "" {
