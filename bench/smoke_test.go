@@ -235,11 +235,14 @@ var smokeChecks = map[string]func(t *testing.T, r *Result){
 			t.Errorf("%v connections failed", failed)
 		}
 		// A low rate: neither listener loses anything.
-		if d := row(t, r, "DESTROY events received", AnchorEvents); *d.Exporter != opened || *d.AnchorValue != opened {
+		// (A dial cut short at the end leaves an entry too.)
+		same(t, r, "received + lost", AnchorEvents)
+		d := row(t, r, "DESTROY events received", AnchorEvents)
+		if *d.Exporter < opened || *d.AnchorValue < opened {
 			t.Errorf("DESTROY events: exporter %v, conntrack -E %v, for %v connections", *d.Exporter, *d.AnchorValue, opened)
 		}
-		if l := row(t, r, "flow lifetimes observed", ""); *l.Exporter != opened {
-			t.Errorf("%v lifetimes observed for %v connections", *l.Exporter, opened)
+		if l := row(t, r, "flow lifetimes observed", ""); *l.Exporter != *d.Exporter {
+			t.Errorf("%v lifetimes observed for %v DESTROY events", *l.Exporter, *d.Exporter)
 		}
 		for _, k := range []string{"insert_failed_total", "drop_total"} {
 			same(t, r, k, AnchorStats)
