@@ -288,3 +288,31 @@ func BenchmarkHandleDestroy(b *testing.B) {
 		h.datagram(ds[i%len(ds)])
 	}
 }
+
+// FuzzHandlerDatagram feeds arbitrary datagrams to the handler, in both
+// modes: it must never panic, and every observation must be a finite,
+// non-negative lifetime with bounded labels.
+func FuzzHandlerDatagram(f *testing.F) {
+	for _, d := range capturedDatagrams(f) {
+		f.Add(d, false)
+	}
+	f.Add(frame(ctnl.MsgTypeCTNew, 0x600, synth(6, 1, ctnl.StatusConfirmed, 1, 0, 0)), true)
+	f.Fuzz(func(t *testing.T, b []byte, flowTable bool) {
+		var c counters
+		if flowTable {
+			c.mode.Store(int32(ModeFlowTable))
+		}
+		sink := &recordSink{}
+		h := newHandler(&c, sink, 4, (&fakeClock{mono: 5e9, wall: 7e9}).now)
+		h.datagram(b)
+		h.datagram(b)
+		for _, o := range sink.all() {
+			if o.p >= histogram.NumProtocols || o.s >= histogram.NumEndStates || !(o.seconds >= 0) || o.seconds > 1<<63/1e9 {
+				t.Fatalf("observation %+v", o)
+			}
+		}
+		if h.table.Len() > 4 {
+			t.Fatalf("flow table holds %d of at most 4", h.table.Len())
+		}
+	})
+}
