@@ -36,7 +36,7 @@ func (Scan) Plot() PlotSpec {
 
 // scanRounds is how many times each side reads the table; the rows give
 // the median.
-const scanRounds = 3
+const scanRounds = 5
 
 // scanInterval returns the exporter's --table.interval for a table of n
 // entries: long enough that one scan ends well before the next begins.
