@@ -135,7 +135,9 @@ type axis struct {
 	pix0, px float64 // pixel of lo, and length in pixels (signed)
 }
 
-func newAxis(vals []float64, pix0, length float64, zeroBased bool) axis {
+// newAxis fits an axis to the values. Logarithmic byte axes have their
+// decades in MiB (1, 10, 100 MiB) rather than in bytes.
+func newAxis(vals []float64, pix0, length float64, zeroBased bool, unit string) axis {
 	lo, hi := math.Inf(1), math.Inf(-1)
 	for _, v := range vals {
 		if math.IsNaN(v) || math.IsInf(v, 0) {
@@ -148,9 +150,13 @@ func newAxis(vals []float64, pix0, length float64, zeroBased bool) axis {
 	}
 	a := axis{pix0: pix0, px: length}
 	if lo > 0 && hi/lo > 20 {
+		unitScale := 1.0
+		if unit == "bytes" && lo >= 1<<20 {
+			unitScale = 1 << 20
+		}
 		a.log = true
-		a.lo = math.Pow(10, math.Floor(math.Log10(lo)))
-		a.hi = math.Pow(10, math.Ceil(math.Log10(hi)))
+		a.lo = unitScale * math.Pow(10, math.Floor(math.Log10(lo/unitScale)))
+		a.hi = unitScale * math.Pow(10, math.Ceil(math.Log10(hi/unitScale)))
 		return a
 	}
 	if zeroBased && lo > 0 {
@@ -213,27 +219,36 @@ func compact(v float64, unit string) string {
 		case a == 0:
 			return "0"
 		case a >= 1:
-			return strconv.FormatFloat(v, 'g', 3, 64) + "s"
+			return num(v) + "s"
 		case a >= 1e-3:
-			return strconv.FormatFloat(v*1e3, 'g', 3, 64) + "ms"
+			return num(v*1e3) + "ms"
 		}
-		return strconv.FormatFloat(v*1e6, 'g', 3, 64) + "µs"
+		return num(v*1e6) + "µs"
 	case "bytes":
 		switch a := math.Abs(v); {
-		case a >= 1<<30:
-			return strconv.FormatFloat(v/(1<<30), 'g', 3, 64) + "GiB"
+		case a >= 10<<30:
+			return num(v/(1<<30)) + "GiB"
 		case a >= 1<<20:
-			return strconv.FormatFloat(v/(1<<20), 'g', 3, 64) + "MiB"
+			return num(v/(1<<20)) + "MiB"
 		case a >= 1<<10:
-			return strconv.FormatFloat(v/(1<<10), 'g', 3, 64) + "KiB"
+			return num(v/(1<<10)) + "KiB"
 		}
-		return strconv.FormatFloat(v, 'g', 3, 64) + "B"
+		return num(v) + "B"
 	}
 	switch a := math.Abs(v); {
 	case a >= 1e6:
-		return strconv.FormatFloat(v/1e6, 'g', 3, 64) + "M"
+		return num(v/1e6) + "M"
 	case a >= 1e3:
-		return strconv.FormatFloat(v/1e3, 'g', 3, 64) + "k"
+		return num(v/1e3) + "k"
+	}
+	return num(v)
+}
+
+// num prints a tick value: whole numbers in full, others with three
+// significant digits.
+func num(v float64) string {
+	if v == math.Trunc(v) && math.Abs(v) < 1e6 {
+		return strconv.FormatFloat(v, 'f', -1, 64)
 	}
 	return strconv.FormatFloat(v, 'g', 3, 64)
 }
@@ -245,8 +260,8 @@ func drawPanel(b *strings.Builder, p panel, x0, y0 int) {
 	for _, s := range p.series {
 		xs, ys = append(xs, s.xs...), append(ys, s.ys...)
 	}
-	ax := newAxis(xs, left, w, false)
-	ay := newAxis(ys, top+h, -h, true)
+	ax := newAxis(xs, left, w, false, "")
+	ay := newAxis(ys, top+h, -h, true, p.unit)
 	title := p.title
 	if p.unit != "" {
 		title += " (" + p.unit + ")"
