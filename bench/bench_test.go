@@ -166,11 +166,25 @@ func TestWriteTableAndMarkdown(t *testing.T) {
 		}
 	}
 	b.Reset()
-	if err := WriteMarkdown(&b, []*Result{r}); err != nil {
+	r2 := *r
+	r2.Params.Size = 20000
+	r2.Rows = []Row{NewRow("DESTROY events received, share", "%", 100, AnchorEvents+" (whole run)", 10), NewRow("CPU per 1000 events", "s", 0.003, AnchorEvents, 0.07)}
+	r.Rows = append(r.Rows, NewRow("DESTROY events received, share", "%", 100, AnchorEvents+" (whole run)", 5), NewRow("CPU per 1000 events", "s", 0.0033, AnchorEvents, 0.078))
+	rep := &Report{Machine: Machine{Cores: 2}, Command: "ct-drill burst --size=20000,200000", Results: []*Result{r, &r2}}
+	if err := WriteMarkdown(&b, rep); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(b.String(), "| DESTROY events received | 200,000 | `conntrack -E` | 10,068 | 19.865 |") {
-		t.Errorf("markdown:\n%s", b.String())
+	for _, want := range []string{
+		"| DESTROY events received | 200,000 | `conntrack -E` | 10,068 | 19.865 |",
+		"ct-drill burst --size=20000,200000",
+		"**burst: growth with size**",
+		"| metric | side | 20k | 200k | first to last |",
+		"| DESTROY events received, share | `conntrack -E` (whole run) | 10.0 % | 5.0 % | ×0.5 |",
+		"| CPU per 1000 events | ct-exporter | 3ms | 3.3ms | ×1.1 |",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("markdown lacks %q:\n%s", want, b.String())
+		}
 	}
 }
 

@@ -133,7 +133,7 @@ func TestDrillsSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkXML(t, svg.Bytes())
-	if err := WriteMarkdown(io.Discard, back.Results); err != nil {
+	if err := WriteMarkdown(io.Discard, back); err != nil {
 		t.Fatal(err)
 	}
 }

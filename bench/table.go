@@ -128,13 +128,21 @@ func WriteTable(w io.Writer, m Machine, results []*Result) error {
 	return nil
 }
 
-// WriteMarkdown prints results as Markdown tables, the form
-// docs/BENCHMARKS.md quotes.
-func WriteMarkdown(w io.Writer, results []*Result) error {
-	for _, r := range results {
-		if _, err := fmt.Fprintf(w, "\n**%s** %s\n\n", r.Drill, r.Params); err != nil {
-			return err
-		}
+// WriteMarkdown prints a report as Markdown, the form docs/BENCHMARKS.md
+// quotes: the machine and the command, a growth table for every drill run
+// at several sizes or rates, then each result's table.
+func WriteMarkdown(w io.Writer, rep *Report) error {
+	if _, err := fmt.Fprintf(w, "Machine: %s.\n\n", rep.Machine); err != nil {
+		return err
+	}
+	if rep.Command != "" {
+		fmt.Fprintf(w, "```sh\n%s\n```\n", rep.Command)
+	}
+	if err := WriteGrowthMarkdown(w, rep.Results); err != nil {
+		return err
+	}
+	for _, r := range rep.Results {
+		fmt.Fprintf(w, "\n**%s** %s\n\n", r.Drill, r.Params)
 		for _, f := range r.Facts {
 			fmt.Fprintf(w, "- %s: %s\n", f.Name, FormatValue(f.Value, f.Unit))
 		}
@@ -144,7 +152,7 @@ func WriteMarkdown(w io.Writer, results []*Result) error {
 		fmt.Fprintln(w, "| metric | ct-exporter | anchor | anchor value | exporter/anchor |")
 		fmt.Fprintln(w, "|---|---:|---|---:|---:|")
 		for _, row := range r.Rows {
-			exp, anc, ratio, name := "", "", "", row.Anchor
+			exp, anc, ratio := "", "", ""
 			if row.Exporter != nil {
 				exp = FormatValue(*row.Exporter, row.Unit)
 			}
@@ -154,14 +162,125 @@ func WriteMarkdown(w io.Writer, results []*Result) error {
 			if row.Ratio != nil {
 				ratio = strconv.FormatFloat(*row.Ratio, 'f', 3, 64)
 			}
-			if strings.HasPrefix(name, "conntrack") {
-				name = "`" + name + "`"
-			}
-			fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", row.Metric, exp, name, anc, ratio)
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", row.Metric, exp, mdAnchor(row.Anchor), anc, ratio)
 		}
 		for _, n := range r.Notes {
 			fmt.Fprintf(w, "\n%s\n", n)
 		}
 	}
 	return nil
+}
+
+// mdAnchor sets a command-line anchor in code type.
+func mdAnchor(name string) string {
+	if strings.HasPrefix(name, "conntrack ") {
+		cmd, rest, _ := strings.Cut(name[len("conntrack "):], " ")
+		out := "`conntrack " + cmd + "`"
+		if rest != "" {
+			out += " " + rest
+		}
+		return out
+	}
+	return name
+}
+
+// WriteGrowthMarkdown prints, for every drill with results at more than
+// one size or rate, how its plotted metrics grow: one line per metric and
+// side (the exporter and each anchor), one column per run, and the factor
+// from the first run to the last.
+func WriteGrowthMarkdown(w io.Writer, results []*Result) error {
+	for _, d := range Drills() {
+		spec := d.Plot()
+		x := spec.X
+		if x == "auto" {
+			x = "size"
+			for _, r := range results {
+				if r.Drill == d.Name() && r.Params.Rate > 0 {
+					x = "rate"
+				}
+			}
+		}
+		rs := sortedResults(results, d.Name(), x)
+		if len(rs) < 2 {
+			continue
+		}
+		if _, err := fmt.Fprintf(w, "\n**%s: growth with %s** (%s)\n\n", d.Name(), x, spec.XLabel); err != nil {
+			return err
+		}
+		head, rule := "| metric | side |", "|---|---|"
+		for _, r := range rs {
+			head += " " + compact(paramValue(r.Params, x), "") + " |"
+			rule += "---:|"
+		}
+		fmt.Fprintf(w, "%s first to last |\n%s---:|\n", head, rule)
+		for _, metric := range spec.Metrics {
+			for _, side := range growthSides(rs, metric) {
+				line := "| " + metric + " | " + mdAnchor(side) + " |"
+				var first, last float64
+				n := 0
+				for _, r := range rs {
+					v, unit, ok := sideValue(r, metric, side)
+					if !ok {
+						line += " |"
+						continue
+					}
+					line += " " + FormatValue(v, unit) + " |"
+					if n == 0 {
+						first = v
+					}
+					last = v
+					n++
+				}
+				factor := ""
+				if n > 1 && first != 0 {
+					factor = "×" + strconv.FormatFloat(last/first, 'g', 3, 64)
+				}
+				fmt.Fprintf(w, "%s %s |\n", line, factor)
+			}
+		}
+	}
+	return nil
+}
+
+// growthSides lists "ct-exporter" and the anchors that have values of the
+// metric, in the order they first appear.
+func growthSides(rs []*Result, metric string) []string {
+	var sides []string
+	seen := map[string]bool{}
+	add := func(s string) {
+		if !seen[s] {
+			seen[s] = true
+			sides = append(sides, s)
+		}
+	}
+	for _, r := range rs {
+		for _, row := range r.Rows {
+			if row.Metric != metric {
+				continue
+			}
+			if row.Exporter != nil {
+				add("ct-exporter")
+			}
+			if row.AnchorValue != nil {
+				add(row.Anchor)
+			}
+		}
+	}
+	return sides
+}
+
+// sideValue returns the value of the metric for one side in a result.
+func sideValue(r *Result, metric, side string) (float64, string, bool) {
+	for _, row := range r.Rows {
+		if row.Metric != metric {
+			continue
+		}
+		if side == "ct-exporter" && row.Exporter != nil {
+			return *row.Exporter, row.Unit, true
+		}
+		if side == row.Anchor && row.AnchorValue != nil {
+			return *row.AnchorValue, row.Unit, true
+		}
+	}
+	return 0, "", false
 }

@@ -310,7 +310,7 @@ func output(o options, report *bench.Report, stdout io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("markdown: %w", err)
 		}
-		if err := bench.WriteMarkdown(f, report.Results); err != nil {
+		if err := bench.WriteMarkdown(f, report); err != nil {
 			f.Close()
 			return fmt.Errorf("markdown: %w", err)
 		}
