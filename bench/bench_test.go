@@ -123,7 +123,7 @@ func TestWriteSVG(t *testing.T) {
 	}
 	checkXML(t, b.Bytes())
 	svg := b.String()
-	for _, want := range []string{"scan: scan wall time (s)", "scan: peak RSS (bytes)", "ti-mo/conntrack Dump", "conntrack -L", "ct-exporter", "&lt;&amp;&gt;", "log scale", "<polyline"} {
+	for _, want := range []string{"scan: scan wall time (s, log scale)", "scan: peak RSS (bytes, log scale)", "ti-mo/conntrack Dump", "conntrack -L", "ct-exporter", "&lt;&amp;&gt;", "log scale", "<polyline"} {
 		if !strings.Contains(svg, want) {
 			t.Errorf("SVG lacks %q", want)
 		}
@@ -142,12 +142,16 @@ func TestPlotAutoAxis(t *testing.T) {
 		{Drill: "burst", Params: Params{Size: 5000, Rate: 1000}, Rows: []Row{ExporterRow("CPU per 1000 events", "s", 0.01)}},
 		{Drill: "burst", Params: Params{Size: 50000, Rate: 10000}, Rows: []Row{ExporterRow("CPU per 1000 events", "s", 0.02)}},
 	}
+	results = append(results, &Result{Drill: "burst", Params: Params{Size: 200000}, Rows: []Row{ExporterRow("CPU per 1000 events", "s", 0.003)}})
 	ps := panels(results)
-	if len(ps) != 1 || ps[0].xLabel == "" || len(ps[0].series) != 1 {
+	if len(ps) != 2 || len(ps[0].series) != 1 || len(ps[1].series) != 1 {
 		t.Fatalf("panels %+v", ps)
 	}
-	if xs := ps[0].series[0].xs; xs[0] != 1000 || xs[1] != 10000 {
-		t.Fatalf("x values %v, want the rates", xs)
+	if ps[0].xLabel != "entries flushed at once" || ps[0].series[0].xs[0] != 200000 {
+		t.Fatalf("size panel %+v", ps[0])
+	}
+	if xs := ps[1].series[0].xs; ps[1].xLabel != "DESTROY events per second" || xs[0] != 1000 || xs[1] != 10000 {
+		t.Fatalf("rate panel %+v", ps[1])
 	}
 }
 

@@ -32,7 +32,7 @@ func (Burst) Smoke() Params { return Params{Size: 2000} }
 
 // Plot implements Drill.
 func (Burst) Plot() PlotSpec {
-	return PlotSpec{X: "auto", XLabel: "entries flushed, or DESTROY events per second", Metrics: []string{"DESTROY events received, share", "CPU per 1000 events"}}
+	return PlotSpec{X: "auto", XLabel: "entries flushed at once", RateLabel: "DESTROY events per second", Metrics: []string{"DESTROY events received, share", "CPU per 1000 events"}}
 }
 
 // burstSize returns the entries of a run: --size, or --rate times

@@ -200,11 +200,13 @@ func (e *Env) Logf(format string, args ...any) {
 // metric, its rows' values against a parameter, one line for the
 // exporter and one for each anchor.
 type PlotSpec struct {
-	// X is the parameter on the x axis: "size", "rate", or "auto" for
-	// rate when a run of the drill has one and size otherwise.
+	// X is the parameter on the x axis: "size", "rate", or "auto": runs
+	// with a rate against their rate, the others against their size.
 	X string
-	// XLabel labels the x axis.
+	// XLabel labels the x axis (of the size runs, with "auto").
 	XLabel string
+	// RateLabel labels the x axis of the rate runs, with "auto".
+	RateLabel string
 	// Metrics are the row metrics to draw, one panel each.
 	Metrics []string
 }
@@ -359,16 +361,49 @@ func (r *Report) WriteJSON(path string) error {
 	return nil
 }
 
-// sortedResults returns the results of one drill ordered by the plotted
-// parameter.
-func sortedResults(results []*Result, drill, x string) []*Result {
-	var out []*Result
-	for _, r := range results {
-		if r.Drill == drill {
-			out = append(out, r)
+// plotGroup is the results of one drill drawn against one parameter.
+type plotGroup struct {
+	drill   string
+	x       string
+	label   string
+	metrics []string
+	results []*Result
+}
+
+// plotGroups splits the results by drill and by the parameter they are
+// drawn against, each group ordered by that parameter.
+func plotGroups(results []*Result) []plotGroup {
+	var out []plotGroup
+	for _, d := range Drills() {
+		spec := d.Plot()
+		var bySize, byRate []*Result
+		for _, r := range results {
+			if r.Drill != d.Name() {
+				continue
+			}
+			if spec.X == "rate" || (spec.X == "auto" && r.Params.Rate > 0) {
+				byRate = append(byRate, r)
+			} else {
+				bySize = append(bySize, r)
+			}
+		}
+		rateLabel := spec.XLabel
+		if spec.X == "auto" {
+			rateLabel = spec.RateLabel
+		}
+		for _, g := range []plotGroup{
+			{drill: d.Name(), x: "size", label: spec.XLabel, metrics: spec.Metrics, results: bySize},
+			{drill: d.Name(), x: "rate", label: rateLabel, metrics: spec.Metrics, results: byRate},
+		} {
+			if len(g.results) == 0 {
+				continue
+			}
+			sort.SliceStable(g.results, func(i, j int) bool {
+				return paramValue(g.results[i].Params, g.x) < paramValue(g.results[j].Params, g.x)
+			})
+			out = append(out, g)
 		}
 	}
-	sort.SliceStable(out, func(i, j int) bool { return paramValue(out[i].Params, x) < paramValue(out[j].Params, x) })
 	return out
 }
 

@@ -39,28 +39,15 @@ var palette = [...]string{"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e",
 // anchor, each point one result.
 func panels(results []*Result) []panel {
 	var out []panel
-	for _, d := range Drills() {
-		spec := d.Plot()
-		if spec.X == "auto" {
-			spec.X = "size"
-			for _, r := range results {
-				if r.Drill == d.Name() && r.Params.Rate > 0 {
-					spec.X = "rate"
-				}
-			}
-		}
-		rs := sortedResults(results, d.Name(), spec.X)
-		if len(rs) == 0 || len(spec.Metrics) == 0 {
-			continue
-		}
-		for _, metric := range spec.Metrics {
-			p := panel{title: d.Name() + ": " + metric, xLabel: spec.XLabel}
+	for _, g := range plotGroups(results) {
+		for _, metric := range g.metrics {
+			p := panel{title: g.drill + ": " + metric, xLabel: g.label}
 			var exp series
 			exp.name = "ct-exporter"
 			anchors := map[string]*series{}
 			var order []string
-			for _, r := range rs {
-				x := paramValue(r.Params, spec.X)
+			for _, r := range g.results {
+				x := paramValue(r.Params, g.x)
 				for _, row := range r.Rows {
 					if row.Metric != metric {
 						continue
@@ -149,7 +136,7 @@ func newAxis(vals []float64, pix0, length float64, zeroBased bool, unit string) 
 		lo, hi = 0, 1
 	}
 	a := axis{pix0: pix0, px: length}
-	if lo > 0 && hi/lo > 20 {
+	if lo > 0 && hi/lo > 20 && unit != "%" {
 		unitScale := 1.0
 		if unit == "bytes" && lo >= 1<<20 {
 			unitScale = 1 << 20
@@ -263,8 +250,13 @@ func drawPanel(b *strings.Builder, p panel, x0, y0 int) {
 	ax := newAxis(xs, left, w, false, "")
 	ay := newAxis(ys, top+h, -h, true, p.unit)
 	title := p.title
-	if p.unit != "" {
+	switch {
+	case p.unit != "" && ay.log:
+		title += " (" + p.unit + ", log scale)"
+	case p.unit != "":
 		title += " (" + p.unit + ")"
+	case ay.log:
+		title += " (log scale)"
 	}
 	fmt.Fprintf(b, `<text x="%d" y="%d" font-size="12" font-weight="bold">%s</text>`+"\n", x0+8, y0+16, html.EscapeString(title))
 	// Legend.
@@ -288,7 +280,7 @@ func drawPanel(b *strings.Builder, p panel, x0, y0 int) {
 		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" text-anchor="end">%s</text>`+"\n", left-4, py+4, compact(t, p.unit))
 	}
 	scale := ""
-	if ax.log || ay.log {
+	if ax.log {
 		scale = " (log scale)"
 	}
 	fmt.Fprintf(b, `<text x="%.1f" y="%.1f" text-anchor="middle">%s%s</text>`+"\n", left+w/2, top+h+32, html.EscapeString(p.xLabel), scale)

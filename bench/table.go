@@ -189,22 +189,12 @@ func mdAnchor(name string) string {
 // side (the exporter and each anchor), one column per run, and the factor
 // from the first run to the last.
 func WriteGrowthMarkdown(w io.Writer, results []*Result) error {
-	for _, d := range Drills() {
-		spec := d.Plot()
-		x := spec.X
-		if x == "auto" {
-			x = "size"
-			for _, r := range results {
-				if r.Drill == d.Name() && r.Params.Rate > 0 {
-					x = "rate"
-				}
-			}
-		}
-		rs := sortedResults(results, d.Name(), x)
+	for _, g := range plotGroups(results) {
+		rs, x := g.results, g.x
 		if len(rs) < 2 {
 			continue
 		}
-		if _, err := fmt.Fprintf(w, "\n**%s: growth with %s** (%s)\n\n", d.Name(), x, spec.XLabel); err != nil {
+		if _, err := fmt.Fprintf(w, "\n**%s: growth with %s** (%s)\n\n", g.drill, x, g.label); err != nil {
 			return err
 		}
 		head, rule := "| metric | side |", "|---|---|"
@@ -213,7 +203,7 @@ func WriteGrowthMarkdown(w io.Writer, results []*Result) error {
 			rule += "---:|"
 		}
 		fmt.Fprintf(w, "%s first to last |\n%s---:|\n", head, rule)
-		for _, metric := range spec.Metrics {
+		for _, metric := range g.metrics {
 			for _, side := range growthSides(rs, metric) {
 				line := "| " + metric + " | " + mdAnchor(side) + " |"
 				var first, last float64
