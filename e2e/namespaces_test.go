@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -520,5 +521,20 @@ func TestEventsOfEachNamespaceInItsOwnSeries(t *testing.T) {
 		if v, _ := Value(mfs, "conntrack_exporter_collector_success", map[string]string{"netns": ns.Name, "collector": "events"}); v != 1 {
 			t.Errorf("%s: events collector_success = %v", ns.Name, v)
 		}
+	}
+}
+
+func TestDiscoveryWithoutSysAdminStopsAtStart(t *testing.T) {
+	nstest.RequireRoot(t, "setpriv")
+	cmd := exec.Command("setpriv", "--inh-caps=-sys_admin", "--bounding-set=-sys_admin", "--",
+		binary, "--web.listen-address=127.0.0.1:0", "--conntrack.netns-discover=/run/netns")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("exit: %v, want code 1; output %q", err, out)
+	}
+	want := "ct-exporter: namespace discovery (--conntrack.netns-discover, --conntrack.netns-discover-proc) needs CAP_SYS_ADMIN to enter other network namespaces, and it is not in the effective set; run as root or grant it (deploy/systemd/netns.conf, deploy/kubernetes/netns)\n"
+	if string(out) != want {
+		t.Errorf("output:\n%q\nwant:\n%q", out, want)
 	}
 }

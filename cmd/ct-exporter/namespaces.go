@@ -8,6 +8,7 @@ import (
 
 	"github.com/alecthomas/kingpin/v2"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/ct-exporter/ct-exporter/collector"
 	"github.com/ct-exporter/ct-exporter/internal/discovery"
@@ -88,8 +89,34 @@ func checkTargets(static []netns.Target) []netns.Target {
 	return static
 }
 
-// targetSet returns the set of watched namespaces over collectors.
+// errDiscoveryNeedsSysAdmin is the start-up error of discovery without
+// the capability to enter the namespaces it finds.
+var errDiscoveryNeedsSysAdmin = errors.New("namespace discovery (--conntrack.netns-discover, --conntrack.netns-discover-proc) needs CAP_SYS_ADMIN to enter other network namespaces, and it is not in the effective set; run as root or grant it (deploy/systemd/netns.conf, deploy/kubernetes/netns)")
+
+// checkDiscoveryPrivileges fails when discovery is on but the process may
+// not enter other namespaces: each one found would fail on every scrape.
+// When the capabilities cannot be read, the collectors tell instead.
+func (f *namespaceFlags) checkDiscoveryPrivileges() error {
+	if !f.discovering() {
+		return nil
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return nil
+	}
+	if data[unix.CAP_SYS_ADMIN/32].Effective&(1<<(unix.CAP_SYS_ADMIN%32)) == 0 {
+		return errDiscoveryNeedsSysAdmin
+	}
+	return nil
+}
+
+// targetSet returns the set of watched namespaces over collectors. It
+// fails when discovery is on without the privileges it needs.
 func (f *namespaceFlags) targetSet(static []netns.Target, collectors map[string]collector.Collector, logger *zap.Logger) (*collector.TargetSet, error) {
+	if err := f.checkDiscoveryPrivileges(); err != nil {
+		return nil, err
+	}
 	cfg := collector.TargetSetConfig{
 		Static:     static,
 		Max:        f.max,

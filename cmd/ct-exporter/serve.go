@@ -183,8 +183,8 @@ func (s *serveCommand) run(_ io.Writer, stderr io.Writer) int {
 	// by every Watcher and forgotten by every collector when it goes.
 	targetSet, err := s.namespaces.targetSet(targets, collectors, logger)
 	if err != nil {
-		fmt.Fprintf(stderr, "ct-exporter: error: %v\n", err)
-		return exitUsage
+		fmt.Fprintf(stderr, "ct-exporter: %v\n", err)
+		return exitFailure
 	}
 	if err := targetSet.Start(ctx); err != nil {
 		fmt.Fprintf(stderr, "ct-exporter: %v\n", err)
