@@ -382,20 +382,24 @@ func (s *TargetSet) rescanLocked(ctx context.Context) {
 			continue
 		}
 		ns, ok := found[e.inode]
+		// A source that could not be read this time changes nothing of
+		// its namespaces: they are neither gone nor renamed.
+		sourceFailed := res.Failed[discovery.Source(e.source)]
 		switch {
-		case !ok && res.Failed[discovery.Source(e.source)]:
-			// Its source could not be read this time: keep it.
-		case !ok:
-			dropped = append(dropped, e)
-			s.cfg.Logger.Info("network namespace gone, no longer watched", zap.String(NetnsLabel, e.target.Name),
-				zap.String("source", e.source), zap.Uint64("inode", e.inode))
-			continue
 		case claimedInodes[e.inode]:
 			// A static path names it now.
 			dropped = append(dropped, e)
 			s.cfg.Logger.Info("discovered network namespace now watched through a static path",
 				zap.String(NetnsLabel, e.target.Name), zap.Uint64("inode", e.inode))
 			continue
+		case !ok && sourceFailed:
+		case !ok:
+			dropped = append(dropped, e)
+			s.cfg.Logger.Info("network namespace gone, no longer watched", zap.String(NetnsLabel, e.target.Name),
+				zap.String("source", e.source), zap.Uint64("inode", e.inode))
+			continue
+		case string(ns.Source) != e.source && sourceFailed:
+			e.pid, e.comm, e.cgroup = ns.PID, ns.Comm, ns.Cgroup
 		case string(ns.Source) != e.source || ns.Source == discovery.SourceDir && ns.Path != e.discoveredPath:
 			// It got a name (a /proc namespace now in a directory), or its
 			// file was renamed: watched again under the new name.

@@ -381,6 +381,24 @@ func TestTargetSetKeepsWhatAFailedSourceCouldNotSee(t *testing.T) {
 	}
 }
 
+func TestTargetSetKeepsTheNameWhileItsDirectoryCannotBeRead(t *testing.T) {
+	pathA, inoA := nsFile(t, "a")
+	a := discovery.Namespace{Inode: inoA, Name: "a", Path: pathA, Source: discovery.SourceDir}
+	h := newHarness(t, nil, 10, discovery.Result{Namespaces: []discovery.Namespace{a}})
+	h.check(t, "a")
+	h.w.takeLog()
+	// The directory failed; /proc still sees the namespace by its inode.
+	h.disc.set(discovery.Result{
+		Namespaces: []discovery.Namespace{{Inode: inoA, Name: discovery.InodeName(inoA), Path: pathA, Source: discovery.SourceProc, PID: 9}},
+		Failed:     map[discovery.Source]bool{discovery.SourceDir: true},
+	}, errors.New("scan /run/netns: EMFILE"))
+	h.set.Rescan()
+	h.check(t, "a")
+	if log := h.w.takeLog(); len(log) != 0 {
+		t.Errorf("watcher calls %v", log)
+	}
+}
+
 func TestTargetSetWithoutSelfSkipsOwnNamespace(t *testing.T) {
 	pathA, inoA := nsFile(t, "a")
 	res := discovery.Result{Namespaces: []discovery.Namespace{
