@@ -266,10 +266,11 @@ func (a *EventAnchor) WaitQuiet(quiet, max time.Duration) {
 	}
 }
 
-// Stop reads the socket's drop count, stops conntrack -E and returns what
-// it counted.
+// Stop reads the socket's drop count and the process's peak RSS, stops
+// conntrack -E and returns what it counted.
 func (a *EventAnchor) Stop() (EventCounts, error) {
 	sock, sockErr := a.socket()
+	live, liveErr := ProcUsage(a.cmd.Process.Pid)
 	_ = a.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-a.done:
@@ -279,9 +280,12 @@ func (a *EventAnchor) Stop() (EventCounts, error) {
 	}
 	c := a.Counts()
 	c.Drops = sock.Drops
-	c.Usage = ExitedUsage(a.cmd)
+	c.Usage = Usage{CPU: ExitedCPU(a.cmd), PeakRSS: live.PeakRSS}
 	if sockErr != nil {
 		return c, fmt.Errorf("conntrack -E drop count: %w", sockErr)
+	}
+	if liveErr != nil {
+		return c, fmt.Errorf("conntrack -E peak RSS: %w", liveErr)
 	}
 	return c, nil
 }
@@ -297,18 +301,28 @@ type ToolRun struct {
 // shownRE matches conntrack's closing line on stderr.
 var shownRE = regexp.MustCompile(`(\d+) flow entries have been shown`)
 
-// RunConntrackList runs conntrack -L > /dev/null in the namespace and
-// times it.
+// GNUTime is GNU time, which the conntrack -L anchor runs under: it
+// forks (no shared memory), so its %M is conntrack's own peak RSS.
+const GNUTime = "/usr/bin/time"
+
+// RunConntrackList runs conntrack -L > /dev/null in the namespace, under
+// GNU time for its peak RSS, and times it.
 func RunConntrackList(ctx context.Context, lab *Lab, ns *nstest.Namespace) (ToolRun, error) {
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns.Name, "conntrack", "-L")
+	f, err := os.CreateTemp("", "ct-drill-time")
+	if err != nil {
+		return ToolRun{}, fmt.Errorf("conntrack -L: %w", err)
+	}
+	f.Close()
+	defer os.Remove(f.Name())
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns.Name, GNUTime, "-f", "%M", "-o", f.Name(), "conntrack", "-L")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	start := time.Now()
 	if err := lab.Start(cmd); err != nil {
 		return ToolRun{}, err
 	}
-	err := cmd.Wait()
-	run := ToolRun{Wall: time.Since(start), Usage: ExitedUsage(cmd)}
+	err = cmd.Wait()
+	run := ToolRun{Wall: time.Since(start), Usage: Usage{CPU: ExitedCPU(cmd)}}
 	if err != nil {
 		return run, fmt.Errorf("conntrack -L: %w: %s", err, stderr.String())
 	}
@@ -317,6 +331,15 @@ func RunConntrackList(ctx context.Context, lab *Lab, ns *nstest.Namespace) (Tool
 		return run, fmt.Errorf("conntrack -L: no entry count in %q", stderr.String())
 	}
 	run.Count, _ = strconv.Atoi(m[1])
+	out, err := os.ReadFile(f.Name())
+	if err != nil {
+		return run, fmt.Errorf("conntrack -L: %w", err)
+	}
+	kb, err := strconv.ParseUint(strings.TrimSpace(string(out)), 10, 64)
+	if err != nil {
+		return run, fmt.Errorf("conntrack -L: GNU time output %q: %w", out, err)
+	}
+	run.Usage.PeakRSS = kb * 1024
 	return run, nil
 }
 
@@ -336,6 +359,8 @@ type ChildReport struct {
 	Seconds    float64 `json:"seconds"`
 	AllocBytes uint64  `json:"alloc_bytes"`
 	Mallocs    uint64  `json:"mallocs"`
+	// PeakRSS is the child's own VmHWM at the end, in bytes.
+	PeakRSS uint64 `json:"peak_rss"`
 }
 
 // IsChild reports whether this process was started as a child anchor.
@@ -385,11 +410,16 @@ func tiMoDump(path string) (ChildReport, error) {
 		return ChildReport{}, fmt.Errorf("dump: %w", err)
 	}
 	runtime.ReadMemStats(&after)
+	peak, err := SelfPeakRSS()
+	if err != nil {
+		return ChildReport{}, err
+	}
 	return ChildReport{
 		Entries:    len(flows),
 		Seconds:    took.Seconds(),
 		AllocBytes: after.TotalAlloc - before.TotalAlloc,
 		Mallocs:    after.Mallocs - before.Mallocs,
+		PeakRSS:    peak,
 	}, nil
 }
 
@@ -405,7 +435,7 @@ func RunTiMoDump(ctx context.Context, env *Env, ns *nstest.Namespace) (ChildRepo
 		return ChildReport{}, ToolRun{}, err
 	}
 	err := cmd.Wait()
-	run := ToolRun{Wall: time.Since(start), Usage: ExitedUsage(cmd)}
+	run := ToolRun{Wall: time.Since(start), Usage: Usage{CPU: ExitedCPU(cmd)}}
 	if err != nil {
 		return ChildReport{}, run, fmt.Errorf("ti-mo/conntrack dump child: %w: %s", err, stderr.String())
 	}
@@ -413,6 +443,6 @@ func RunTiMoDump(ctx context.Context, env *Env, ns *nstest.Namespace) (ChildRepo
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
 		return ChildReport{}, run, fmt.Errorf("ti-mo/conntrack dump child: %w: %q", err, stdout.String())
 	}
-	run.Count = rep.Entries
+	run.Count, run.Usage.PeakRSS = rep.Entries, rep.PeakRSS
 	return rep, run, nil
 }

@@ -100,6 +100,17 @@ func (l *Lab) Namespace(track bool) (*nstest.Namespace, error) {
 	return n, nil
 }
 
+// Created returns the paths of the namespaces the Lab created.
+func (l *Lab) Created() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]string, 0, len(l.namespaces))
+	for _, n := range l.namespaces {
+		out = append(out, n.Path)
+	}
+	return out
+}
+
 // ConntrackMax returns the global nf_conntrack_max.
 func ConntrackMax() (int, error) {
 	b, err := os.ReadFile(conntrackMaxPath)

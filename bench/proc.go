@@ -18,8 +18,7 @@ import (
 type Usage struct {
 	// CPU is user plus system time.
 	CPU time.Duration
-	// PeakRSS is the largest resident set, in bytes (VmHWM, or ru_maxrss
-	// of a process that has exited).
+	// PeakRSS is the largest resident set, in bytes (VmHWM).
 	PeakRSS uint64
 }
 
@@ -119,18 +118,28 @@ func parseStatusKB(status []byte, key string) (uint64, error) {
 	return 0, fmt.Errorf("status: no %s", key)
 }
 
-// ExitedUsage returns the cost of a command that has exited, from its
-// rusage.
-func ExitedUsage(cmd *exec.Cmd) Usage {
+// ExitedCPU returns the CPU time (user plus system) of a command that has
+// exited, from its rusage.
+//
+// Its ru_maxrss is not used: os/exec starts children with
+// CLONE_VM|CLONE_VFORK, and at exec the kernel folds the peak RSS of the
+// memory the child shared until then, the drill process's, into the
+// child's maxrss. Peak RSS comes from VmHWM of the running process, from
+// GNU time's fork, or from the child itself instead.
+func ExitedCPU(cmd *exec.Cmd) time.Duration {
 	if cmd.ProcessState == nil {
-		return Usage{}
+		return 0
 	}
-	var u Usage
-	u.CPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		u.PeakRSS = uint64(ru.Maxrss) * 1024 // kilobytes on Linux
+	return cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+}
+
+// SelfPeakRSS returns VmHWM of the calling process.
+func SelfPeakRSS() (uint64, error) {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, fmt.Errorf("own peak RSS: %w", err)
 	}
-	return u
+	return parseStatusKB(status, "VmHWM")
 }
 
 // childAttr makes a child process die with the drill process, so that an

@@ -120,7 +120,7 @@ func (Scan) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 	)
 	r.Notes = append(r.Notes,
 		fmt.Sprintf("ct-exporter: median of %d background scans (--table.interval=%s); CPU and allocations per scan are the process's deltas between two scans divided by their number, and include the scrapes that observed them.", scanRounds-1, scanInterval(p.Size)),
-		fmt.Sprintf("conntrack -L > /dev/null through ip netns exec, and ti-mo/conntrack Dump in a child process: median wall time of %d runs, with that run's CPU (user+sys) and peak RSS (ru_maxrss); ti-mo's wall time is the Dump call itself.", scanRounds),
+		fmt.Sprintf("conntrack -L > /dev/null through ip netns exec, and ti-mo/conntrack Dump in a child process: median wall time of %d runs, with that run's CPU (user+sys) and peak RSS (conntrack -L's from GNU time, the child's its own VmHWM); ti-mo's wall time is the Dump call itself.", scanRounds),
 	)
 	return r, nil
 }

@@ -37,28 +37,12 @@ func (w *testLog) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// drillNamespaces lists the namespaces whose names drills use.
-func drillNamespaces(t *testing.T) []string {
-	t.Helper()
-	ents, err := os.ReadDir("/run/netns")
-	if err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), NamespacePrefix) {
-			out = append(out, e.Name())
-		}
-	}
-	return out
-}
-
 // TestDrillsSmoke runs every drill once at its small smoke size against
 // a freshly built ct-exporter, checks that its rows are sane and
 // consistent, that the results go through JSON, the tables and the plot,
 // and that the drill left no namespace behind.
 func TestDrillsSmoke(t *testing.T) {
-	nstest.RequireRoot(t, "conntrack")
+	nstest.RequireRoot(t, "conntrack", GNUTime)
 	root, err := ModuleRoot(".")
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +60,6 @@ func TestDrillsSmoke(t *testing.T) {
 	var results []*Result
 	for _, d := range Drills() {
 		t.Run(d.Name(), func(t *testing.T) {
-			before := drillNamespaces(t)
 			lab := NewLab(&testLog{t: t})
 			env := &Env{Lab: lab, Exporter: binary, Self: self, Log: &testLog{t: t}}
 			p := d.Smoke()
@@ -92,8 +75,14 @@ func TestDrillsSmoke(t *testing.T) {
 			if err := lab.Close(); err != nil {
 				t.Errorf("clean-up: %v", err)
 			}
-			if after := drillNamespaces(t); len(after) > len(before) {
-				t.Errorf("namespaces left behind: %v (before: %v)", after, before)
+			created := lab.Created()
+			if len(created) == 0 && runErr == nil {
+				t.Error("the drill created no namespace")
+			}
+			for _, path := range created {
+				if _, err := os.Stat(path); !os.IsNotExist(err) {
+					t.Errorf("namespace %s left behind: %v", path, err)
+				}
 			}
 			if runErr != nil {
 				t.Fatal(runErr)

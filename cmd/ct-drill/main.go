@@ -187,13 +187,13 @@ func preflight() error {
 		return errors.New("ct-drill needs root: it creates network namespaces and talks ctnetlink (run it with sudo)")
 	}
 	var missing []string
-	for _, tool := range []string{"ip", "nft", "conntrack", "sysctl"} {
+	for _, tool := range []string{"ip", "nft", "conntrack", "sysctl", bench.GNUTime} {
 		if _, err := exec.LookPath(tool); err != nil {
 			missing = append(missing, tool)
 		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("ct-drill needs %s (Debian: apt-get install iproute2 nftables conntrack procps)", strings.Join(missing, ", "))
+		return fmt.Errorf("ct-drill needs %s (Debian: apt-get install iproute2 nftables conntrack procps time)", strings.Join(missing, ", "))
 	}
 	return nil
 }
