@@ -27,6 +27,15 @@ var ErrNotExist = errors.New("network namespace path does not exist")
 // ErrNotNetns reports that a path exists but is not a network namespace.
 var ErrNotNetns = errors.New("path is not a network namespace")
 
+func init() {
+	// Do runs work on a thread that entered another namespace and lets
+	// that thread die with its goroutine. The Go runtime cannot end the
+	// main thread: it would park it, still in the other namespace, for the
+	// life of the process. Keeping the main goroutine on the main thread
+	// means no other goroutine, and so no Do, ever runs there.
+	runtime.LockOSThread()
+}
+
 // Target is one network namespace to watch.
 type Target struct {
 	// Name is the value of the netns label, stable and readable.
