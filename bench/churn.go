@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"net"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -238,7 +237,6 @@ pace:
 	if err := <-errc; err != nil {
 		return st, took, err
 	}
-	runtime.Gosched()
 	return st, took, nil
 }
 
