@@ -162,6 +162,8 @@ func churnServerListen(ns *nstest.Namespace) (addrs []string, closeAll func(), e
 // churnStats counts the client's connections.
 type churnStats struct {
 	opened, failed atomic.Int64
+	// firstErr is the first dial error.
+	firstErr atomic.Pointer[error]
 }
 
 // churnLoad opens and closes connections from the client namespace at
@@ -192,6 +194,7 @@ func churnLoad(ctx context.Context, client *nstest.Namespace, addrs []string, ra
 					if err != nil {
 						if ctx.Err() == nil {
 							st.failed.Add(1)
+							st.firstErr.CompareAndSwap(nil, &err)
 						}
 						continue
 					}
@@ -353,6 +356,9 @@ func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 	r := &Result{}
 	r.AddFact("connections opened and closed", opened, "connections")
 	r.AddFact("connections that failed", float64(st.failed.Load()), "connections")
+	if e := st.firstErr.Load(); e != nil {
+		r.Notes = append(r.Notes, "first failed connection: "+(*e).Error())
+	}
 	r.AddFact("load time", took.Seconds(), "s")
 	r.AddFact("achieved rate", opened/took.Seconds(), "connections/s")
 	r.AddFact("entries left in the router", float64(left), "entries")

@@ -15,7 +15,8 @@ import (
 // IdleExpiry opens --size real TCP connections from a client namespace to
 // a server namespace whose established timeout is --timeout, and leaves
 // them idle: the server's conntrack entries expire while ESTABLISHED, and
-// the kernel's garbage collector reaps them some time later. The drill
+// the kernel's garbage collector reaps them some time later; what it has
+// not reaped --duration after the expiry, a table dump reaps. The drill
 // compares the lifetimes the exporter records with conntrack -E's
 // delta-time of the same DESTROY events.
 type IdleExpiry struct{}
@@ -25,14 +26,18 @@ func (IdleExpiry) Name() string { return "idle-expiry" }
 
 // Summary implements Drill.
 func (IdleExpiry) Summary() string {
-	return "hold --size idle TCP connections in a namespace whose established timeout is --timeout; lifetimes: exporter vs conntrack -E"
+	return "hold --size idle TCP connections in a namespace whose established timeout is --timeout, wait up to --duration for the GC; lifetimes: exporter vs conntrack -E"
 }
 
 // Defaults implements Drill.
-func (IdleExpiry) Defaults() Params { return Params{Size: 100, Timeout: Duration(5 * time.Second)} }
+func (IdleExpiry) Defaults() Params {
+	return Params{Size: 100, Timeout: Duration(5 * time.Second), Duration: Duration(30 * time.Second)}
+}
 
 // Smoke implements Drill.
-func (IdleExpiry) Smoke() Params { return Params{Size: 10, Timeout: Duration(2 * time.Second)} }
+func (IdleExpiry) Smoke() Params {
+	return Params{Size: 10, Timeout: Duration(2 * time.Second), Duration: Duration(3 * time.Second)}
+}
 
 // Plot implements Drill.
 func (IdleExpiry) Plot() PlotSpec {
@@ -83,9 +88,9 @@ func parseDestroyLine(line []byte) (destroyLine, bool) {
 
 // Run implements Drill.
 func (IdleExpiry) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
-	timeout := time.Duration(p.Timeout)
-	if p.Size <= 0 || timeout < time.Second {
-		return nil, fmt.Errorf("idle-expiry needs a positive --size and a --timeout of at least 1s")
+	timeout, gcWait := time.Duration(p.Timeout), time.Duration(p.Duration)
+	if p.Size <= 0 || timeout < time.Second || gcWait <= 0 {
+		return nil, fmt.Errorf("idle-expiry needs a positive --size and --duration and a --timeout of at least 1s")
 	}
 	client, err := env.Lab.Namespace(false)
 	if err != nil {
@@ -141,9 +146,23 @@ func (IdleExpiry) Run(ctx context.Context, env *Env, p Params) (*Result, error) 
 	idleSince := time.Now()
 	env.Logf("idle-expiry: %d connections idle, established timeout %s", p.Size, timeout)
 
-	c1, m1, err := waitEvents(ctx, exp, server.Name, c0, float64(p.Size), timeout+2*time.Minute)
+	// The garbage collector's pass may come long after the expiry. Give
+	// it gcWait; then a table dump makes the kernel reap what is left (it
+	// backdates the stop time the same way).
+	c1, m1, err := waitEvents(ctx, exp, server.Name, c0, float64(p.Size), timeout+gcWait)
 	if err != nil {
 		return nil, err
+	}
+	var forcedAt time.Time
+	if d := c1.sub(c0); d.destroy+d.lost < float64(p.Size) {
+		forcedAt = time.Now()
+		env.Logf("idle-expiry: %v of %d flows reaped %s after the expiry; dumping the table", d.destroy+d.lost, p.Size, gcWait)
+		if _, err := dumpCount(ctx, server); err != nil {
+			return nil, err
+		}
+		if c1, m1, err = waitEvents(ctx, exp, server.Name, c0, float64(p.Size), time.Minute); err != nil {
+			return nil, err
+		}
 	}
 	anchor.WaitQuiet(time.Second, 10*time.Second)
 	ev, err := anchor.Stop()
@@ -163,7 +182,7 @@ func (IdleExpiry) Run(ctx context.Context, env *Env, p Params) (*Result, error) 
 	expired := float64(n1 - n0)
 
 	mu.Lock()
-	var estab, withDelta int
+	var estab, withDelta, byGC int
 	var deltaSum, lagSum, lagMax float64
 	expiry := idleSince.Add(timeout)
 	for _, l := range lines {
@@ -175,7 +194,8 @@ func (IdleExpiry) Run(ctx context.Context, env *Env, p Params) (*Result, error) 
 			withDelta++
 			deltaSum += l.delta
 		}
-		if !l.at.IsZero() {
+		if !l.at.IsZero() && (forcedAt.IsZero() || l.at.Before(forcedAt)) {
+			byGC++
 			lag := l.at.Sub(expiry).Seconds()
 			lagSum += lag
 			lagMax = max(lagMax, lag)
@@ -186,9 +206,13 @@ func (IdleExpiry) Run(ctx context.Context, env *Env, p Params) (*Result, error) 
 	r := &Result{}
 	r.AddFact("established timeout", timeout.Seconds(), "s")
 	r.AddFact("idle connections", float64(p.Size), "connections")
-	if estab > 0 {
-		r.AddFact("DESTROY after the expiry, mean (garbage collector delay)", lagSum/float64(estab), "s")
+	r.AddFact("flows the garbage collector reaped", float64(byGC), "connections")
+	if byGC > 0 {
+		r.AddFact("DESTROY after the expiry, mean (garbage collector delay)", lagSum/float64(byGC), "s")
 		r.AddFact("DESTROY after the expiry, last", lagMax, "s")
+	}
+	if !forcedAt.IsZero() {
+		r.AddFact("flows reaped by a table dump "+gcWait.String()+" after the expiry", float64(estab-byGC), "connections")
 	}
 	d := c1.sub(c0)
 	r.Rows = append(r.Rows,
@@ -202,7 +226,7 @@ func (IdleExpiry) Run(ctx context.Context, env *Env, p Params) (*Result, error) 
 		NewRow("mean lifetime against the timeout", "ratio", exporterMean/timeout.Seconds(), AnchorEvents+" delta-time", anchorMean/timeout.Seconds()),
 	)
 	r.Notes = append(r.Notes,
-		"nf_conntrack_timestamp=1 in the server namespace: the kernel backdates a reaped entry's stop to its expiry, so both lifetimes are the timeout, not the time until the garbage collector came by.",
+		"nf_conntrack_timestamp=1 in the server namespace: the kernel backdates a reaped entry's stop to its expiry, whether the garbage collector or a dump reaps it, so both lifetimes are the timeout, not the time until the entry was reaped.",
 		"conntrack -E prints delta-time in whole seconds; the exporter's mean is its histogram's sum over count for end_state=\"established\".")
 	return r, nil
 }

@@ -41,7 +41,7 @@ const scanRounds = 5
 // scanInterval returns the exporter's --table.interval for a table of n
 // entries: long enough that one scan ends well before the next begins.
 func scanInterval(n int) time.Duration {
-	return 2*time.Second + time.Duration(n)*4*time.Microsecond
+	return time.Second + time.Duration(n)*4*time.Microsecond
 }
 
 // Run implements Drill.
@@ -156,7 +156,7 @@ func exporterScans(ctx context.Context, env *Env, ns *nstest.Namespace, size int
 
 	interval := scanInterval(size)
 	exp, err := StartExporter(ctx, env.Lab, env.Exporter, []string{ns.Path},
-		append([]string{"--table.interval=" + interval.String(), "--table.timeout=" + (interval - time.Second).String()}, env.ExporterArgs...)...)
+		append([]string{"--table.interval=" + interval.String(), "--table.timeout=" + interval.String()}, env.ExporterArgs...)...)
 	if err != nil {
 		return es, err
 	}

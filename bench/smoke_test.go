@@ -220,8 +220,12 @@ var smokeChecks = map[string]func(t *testing.T, r *Result){
 		if want := 0.8 * p.Rate * time.Duration(p.Duration).Seconds(); opened < want {
 			t.Errorf("%v connections opened, want at least %v", opened, want)
 		}
-		if failed := fact(t, r, "connections that failed"); failed != 0 {
-			t.Errorf("%v connections failed", failed)
+		// A dial may fail now and then on a loaded machine (the notes
+		// say why); what is checked is that every entry's end is seen.
+		if failed := fact(t, r, "connections that failed"); failed > 0.05*(opened+failed) {
+			t.Errorf("%v connections failed: %v", failed, r.Notes)
+		} else if failed > 0 {
+			t.Logf("%v connections failed: %v", failed, r.Notes)
 		}
 		// A low rate: neither listener loses anything.
 		// (A dial cut short at the end leaves an entry too.)
