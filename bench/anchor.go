@@ -266,6 +266,34 @@ func (a *EventAnchor) WaitQuiet(quiet, max time.Duration) {
 	}
 }
 
+// Snapshot returns the events counted so far, the socket's drop count
+// and the process's CPU time and peak RSS, while conntrack -E runs.
+func (a *EventAnchor) Snapshot() (EventCounts, error) {
+	sock, err := a.socket()
+	if err != nil {
+		return EventCounts{}, err
+	}
+	u, err := ProcUsage(a.cmd.Process.Pid)
+	if err != nil {
+		return EventCounts{}, fmt.Errorf("conntrack -E: %w", err)
+	}
+	c := a.Counts()
+	c.Drops, c.Usage = sock.Drops, u
+	return c, nil
+}
+
+// Sub returns what was counted since an earlier snapshot; the peak RSS
+// is c's.
+func (c EventCounts) Sub(earlier EventCounts) EventCounts {
+	return EventCounts{
+		New:     c.New - earlier.New,
+		Update:  c.Update - earlier.Update,
+		Destroy: c.Destroy - earlier.Destroy,
+		Drops:   c.Drops - earlier.Drops,
+		Usage:   c.Usage.Sub(earlier.Usage),
+	}
+}
+
 // Stop reads the socket's drop count and the process's peak RSS, stops
 // conntrack -E and returns what it counted.
 func (a *EventAnchor) Stop() (EventCounts, error) {

@@ -159,6 +159,21 @@ func churnServerListen(ns *nstest.Namespace) (addrs []string, closeAll func(), e
 	return addrs, closeAll, nil
 }
 
+// churnWarmUp opens and closes one connection to each address from the
+// client namespace.
+func churnWarmUp(client *nstest.Namespace, addrs []string) error {
+	return client.Target().Do(func() error {
+		for _, a := range addrs {
+			c, err := net.DialTimeout("tcp", a, 5*time.Second)
+			if err != nil {
+				return fmt.Errorf("churn warm-up: %w", err)
+			}
+			c.Close()
+		}
+		return nil
+	})
+}
+
 // churnStats counts the client's connections.
 type churnStats struct {
 	opened, failed atomic.Int64
@@ -264,6 +279,19 @@ func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 	defer exp.Stop()
 	defer anchor.Stop() //nolint:errcheck // stopped again below on success
 
+	// One connection to each server port first, so that neighbours are
+	// resolved before the measured load; their entries are gone before
+	// the baseline is read.
+	if err := churnWarmUp(topo.client, addrs); err != nil {
+		return nil, err
+	}
+	waitEmpty(ctx, topo.router, 30*time.Second)
+	anchor.WaitQuiet(500*time.Millisecond, 5*time.Second)
+	ev0, err := anchor.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+
 	sel := map[string]string{"netns": topo.router.Name}
 	m0, _, err := exp.Scrape(ctx)
 	if err != nil {
@@ -348,6 +376,7 @@ func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	ev = ev.Sub(ev0)
 	left, err := topo.router.EntryCount()
 	if err != nil {
 		return nil, err
