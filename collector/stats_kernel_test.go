@@ -1,8 +1,6 @@
 package collector
 
 import (
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -50,26 +48,6 @@ func metricValue(m *dto.Metric) float64 {
 	return 0
 }
 
-// conntrackS sums `conntrack -S` over CPUs for the namespace.
-func conntrackS(t *testing.T, ns *nstest.Namespace) map[string]float64 {
-	t.Helper()
-	sums := map[string]float64{}
-	for _, line := range strings.Split(ns.Conntrack(t, "-S"), "\n") {
-		for _, field := range strings.Fields(line) {
-			k, v, ok := strings.Cut(field, "=")
-			if !ok || k == "cpu" {
-				continue
-			}
-			n, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("conntrack -S field %q: %v", field, err)
-			}
-			sums[k] += n
-		}
-	}
-	return sums
-}
-
 func TestKernelStatsMatchConntrackTool(t *testing.T) {
 	nstest.RequireRoot(t, "conntrack")
 	t.Parallel()
@@ -85,7 +63,7 @@ func TestKernelStatsMatchConntrackTool(t *testing.T) {
 	if got["conntrack_entries"] != float64(want) || want != 105 {
 		t.Fatalf("conntrack_entries = %v, conntrack -C = %d, want both 105", got["conntrack_entries"], want)
 	}
-	sums := conntrackS(t, p.B)
+	sums := p.B.ConntrackStats(t)
 	for i := ctnl.Counter(0); i < ctnl.NumCounters; i++ {
 		name := "conntrack_stat_" + i.String() + "_total"
 		if got[name] != sums[i.String()] {
@@ -138,7 +116,7 @@ func TestKernelFullTableDropsNewConnections(t *testing.T) {
 	if after["conntrack_stat_drop_total"] <= before["conntrack_stat_drop_total"] {
 		t.Errorf("conntrack_stat_drop_total did not rise: %v -> %v", before["conntrack_stat_drop_total"], after["conntrack_stat_drop_total"])
 	}
-	if sums := conntrackS(t, p.B); sums["drop"] != after["conntrack_stat_drop_total"] {
+	if sums := p.B.ConntrackStats(t); sums["drop"] != after["conntrack_stat_drop_total"] {
 		t.Errorf("conntrack_stat_drop_total = %v, conntrack -S drop sums %v", after["conntrack_stat_drop_total"], sums["drop"])
 	}
 	if n := p.B.CountEntries(t); n != limit {

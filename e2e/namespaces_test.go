@@ -107,26 +107,6 @@ func loopbackConns(t *testing.T, ns *nstest.Namespace, n int) (closeAll func()) 
 	return closeAll
 }
 
-// conntrackStats sums `conntrack -S` over CPUs in ns.
-func conntrackStats(t *testing.T, ns *nstest.Namespace) map[string]float64 {
-	t.Helper()
-	sums := map[string]float64{}
-	for _, line := range strings.Split(ns.Conntrack(t, "-S"), "\n") {
-		for _, field := range strings.Fields(line) {
-			k, v, ok := strings.Cut(field, "=")
-			if !ok || k == "cpu" {
-				continue
-			}
-			n, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("conntrack -S field %q: %v", field, err)
-			}
-			sums[k] += n
-		}
-	}
-	return sums
-}
-
 // statCounters are the conntrack -S fields the exporter exports as
 // conntrack_stat_<field>_total.
 var statCounters = []string{
@@ -234,11 +214,11 @@ func TestManyNamespacesDiscoveredAndDropped(t *testing.T) {
 	mfs := waitFor(t, d, 30*time.Second, "20 namespaces and self watched", watched(1+total))
 	before := map[string]map[string]float64{}
 	for _, ns := range all {
-		before[ns.Name] = conntrackStats(t, ns)
+		before[ns.Name] = ns.ConntrackStats(t)
 	}
 	mfs = Families(t, d.Scrape(t))
 	for _, ns := range all {
-		checkNamespace(t, mfs, ns, wantEntries[ns.Name], before[ns.Name], conntrackStats(t, ns))
+		checkNamespace(t, mfs, ns, wantEntries[ns.Name], before[ns.Name], ns.ConntrackStats(t))
 	}
 	for _, ns := range all {
 		if v, ok := Value(mfs, "conntrack_netns_info", map[string]string{"netns": ns.Name, "source": "dir"}); !ok || v != 1 {
@@ -267,11 +247,11 @@ func TestManyNamespacesDiscoveredAndDropped(t *testing.T) {
 	loopbackConns(t, more, 3)
 	wantEntries[more.Name] = more.CountEntries(t)
 	for _, ns := range stay {
-		before[ns.Name] = conntrackStats(t, ns)
+		before[ns.Name] = ns.ConntrackStats(t)
 	}
 	mfs = Families(t, d.Scrape(t))
 	for _, ns := range stay {
-		checkNamespace(t, mfs, ns, wantEntries[ns.Name], before[ns.Name], conntrackStats(t, ns))
+		checkNamespace(t, mfs, ns, wantEntries[ns.Name], before[ns.Name], ns.ConntrackStats(t))
 	}
 
 	// Every socket, file and goroutine of the deleted ones is released:

@@ -372,55 +372,45 @@ func (p *Prometheus) WaitVector(t *testing.T, expr string, timeout time.Duration
 	}
 }
 
+// eachSample calls fn with every sample value of a query result.
+func eachSample(v model.Value, fn func(model.SampleValue)) {
+	switch x := v.(type) {
+	case model.Vector:
+		for _, s := range x {
+			fn(s.Value)
+		}
+	case model.Matrix:
+		for _, ss := range x {
+			for _, s := range ss.Values {
+				fn(s.Value)
+			}
+		}
+	case *model.Scalar:
+		fn(x.Value)
+	}
+}
+
 // countSamples returns how many samples of v are numbers (not NaN) and how
 // many are NaN.
 func countSamples(v model.Value) (numbers, nans int) {
-	add := func(f model.SampleValue) {
+	eachSample(v, func(f model.SampleValue) {
 		if math.IsNaN(float64(f)) {
 			nans++
 		} else {
 			numbers++
 		}
-	}
-	switch x := v.(type) {
-	case model.Vector:
-		for _, s := range x {
-			add(s.Value)
-		}
-	case model.Matrix:
-		for _, ss := range x {
-			for _, s := range ss.Values {
-				add(s.Value)
-			}
-		}
-	case *model.Scalar:
-		add(x.Value)
-	}
+	})
 	return numbers, nans
 }
 
 // maxValue returns the highest number in v, NaN left out; ok is false
 // when v holds no number.
 func maxValue(v model.Value) (top float64, ok bool) {
-	add := func(f model.SampleValue) {
+	eachSample(v, func(f model.SampleValue) {
 		if x := float64(f); !math.IsNaN(x) && (!ok || x > top) {
 			top, ok = x, true
 		}
-	}
-	switch x := v.(type) {
-	case model.Vector:
-		for _, s := range x {
-			add(s.Value)
-		}
-	case model.Matrix:
-		for _, ss := range x {
-			for _, s := range ss.Values {
-				add(s.Value)
-			}
-		}
-	case *model.Scalar:
-		add(x.Value)
-	}
+	})
 	return top, ok
 }
 

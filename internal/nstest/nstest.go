@@ -11,7 +11,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -255,10 +254,24 @@ func (p *Pair) Connect(t testing.TB, n int) (clients, servers []net.Conn) {
 // CountEntries returns conntrack -C in the namespace.
 func (n *Namespace) CountEntries(t testing.TB) int {
 	t.Helper()
-	out := strings.TrimSpace(n.Conntrack(t, "-C"))
-	var c int
-	if _, err := fmt.Sscan(out, &c); err != nil {
-		t.Fatalf("conntrack -C in %s: %q: %v", n.Name, out, err)
+	c, err := n.EntryCount()
+	if err != nil {
+		t.Fatal(err)
 	}
 	return c
+}
+
+// ConntrackStats sums conntrack -S over CPUs in the namespace, by the
+// tool's field names (insert, drop, early_drop, ...).
+func (n *Namespace) ConntrackStats(t testing.TB) map[string]float64 {
+	t.Helper()
+	sums, err := n.CounterSums()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(map[string]float64, len(sums))
+	for k, v := range sums {
+		out[k] = float64(v)
+	}
+	return out
 }
