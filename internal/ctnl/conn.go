@@ -112,7 +112,7 @@ func (c *Conn) GlobalStats(ctx context.Context) (GlobalStats, error) {
 		g     GlobalStats
 		have  bool
 		acked bool
-		buf   = make([]byte, maxRecvBuf)
+		buf   = make([]byte, statsRecvBuf)
 	)
 	for !acked {
 		n, err := c.recvOnce(buf)

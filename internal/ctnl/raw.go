@@ -21,12 +21,12 @@ const nlmsgHeaderLen = 16
 
 // netlink message types and flags used by the raw reader.
 const (
-	nlmsgError = 2       // NLMSG_ERROR
-	nlmsgDone  = 3       // NLMSG_DONE
-	nlmFMulti  = 0x2     // NLM_F_MULTI
-	nlmFDumpIn = 0x10    // NLM_F_DUMP_INTR
-	nlmsgAlign = 4 - 1   // NLMSG_ALIGNTO - 1
-	maxRecvBuf = 1 << 16 // one datagram: ctnetlink replies fit in 64 KiB
+	nlmsgError   = 2       // NLMSG_ERROR
+	nlmsgDone    = 3       // NLMSG_DONE
+	nlmFMulti    = 0x2     // NLM_F_MULTI
+	nlmFDumpIn   = 0x10    // NLM_F_DUMP_INTR
+	nlmsgAlign   = 4 - 1   // NLMSG_ALIGNTO - 1
+	statsRecvBuf = 1 << 12 // one datagram of the global-stats reply and its ack (72 bytes)
 )
 
 // ForEachMessage calls fn for every netlink message in one received
