@@ -27,6 +27,28 @@ func TestFlagErrors(t *testing.T) {
 			"ct-exporter: --conntrack.netns=/run/netns/ct-exporter-does-not-exist: no such network namespace; create it (ip netns add NAME) or fix the path\n"},
 		{"not a namespace", []string{"--conntrack.netns=/etc/hostname"}, exitFailure,
 			"ct-exporter: --conntrack.netns=/etc/hostname: not a network namespace file; pass /run/netns/NAME or /proc/PID/ns/net\n"},
+		{"zero event buffer", []string{"--events.buffer-size=0B"}, exitUsage,
+			"ct-exporter: error: --events.buffer-size=0B must be more than 0 and at most 1GiB\n"},
+		{"huge event buffer", []string{"--events.buffer-size=2GiB"}, exitUsage,
+			"ct-exporter: error: --events.buffer-size=2GiB must be more than 0 and at most 1GiB\n"},
+		{"zero flow table", []string{"--events.flow-table-size=0"}, exitUsage,
+			"ct-exporter: error: --events.flow-table-size=0 must be positive\n"},
+		{"negative table interval", []string{"--table.interval=-1s"}, exitUsage,
+			"ct-exporter: error: --table.interval=-1s must not be negative\n"},
+		{"zero table timeout", []string{"--table.timeout=0s"}, exitUsage,
+			"ct-exporter: error: --table.timeout=0s must be positive\n"},
+		{"negative top-k", []string{"--table.top-k=-1"}, exitUsage,
+			"ct-exporter: error: --table.top-k=-1 must not be negative\n"},
+		{"netns max zero", []string{"--conntrack.netns-discover=/run/netns", "--conntrack.netns-max=0"}, exitUsage,
+			"ct-exporter: error: --conntrack.netns-max=0: must be at least 1\n"},
+		{"discovery interval zero", []string{"--conntrack.netns-discover-proc", "--conntrack.netns-discover-interval=0s"}, exitUsage,
+			"ct-exporter: error: --conntrack.netns-discover-interval=0s: must be positive\n"},
+		{"empty discovery directory", []string{"--conntrack.netns-discover="}, exitUsage,
+			"ct-exporter: error: --conntrack.netns-discover: empty directory\n"},
+		{"nothing to watch", []string{"--no-conntrack.netns-self"}, exitUsage,
+			"ct-exporter: error: --no-conntrack.netns-self: nothing left to watch; add --conntrack.netns or a discovery flag\n"},
+		{"a path named self", []string{"--conntrack.netns=/run/netns/self", "--conntrack.netns-self"}, exitUsage,
+			"ct-exporter: error: --conntrack.netns=/run/netns/self: name \"self\" is the exporter's own namespace\n"},
 		{"diagnose bad flag", []string{"diagnose", "--foo"}, diagnoseCouldNotRun,
 			"ct-exporter: error: unknown long flag '--foo', try --help\n"},
 	} {
@@ -54,6 +76,8 @@ func TestHelpListsEveryFlag(t *testing.T) {
 	for _, flag := range []string{
 		"--web.listen-address", "--web.telemetry-path", "--web.config.file",
 		"--log.level", "--log.format", "--conntrack.netns", "diagnose",
+		"--events.buffer-size=128MiB", "--events.flow-table-size=262144", "--[no-]conntrack.enable-timestamps",
+		"--table.interval=60s", "--table.timeout=50s", "--table.top-k=10", "--[no-]table.by-zone-mark",
 	} {
 		if !strings.Contains(stdout.String(), flag) {
 			t.Errorf("--help does not mention %s", flag)

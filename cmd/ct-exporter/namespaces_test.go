@@ -9,35 +9,6 @@ import (
 	"github.com/alecthomas/kingpin/v2"
 )
 
-func TestNamespaceFlagErrors(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		args []string
-		want string
-	}{
-		{"max zero", []string{"--conntrack.netns-discover=/run/netns", "--conntrack.netns-max=0"},
-			"ct-exporter: error: --conntrack.netns-max=0: must be at least 1\n"},
-		{"interval zero", []string{"--conntrack.netns-discover-proc", "--conntrack.netns-discover-interval=0s"},
-			"ct-exporter: error: --conntrack.netns-discover-interval=0s: must be positive\n"},
-		{"empty directory", []string{"--conntrack.netns-discover="},
-			"ct-exporter: error: --conntrack.netns-discover: empty directory\n"},
-		{"nothing to watch", []string{"--no-conntrack.netns-self"},
-			"ct-exporter: error: --no-conntrack.netns-self: nothing left to watch; add --conntrack.netns or a discovery flag\n"},
-		{"a path named self", []string{"--conntrack.netns=/run/netns/self", "--conntrack.netns-self"},
-			"ct-exporter: error: --conntrack.netns=/run/netns/self: name \"self\" is the exporter's own namespace\n"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var stdout, stderr bytes.Buffer
-			if code := run(tc.args, &stdout, &stderr); code != exitUsage {
-				t.Errorf("exit code %d, want %d", code, exitUsage)
-			}
-			if stderr.String() != tc.want {
-				t.Errorf("stderr:\n%q\nwant:\n%q", stderr.String(), tc.want)
-			}
-		})
-	}
-}
-
 func TestNamespaceFlagsChooseSelf(t *testing.T) {
 	for _, tc := range []struct {
 		name string
