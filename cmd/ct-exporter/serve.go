@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -128,7 +129,7 @@ func (s *serveCommand) run(_ io.Writer, stderr io.Writer) int {
 		return exitUsage
 	}
 	defer logger.Sync() //nolint:errcheck // stderr may not support sync
-	if !startsWith(s.telemetryPath, "/") {
+	if !strings.HasPrefix(s.telemetryPath, "/") {
 		fmt.Fprintf(stderr, "ct-exporter: error: --web.telemetry-path=%q must start with /\n", s.telemetryPath)
 		return exitUsage
 	}
@@ -251,4 +252,3 @@ func (s *serveCommand) run(_ io.Writer, stderr io.Writer) int {
 	return exitOK
 }
 
-func startsWith(s, prefix string) bool { return len(s) >= len(prefix) && s[:len(prefix)] == prefix }
