@@ -251,4 +251,3 @@ func (s *serveCommand) run(_ io.Writer, stderr io.Writer) int {
 	}
 	return exitOK
 }
-
