@@ -102,16 +102,7 @@ func WriteTable(w io.Writer, m Machine, results []*Result) error {
 		}
 		fmt.Fprintln(tw, "metric\tct-exporter\tanchor\tanchor value\texporter/anchor")
 		for _, row := range r.Rows {
-			exp, anc, ratio := "-", "-", "-"
-			if row.Exporter != nil {
-				exp = FormatValue(*row.Exporter, row.Unit)
-			}
-			if row.AnchorValue != nil {
-				anc = FormatValue(*row.AnchorValue, row.Unit)
-			}
-			if row.Ratio != nil {
-				ratio = strconv.FormatFloat(*row.Ratio, 'f', 3, 64)
-			}
+			exp, anc, ratio := row.cells("-")
 			name := row.Anchor
 			if name == "" {
 				name = "-"
@@ -126,6 +117,22 @@ func WriteTable(w io.Writer, m Machine, results []*Result) error {
 		}
 	}
 	return nil
+}
+
+// cells formats a row's exporter value, anchor value and ratio, with
+// missing for a value the row does not have.
+func (row Row) cells(missing string) (exp, anc, ratio string) {
+	exp, anc, ratio = missing, missing, missing
+	if row.Exporter != nil {
+		exp = FormatValue(*row.Exporter, row.Unit)
+	}
+	if row.AnchorValue != nil {
+		anc = FormatValue(*row.AnchorValue, row.Unit)
+	}
+	if row.Ratio != nil {
+		ratio = strconv.FormatFloat(*row.Ratio, 'f', 3, 64)
+	}
+	return exp, anc, ratio
 }
 
 // WriteMarkdown prints a report as Markdown, the form docs/BENCHMARKS.md
@@ -152,16 +159,7 @@ func WriteMarkdown(w io.Writer, rep *Report) error {
 		fmt.Fprintln(w, "| metric | ct-exporter | anchor | anchor value | exporter/anchor |")
 		fmt.Fprintln(w, "|---|---:|---|---:|---:|")
 		for _, row := range r.Rows {
-			exp, anc, ratio := "", "", ""
-			if row.Exporter != nil {
-				exp = FormatValue(*row.Exporter, row.Unit)
-			}
-			if row.AnchorValue != nil {
-				anc = FormatValue(*row.AnchorValue, row.Unit)
-			}
-			if row.Ratio != nil {
-				ratio = strconv.FormatFloat(*row.Ratio, 'f', 3, 64)
-			}
+			exp, anc, ratio := row.cells("")
 			fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", row.Metric, exp, mdAnchor(row.Anchor), anc, ratio)
 		}
 		for _, n := range r.Notes {
