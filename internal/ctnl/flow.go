@@ -217,6 +217,16 @@ func malformed(what string, n int) error {
 	return fmt.Errorf("flow: %s (%d bytes): %w", what, n, ErrMalformed)
 }
 
+// putBE32 stores a 4-byte big-endian attribute in dst, or reports the
+// attribute named what as malformed.
+func putBE32(d []byte, what string, dst *uint32) error {
+	if len(d) != 4 {
+		return malformed(what, len(d))
+	}
+	*dst = binary.BigEndian.Uint32(d)
+	return nil
+}
+
 // DecodeFlow decodes the body of one ctnetlink conntrack message (a dump
 // reply or a NEW, UPDATE or DESTROY event: nfgenmsg header and attributes,
 // without the netlink header) into f, which it resets first. It decodes
@@ -238,32 +248,28 @@ func DecodeFlow(b []byte, f *Flow) error {
 				return err
 			}
 		case flStatus:
-			if len(d) != 4 {
-				return malformed("CTA_STATUS", len(d))
+			if err := putBE32(d, "CTA_STATUS", &f.Status); err != nil {
+				return err
 			}
-			f.Status = binary.BigEndian.Uint32(d)
 			f.Present |= HasStatus
 		case flProtoinfo:
 			if err := decodeProtoinfo(d, f); err != nil {
 				return err
 			}
 		case flTimeout:
-			if len(d) != 4 {
-				return malformed("CTA_TIMEOUT", len(d))
+			if err := putBE32(d, "CTA_TIMEOUT", &f.Timeout); err != nil {
+				return err
 			}
-			f.Timeout = binary.BigEndian.Uint32(d)
 			f.Present |= HasTimeout
 		case flMark:
-			if len(d) != 4 {
-				return malformed("CTA_MARK", len(d))
+			if err := putBE32(d, "CTA_MARK", &f.Mark); err != nil {
+				return err
 			}
-			f.Mark = binary.BigEndian.Uint32(d)
 			f.Present |= HasMark
 		case flID:
-			if len(d) != 4 {
-				return malformed("CTA_ID", len(d))
+			if err := putBE32(d, "CTA_ID", &f.ID); err != nil {
+				return err
 			}
-			f.ID = binary.BigEndian.Uint32(d)
 			f.Present |= HasID
 		case flZone:
 			if len(d) != 2 {
