@@ -79,7 +79,15 @@ const (
 	HasMark
 	// HasZone: CTA_ZONE.
 	HasZone
+	// HasHelper: CTA_HELP with its CTA_HELP_NAME: a conntrack helper (ALG)
+	// is attached to the entry. Dump replies and NEW or UPDATE events carry
+	// it; DESTROY events do not.
+	HasHelper
 )
+
+// HelperNameLen is the longest helper name DecodeFlow accepts, in bytes:
+// NF_CT_HELPER_NAME_LEN, 16 bytes with the kernel's terminating NUL.
+const HelperNameLen = 16
 
 // Flow is the part of one conntrack entry the exporter uses, decoded from a
 // ctnetlink message by DecodeFlow. It holds no references into the message.
@@ -114,6 +122,80 @@ type Flow struct {
 	Mark uint32
 	// Zone is CTA_ZONE.
 	Zone uint16
+	// HelperLen is the length of the helper name in HelperBuf; use Helper.
+	HelperLen uint8
+	// HelperBuf holds the helper name (CTA_HELP_NAME) without its
+	// terminating NUL, in its first HelperLen bytes; use Helper.
+	HelperBuf [HelperNameLen]byte
+}
+
+// Helper returns the name of the conntrack helper attached to the entry,
+// such as ftp or sip, as a slice of f's own storage (valid until f is
+// decoded into again), or nil when the message carried none (!HasHelper).
+func (f *Flow) Helper() []byte {
+	if !f.Has(HasHelper) {
+		return nil
+	}
+	return f.HelperBuf[:f.HelperLen]
+}
+
+// NATKind returns which network address translation the kernel applied to
+// the entry, from its status bits: NATNone, NATSource, NATDestination or
+// NATBoth.
+func (f *Flow) NATKind() NATKind {
+	k := NATNone
+	if f.Status&StatusSrcNAT != 0 {
+		k |= NATSource
+	}
+	if f.Status&StatusDstNAT != 0 {
+		k |= NATDestination
+	}
+	return k
+}
+
+// Replied reports whether the entry has seen traffic in the reply
+// direction (StatusSeenReply).
+func (f *Flow) Replied() bool { return f.Status&StatusSeenReply != 0 }
+
+// SilentEnd reports whether a flow that a DESTROY event ended had reached
+// ESTABLISHED (ASSURED) and ended still ESTABLISHED: a TCP flow that saw no
+// FIN or RST, expired or was removed while established. It also requires
+// the original-direction addresses and ports, the key of a silent end.
+func (f *Flow) SilentEnd() bool {
+	return f.Protocol == protoTCP && f.Has(HasProtocol|HasAddrs|HasPorts|HasTCPState) &&
+		f.TCPState == TCPStateEstablished && f.Assured()
+}
+
+// protoTCP is IPPROTO_TCP.
+const protoTCP = 6
+
+// NATKind is the kind of address translation applied to an entry: a set
+// of NATSource and NATDestination.
+type NATKind uint8
+
+// NAT kinds of an entry.
+const (
+	// NATNone: neither source nor destination NAT.
+	NATNone NATKind = 0
+	// NATSource: source NAT (SNAT, masquerade) only.
+	NATSource NATKind = 1
+	// NATDestination: destination NAT (DNAT, redirect) only.
+	NATDestination NATKind = 2
+	// NATBoth: source and destination NAT.
+	NATBoth NATKind = NATSource | NATDestination
+)
+
+// String returns the label value of k: none, snat, dnat or both.
+func (k NATKind) String() string {
+	switch k {
+	case NATNone:
+		return "none"
+	case NATSource:
+		return "snat"
+	case NATDestination:
+		return "dnat"
+	}
+	return "both"
 }
 
 // Has reports whether every field in a was present.
@@ -143,6 +225,7 @@ const (
 	flTupleOrig = 1  // CTA_TUPLE_ORIG
 	flStatus    = 3  // CTA_STATUS
 	flProtoinfo = 4  // CTA_PROTOINFO
+	flHelp      = 5  // CTA_HELP
 	flTimeout   = 7  // CTA_TIMEOUT
 	flMark      = 8  // CTA_MARK
 	flID        = 12 // CTA_ID
@@ -171,6 +254,8 @@ const (
 	flProtoinfoSCTP = 3 // CTA_PROTOINFO_SCTP
 	flTCPState      = 1 // CTA_PROTOINFO_TCP_STATE
 	flSCTPState     = 1 // CTA_PROTOINFO_SCTP_STATE
+
+	flHelpName = 1 // CTA_HELP_NAME
 
 	flTimestampStart = 1 // CTA_TIMESTAMP_START
 	flTimestampStop  = 2 // CTA_TIMESTAMP_STOP
@@ -281,10 +366,48 @@ func DecodeFlow(b []byte, f *Flow) error {
 			if err := decodeTimestamp(d, f); err != nil {
 				return err
 			}
+		case flHelp:
+			if err := decodeHelp(d, f); err != nil {
+				return err
+			}
 		}
 	}
 	if it.bad {
 		return malformed("attribute header", len(it.rest))
+	}
+	return nil
+}
+
+// decodeHelp decodes CTA_HELP: the helper name, a NUL-terminated string
+// of printable ASCII of at most HelperNameLen bytes. The kernel always
+// sends CTA_HELP_NAME inside CTA_HELP; an empty or overlong name, or one
+// with bytes that are not printable ASCII, is malformed.
+func decodeHelp(b []byte, f *Flow) error {
+	it := attrIter{rest: b}
+	for it.next() {
+		if it.typ != flHelpName {
+			continue
+		}
+		d := it.data
+		for i, c := range d {
+			if c == 0 {
+				d = d[:i]
+				break
+			}
+		}
+		if len(d) == 0 || len(d) > HelperNameLen {
+			return malformed("CTA_HELP_NAME", len(d))
+		}
+		for _, c := range d {
+			if c <= ' ' || c > '~' {
+				return malformed("CTA_HELP_NAME byte", len(d))
+			}
+		}
+		f.HelperLen = uint8(copy(f.HelperBuf[:], d))
+		f.Present |= HasHelper
+	}
+	if it.bad {
+		return malformed("CTA_HELP attribute header", len(it.rest))
 	}
 	return nil
 }

@@ -172,6 +172,13 @@ func TestDecodeFlowMalformed(t *testing.T) {
 		"tcp state of 2 bytes": cat(hdr, attr(flProtoinfo|0x8000,
 			attr(flProtoinfoTCP|0x8000, attr(flTCPState, []byte{3, 0})))),
 		"timestamp of 4 bytes": cat(hdr, attr(flTimestamp|0x8000, attr(flTimestampStart, make([]byte, 4)))),
+		"empty helper name":    cat(hdr, attr(flHelp|0x8000, attr(flHelpName, []byte{0}))),
+		"helper name of 17 bytes": cat(hdr, attr(flHelp|0x8000,
+			attr(flHelpName, []byte("abcdefghijklmnopq\x00")))),
+		"helper name with a space":    cat(hdr, attr(flHelp|0x8000, attr(flHelpName, []byte("f p\x00")))),
+		"helper name not ascii":       cat(hdr, attr(flHelp|0x8000, attr(flHelpName, []byte("f\xc3\xa9\x00")))),
+		"helper bad nested header":    cat(hdr, attr(flHelp|0x8000, []byte{9, 0, 1, 0})),
+		"helper name header past end": cat(hdr, attr(flHelp|0x8000, []byte{12, 0, 1, 0, 'f', 't', 'p', 0})),
 	}
 	for name, b := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -203,6 +210,150 @@ func TestDecodeFlowResetsAndIgnoresUnknown(t *testing.T) {
 	}
 }
 
+// helpMessage returns a dump reply body for an IPv4 TCP entry with the
+// given status and, unless helper is nil, a CTA_HELP carrying helper as
+// its name attribute (with its NUL, as the kernel sends it).
+func helpMessage(status uint32, helper []byte) []byte {
+	b := []byte{2, 0, 0, 0}
+	b = append(b, attr(flTupleOrig|0x8000, append(
+		attr(flTupleIP|0x8000, append(attr(flIPv4Src, []byte{10, 0, 0, 1}), attr(flIPv4Dst, []byte{10, 0, 0, 2})...)),
+		attr(flTupleProto|0x8000, append(append(attr(flProtoNum, []byte{6}),
+			attr(flProtoSrcPort, []byte{0x9c, 0x40})...), attr(flProtoDstPort, []byte{0, 21})...))...))...)
+	b = append(b, attr(flStatus, binary.BigEndian.AppendUint32(nil, status))...)
+	if helper != nil {
+		b = append(b, attr(flHelp|0x8000, attr(flHelpName, helper))...)
+	}
+	return b
+}
+
+func TestDecodeFlowHelper(t *testing.T) {
+	cases := []struct {
+		name string
+		in   []byte // CTA_HELP_NAME payload, nil for no CTA_HELP
+		want string
+		has  bool
+	}{
+		{"none", nil, "", false},
+		{"ftp", []byte("ftp\x00"), "ftp", true},
+		{"without its NUL", []byte("sip"), "sip", true},
+		{"bytes after the NUL", []byte("irc\x00xyz"), "irc", true},
+		{"15 bytes and NUL", []byte("snmp_trap-12345\x00"), "snmp_trap-12345", true},
+		{"16 bytes without NUL", []byte("0123456789abcdef"), "0123456789abcdef", true},
+		{"dots and capitals", []byte("Q.931\x00"), "Q.931", true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := Flow{HelperLen: 3, HelperBuf: [HelperNameLen]byte{'o', 'l', 'd'}, Present: HasHelper}
+			if err := DecodeFlow(helpMessage(StatusConfirmed, c.in), &f); err != nil {
+				t.Fatal(err)
+			}
+			if f.Has(HasHelper) != c.has || string(f.Helper()) != c.want {
+				t.Fatalf("helper %q (present %v), want %q (%v)", f.Helper(), f.Has(HasHelper), c.want, c.has)
+			}
+			if !c.has && (f.Helper() != nil || f.HelperLen != 0) {
+				t.Fatalf("no helper, but Helper() = %q, HelperLen %d", f.Helper(), f.HelperLen)
+			}
+			if !f.Has(HasProtocol|HasAddrs|HasPorts|HasStatus) || f.DstPort != 21 {
+				t.Fatalf("other fields: %+v", f)
+			}
+		})
+	}
+	// A CTA_HELP without a name (only CTA_HELP_INFO) carries no helper.
+	b := append([]byte{2, 0, 0, 0}, attr(flHelp|0x8000, attr(2, []byte{1, 2, 3, 4}))...)
+	var f Flow
+	if err := DecodeFlow(b, &f); err != nil || f.Has(HasHelper) {
+		t.Fatalf("CTA_HELP without a name: %+v, %v", f, err)
+	}
+}
+
+func TestDecodeFlowHelperAllocs(t *testing.T) {
+	msg := helpMessage(StatusConfirmed|StatusAssured, []byte("ftp\x00"))
+	var (
+		f Flow
+		n int
+	)
+	allocs := testing.AllocsPerRun(100, func() {
+		if err := DecodeFlow(msg, &f); err != nil {
+			t.Fatal(err)
+		}
+		n += len(f.Helper())
+	})
+	if allocs != 0 || n == 0 {
+		t.Fatalf("DecodeFlow with a helper allocates %v times, helper bytes %d", allocs, n)
+	}
+}
+
+func TestFlowNATKindAndReplied(t *testing.T) {
+	cases := []struct {
+		status  uint32
+		kind    NATKind
+		label   string
+		replied bool
+	}{
+		{StatusConfirmed, NATNone, "none", false},
+		{StatusConfirmed | StatusSeenReply | StatusSrcNAT, NATSource, "snat", true},
+		{StatusDstNAT | StatusAssured | StatusSeenReply, NATDestination, "dnat", true},
+		{StatusSrcNAT | StatusDstNAT, NATBoth, "both", false},
+		{^uint32(0), NATBoth, "both", true},
+	}
+	for _, c := range cases {
+		var f Flow
+		if err := DecodeFlow(helpMessage(c.status, nil), &f); err != nil {
+			t.Fatal(err)
+		}
+		if f.NATKind() != c.kind || f.NATKind().String() != c.label || f.Replied() != c.replied {
+			t.Errorf("status %#x: nat %v %q replied %v, want %v %q %v", c.status, f.NATKind(), f.NATKind(), f.Replied(), c.kind, c.label, c.replied)
+		}
+	}
+}
+
+func TestFlowSilentEnd(t *testing.T) {
+	// The captured DESTROY events: the idle TCP connection that expired
+	// ESTABLISHED is the one silent end; orderly TCP ends, UDP and ICMP
+	// are not.
+	silent := 0
+	for _, m := range destroyMessages(t) {
+		var f Flow
+		if err := DecodeFlow(m.body, &f); err != nil {
+			t.Fatal(err)
+		}
+		want := f.Protocol == 6 && f.TCPState == TCPStateEstablished && f.Assured()
+		if f.SilentEnd() != want {
+			t.Errorf("%s: SilentEnd %v", m.comment, f.SilentEnd())
+		}
+		if f.SilentEnd() {
+			silent++
+			if f.Dst != netip.MustParseAddr("198.18.0.2") || f.DstPort == 0 {
+				t.Errorf("%s: silent end to %v:%d", m.comment, f.Dst, f.DstPort)
+			}
+		}
+	}
+	if silent != 1 {
+		t.Fatalf("%d silent ends among the captured DESTROY events, want 1", silent)
+	}
+	base := Flow{
+		Present:  HasProtocol | HasAddrs | HasPorts | HasTCPState | HasStatus,
+		Protocol: 6, TCPState: TCPStateEstablished, Status: StatusAssured,
+	}
+	for name, change := range map[string]func(*Flow){
+		"not assured":  func(f *Flow) { f.Status = StatusSeenReply },
+		"udp":          func(f *Flow) { f.Protocol = 17 },
+		"time_wait":    func(f *Flow) { f.TCPState = TCPStateTimeWait },
+		"no tcp state": func(f *Flow) { f.Present &^= HasTCPState },
+		"no ports":     func(f *Flow) { f.Present &^= HasPorts },
+		"no status":    func(f *Flow) { f.Present &^= HasStatus },
+	} {
+		f := base
+		change(&f)
+		if f.SilentEnd() {
+			t.Errorf("%s: counted as a silent end", name)
+		}
+	}
+	if !base.SilentEnd() {
+		t.Error("assured ESTABLISHED end not counted as silent")
+	}
+}
+
 func TestFlowLifetime(t *testing.T) {
 	cases := []struct {
 		f    Flow
@@ -219,15 +370,6 @@ func TestFlowLifetime(t *testing.T) {
 		got, ok := c.f.Lifetime()
 		if got != c.want || ok != c.ok {
 			t.Errorf("%+v: got %v %v, want %v %v", c.f, got, ok, c.want, c.ok)
-		}
-	}
-}
-
-func TestDecodeFlowTruncationsNeverPanic(t *testing.T) {
-	for _, m := range loadCaptured(t) {
-		for n := 0; n < len(m.body); n++ {
-			var f Flow
-			_ = DecodeFlow(m.body[:n], &f)
 		}
 	}
 }
@@ -254,6 +396,8 @@ func FuzzDecodeFlow(f *testing.F) {
 	for _, m := range loadCaptured(f) {
 		f.Add(m.body)
 	}
+	f.Add(helpMessage(StatusConfirmed|StatusSrcNAT, []byte("ftp\x00")))
+	f.Add(helpMessage(StatusDstNAT, []byte("0123456789abcdef")))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var fl Flow
 		err := DecodeFlow(b, &fl)
@@ -268,6 +412,15 @@ func FuzzDecodeFlow(f *testing.F) {
 		}
 		if _, ok := fl.Lifetime(); ok && !fl.Has(HasStart|HasStop) {
 			t.Fatal("lifetime without timestamps")
+		}
+		if h := fl.Helper(); fl.Has(HasHelper) != (h != nil) || len(h) != int(fl.HelperLen) ||
+			(fl.Has(HasHelper) && (len(h) == 0 || len(h) > HelperNameLen)) {
+			t.Fatalf("helper %q, length %d, present %v", h, fl.HelperLen, fl.Has(HasHelper))
+		}
+		for _, c := range fl.Helper() {
+			if c <= ' ' || c > '~' {
+				t.Fatalf("helper %q has byte %#x", fl.Helper(), c)
+			}
 		}
 		if !smallTypes(b[nfgenmsgLen:], 0) {
 			// ti-mo/conntrack truncates attribute types to 8 bits.
@@ -287,6 +440,9 @@ func FuzzDecodeFlow(f *testing.F) {
 		}
 		if fl.Has(HasProtocol) && o.TupleOrig.Proto.Protocol != fl.Protocol {
 			t.Fatalf("protocol %d, ti-mo %d", fl.Protocol, o.TupleOrig.Proto.Protocol)
+		}
+		if n := o.Helper.Name; fl.Has(HasHelper) && !strings.ContainsRune(n, 0) && n != string(fl.Helper()) {
+			t.Fatalf("helper %q, ti-mo %q", fl.Helper(), n)
 		}
 		if fl.Has(HasPorts) && (o.TupleOrig.Proto.SourcePort != fl.SrcPort || o.TupleOrig.Proto.DestinationPort != fl.DstPort) {
 			t.Fatalf("ports %d %d, ti-mo %d %d", fl.SrcPort, fl.DstPort, o.TupleOrig.Proto.SourcePort, o.TupleOrig.Proto.DestinationPort)
