@@ -1,12 +1,15 @@
 // Package tablescan computes the breakdown of a conntrack table in one
-// streaming pass over a ctnetlink dump: entries per protocol and state, the
-// top sources and destination ports, the ESTABLISHED entries whose timeout
-// the kernel shortened, and optionally entries per zone and per mark.
+// streaming pass over a ctnetlink dump: entries per protocol and state, by
+// NAT kind, without a reply, not ASSURED (evictable), per conntrack helper,
+// the top sources and destination ports, the ESTABLISHED entries whose
+// timeout the kernel shortened, and optionally entries per zone and per
+// mark.
 //
 // Entries are aggregated as the dump arrives and never kept, so memory does
 // not grow with the table: the top-K breakdowns use bounded Space-Saving
-// summaries (exact while the distinct values fit in their capacity, see
-// Options.Capacity), every other count is a fixed-size array.
+// summaries (package topk; exact while the distinct values fit in their
+// capacity, see Options.Capacity), the helper names are capped at
+// MaxHelpers, every other count is a fixed-size array.
 package tablescan
 
 import (
@@ -17,6 +20,7 @@ import (
 	"strconv"
 
 	"github.com/ct-exporter/ct-exporter/internal/ctnl"
+	"github.com/ct-exporter/ct-exporter/internal/topk"
 )
 
 // DefaultTopK is the default number of sources, destination ports, zones
@@ -63,12 +67,6 @@ func (t Timeouts) ShortenedThreshold() (threshold uint32, ok bool) {
 	return threshold, t.Established > threshold
 }
 
-// Address kinds of summary keys.
-const (
-	kindV4 = 4
-	kindV6 = 6
-)
-
 const (
 	protoTCP = 6
 	// noPort marks a destination-port key of a protocol without ports.
@@ -89,7 +87,12 @@ type Aggregator struct {
 	threshold uint32
 	detect    bool
 
-	sources, ports, zones, marks *summary
+	nat       [4]uint64 // by ctnl.NATKind
+	unreplied uint64
+	evictable uint64
+	helpers   helperCounts
+
+	sources, ports, zones, marks *topk.Summary
 
 	flow ctnl.Flow // decoding scratch space
 }
@@ -105,12 +108,12 @@ func NewAggregator(opts Options) *Aggregator {
 	opts.Capacity = max(opts.Capacity, opts.TopK)
 	a := &Aggregator{opts: opts}
 	if opts.TopK > 0 {
-		a.sources = newSummary(opts.Capacity, rand.Uint64())
-		a.ports = newSummary(opts.Capacity, rand.Uint64())
+		a.sources = topk.NewSummary(opts.Capacity, rand.Uint64())
+		a.ports = topk.NewSummary(opts.Capacity, rand.Uint64())
 	}
 	if opts.ByZoneMark && opts.TopK > 0 {
-		a.zones = newSummary(opts.Capacity, rand.Uint64())
-		a.marks = newSummary(opts.Capacity, rand.Uint64())
+		a.zones = topk.NewSummary(opts.Capacity, rand.Uint64())
+		a.marks = topk.NewSummary(opts.Capacity, rand.Uint64())
 	}
 	return a
 }
@@ -123,11 +126,14 @@ func (a *Aggregator) Options() Options { return a.opts }
 func (a *Aggregator) Reset(t Timeouts) {
 	a.states = [256][numStates]uint64{}
 	a.total, a.malformed, a.shortened = 0, 0, 0
+	a.nat = [4]uint64{}
+	a.unreplied, a.evictable = 0, 0
+	a.helpers.reset()
 	a.timeouts = t
 	a.threshold, a.detect = t.ShortenedThreshold()
-	for _, s := range []*summary{a.sources, a.ports, a.zones, a.marks} {
+	for _, s := range []*topk.Summary{a.sources, a.ports, a.zones, a.marks} {
 		if s != nil {
-			s.reset()
+			s.Reset()
 		}
 	}
 }
@@ -168,46 +174,28 @@ func (a *Aggregator) Add(f *ctnl.Flow) {
 		}
 	}
 	a.states[f.Protocol][state]++
+	a.nat[f.NATKind()]++
+	if !f.Replied() {
+		a.unreplied++
+	}
+	if !f.Assured() {
+		a.evictable++
+	}
+	if f.Has(ctnl.HasHelper) {
+		a.helpers.add(f.Helper())
+	}
 	if a.sources != nil {
-		a.sources.add(addrKey(f.Src))
+		a.sources.Add(topk.AddrKey(f.Src))
 		port := uint64(noPort)
 		if f.Has(ctnl.HasPorts) {
 			port = uint64(f.DstPort)
 		}
-		a.ports.add(key{lo: uint64(f.Protocol)<<17 | port})
+		a.ports.Add(topk.NumberKey(uint64(f.Protocol)<<17 | port))
 	}
 	if a.zones != nil {
-		a.zones.add(key{lo: uint64(f.Zone)})
-		a.marks.add(key{lo: uint64(f.Mark)})
+		a.zones.Add(topk.NumberKey(uint64(f.Zone)))
+		a.marks.Add(topk.NumberKey(uint64(f.Mark)))
 	}
-}
-
-// addrKey returns the summary key of an address.
-func addrKey(ip netip.Addr) key {
-	if ip.Is4() {
-		b := ip.As4()
-		return key{lo: uint64(b[0])<<24 | uint64(b[1])<<16 | uint64(b[2])<<8 | uint64(b[3]), kind: kindV4}
-	}
-	b := ip.As16()
-	var hi, lo uint64
-	for i := range 8 {
-		hi = hi<<8 | uint64(b[i])
-		lo = lo<<8 | uint64(b[8+i])
-	}
-	return key{hi: hi, lo: lo, kind: kindV6}
-}
-
-// keyAddr is the inverse of addrKey.
-func keyAddr(k key) netip.Addr {
-	if k.kind == kindV4 {
-		return netip.AddrFrom4([4]byte{byte(k.lo >> 24), byte(k.lo >> 16), byte(k.lo >> 8), byte(k.lo)})
-	}
-	var b [16]byte
-	for i := range 8 {
-		b[7-i] = byte(k.hi >> (8 * i))
-		b[15-i] = byte(k.lo >> (8 * i))
-	}
-	return netip.AddrFrom16(b)
 }
 
 // StateCount is the number of entries of one protocol in one state.
@@ -289,6 +277,55 @@ type Result struct {
 	// entries without one); nil unless ByZoneMark and TopK > 0.
 	Zones *Top[uint16]
 	Marks *Top[uint32]
+	// NAT holds the entries by the address translation the kernel applied
+	// to them; its four counts add up to Total.
+	NAT NATCounts
+	// Unreplied is the number of entries that have seen no reply
+	// (no SEEN_REPLY status bit): SYN floods, scans, dead backends, UDP
+	// to nowhere.
+	Unreplied uint64
+	// Evictable is the number of entries not ASSURED: those early_drop and
+	// the garbage collector may evict when the table is full.
+	Evictable uint64
+	// Helpers holds the entries with a conntrack helper (ALG) attached, by
+	// helper name in name order, at most MaxHelpers names and then
+	// OtherHelper for the rest; entries without a helper are not listed.
+	Helpers []HelperCount
+}
+
+// NATCounts are the entries of a table by NAT kind.
+type NATCounts struct {
+	// None, SNAT, DNAT and Both count the entries with no NAT, source NAT
+	// only, destination NAT only, and both (ctnl.NATKind).
+	None, SNAT, DNAT, Both uint64
+}
+
+// NATCount is the number of entries of one NAT kind.
+type NATCount struct {
+	// NAT is the label value: none, snat, dnat or both.
+	NAT string
+	// Entries is the number of entries.
+	Entries uint64
+}
+
+// Kinds returns the four counts with their label values, in the order
+// none, snat, dnat, both.
+func (n NATCounts) Kinds() []NATCount {
+	return []NATCount{
+		{ctnl.NATNone.String(), n.None},
+		{ctnl.NATSource.String(), n.SNAT},
+		{ctnl.NATDestination.String(), n.DNAT},
+		{ctnl.NATBoth.String(), n.Both},
+	}
+}
+
+// HelperCount is the number of entries with one conntrack helper.
+type HelperCount struct {
+	// Helper is the helper's name as the kernel reports it (ftp, sip ...),
+	// or OtherHelper.
+	Helper string
+	// Entries is the number of entries.
+	Entries uint64
 }
 
 // Result returns the breakdown of the entries counted since Reset.
@@ -298,6 +335,13 @@ func (a *Aggregator) Result() *Result {
 		Malformed: a.malformed,
 		Shortened: a.shortened,
 		Timeouts:  a.timeouts,
+		NAT: NATCounts{
+			None: a.nat[ctnl.NATNone], SNAT: a.nat[ctnl.NATSource],
+			DNAT: a.nat[ctnl.NATDestination], Both: a.nat[ctnl.NATBoth],
+		},
+		Unreplied: a.unreplied,
+		Evictable: a.evictable,
+		Helpers:   a.helpers.result(),
 	}
 	for p := range a.states {
 		for s, n := range a.states[p] {
@@ -314,24 +358,25 @@ func (a *Aggregator) Result() *Result {
 	})
 	k := a.opts.TopK
 	if a.sources != nil {
-		r.Sources = topOf(a.sources, k, keyAddr)
-		r.Ports = topOf(a.ports, k, func(k key) Port {
-			return Port{Protocol: uint8(k.lo >> 17), Port: uint16(k.lo), HasPort: k.lo&noPort == 0}
+		r.Sources = topOf(a.sources, k, topk.Key.Addr)
+		r.Ports = topOf(a.ports, k, func(k topk.Key) Port {
+			n := k.Number()
+			return Port{Protocol: uint8(n >> 17), Port: uint16(n), HasPort: n&noPort == 0}
 		})
 	}
 	if a.zones != nil {
-		r.Zones = topOf(a.zones, k, func(k key) uint16 { return uint16(k.lo) })
-		r.Marks = topOf(a.marks, k, func(k key) uint32 { return uint32(k.lo) })
+		r.Zones = topOf(a.zones, k, func(k topk.Key) uint16 { return uint16(k.Number()) })
+		r.Marks = topOf(a.marks, k, func(k topk.Key) uint32 { return uint32(k.Number()) })
 	}
 	return r
 }
 
 // topOf converts a summary's top k into a Top.
-func topOf[T any](s *summary, k int, conv func(key) T) *Top[T] {
-	items, other, maxErr := s.top(k)
-	t := &Top[T]{Other: other, MaxError: maxErr, Distinct: s.distinct(), Top: make([]Counted[T], len(items))}
+func topOf[T any](s *topk.Summary, k int, conv func(topk.Key) T) *Top[T] {
+	items, other, maxErr := s.Top(k)
+	t := &Top[T]{Other: other, MaxError: maxErr, Distinct: s.Distinct(), Top: make([]Counted[T], len(items))}
 	for i, it := range items {
-		t.Top[i] = Counted[T]{Value: conv(it.key), Entries: it.count}
+		t.Top[i] = Counted[T]{Value: conv(it.Key), Entries: it.Count}
 	}
 	return t
 }

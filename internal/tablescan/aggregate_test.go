@@ -2,6 +2,7 @@ package tablescan
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"reflect"
 	"testing"
@@ -57,6 +58,10 @@ func message(f ctnl.Flow) []byte {
 	}
 	if f.Zone != 0 {
 		a = a.put(18, binary.BigEndian.AppendUint16(nil, f.Zone))
+	}
+	if f.Has(ctnl.HasHelper) {
+		var help attrs
+		a = a.nest(5, help.put(1, append(f.Helper(), 0)))
 	}
 	family := byte(2)
 	if f.Src.Is6() {
@@ -125,6 +130,8 @@ func TestAggregatorBreakdown(t *testing.T) {
 	r := a.Result()
 	want := &Result{
 		Total: 21, Malformed: 2, Shortened: 3, Timeouts: defaultTimeouts,
+		// No status bits: no NAT, no reply, not assured.
+		NAT: NATCounts{None: 21}, Unreplied: 21, Evictable: 21,
 		States: []StateCount{
 			{"icmp", "none", 1},
 			{"tcp", "established", 9},
@@ -166,6 +173,123 @@ func TestAggregatorBreakdown(t *testing.T) {
 	}
 }
 
+// withStatus returns f with its status and, unless empty, a helper.
+func withStatus(f ctnl.Flow, status uint32, helper string) ctnl.Flow {
+	f.Status = status
+	f.Present |= ctnl.HasStatus
+	if helper != "" {
+		f.HelperLen = uint8(copy(f.HelperBuf[:], helper))
+		f.Present |= ctnl.HasHelper
+	}
+	return f
+}
+
+func TestAggregatorNATRepliesHelpers(t *testing.T) {
+	const (
+		replied = ctnl.StatusConfirmed | ctnl.StatusSeenReply
+		assured = replied | ctnl.StatusAssured
+		snat    = ctnl.StatusSrcNAT
+		dnat    = ctnl.StatusDstNAT
+	)
+	cases := []struct {
+		name  string
+		flows map[ctnl.Flow]int
+		want  Result
+	}{{
+		name: "nat kinds",
+		flows: map[ctnl.Flow]int{
+			withStatus(tcp("10.0.0.1", 80, ctnl.TCPStateEstablished, 100), assured, ""):               3,
+			withStatus(tcp("10.0.0.2", 80, ctnl.TCPStateEstablished, 100), assured|snat, ""):          5,
+			withStatus(tcp("10.0.0.3", 80, ctnl.TCPStateEstablished, 100), assured|dnat, ""):          7,
+			withStatus(udp("10.0.0.4", 53), replied|snat|dnat, ""):                                    2,
+			withStatus(tcp("10.0.0.5", 80, ctnl.TCPStateSynSent, 100), ctnl.StatusConfirmed|dnat, ""): 1,
+		},
+		want: Result{
+			Total: 18, NAT: NATCounts{None: 3, SNAT: 5, DNAT: 8, Both: 2},
+			Unreplied: 1, Evictable: 3,
+		},
+	}, {
+		name: "unreplied and evictable",
+		flows: map[ctnl.Flow]int{
+			withStatus(tcp("10.0.0.1", 9, ctnl.TCPStateSynSent, 100), ctnl.StatusConfirmed, ""): 4,
+			withStatus(udp("10.0.0.2", 53), replied, ""):                                        6,
+			withStatus(tcp("10.0.0.3", 80, ctnl.TCPStateTimeWait, 100), assured, ""):            2,
+		},
+		want: Result{Total: 12, NAT: NATCounts{None: 12}, Unreplied: 4, Evictable: 10},
+	}, {
+		name: "helpers",
+		flows: map[ctnl.Flow]int{
+			withStatus(tcp("10.0.0.1", 21, ctnl.TCPStateEstablished, 100), assured, "ftp"):     3,
+			withStatus(udp("10.0.0.2", 5060), replied, "sip"):                                  2,
+			withStatus(udp("10.0.0.3", 69), replied, "tftp"):                                   1,
+			withStatus(tcp("10.0.0.4", 80, ctnl.TCPStateEstablished, 100), assured, ""):        4,
+			withStatus(tcp("10.0.0.5", 1720, ctnl.TCPStateEstablished, 100), assured, "Q.931"): 1,
+		},
+		want: Result{
+			Total: 11, NAT: NATCounts{None: 11}, Evictable: 3,
+			Helpers: []HelperCount{{"Q.931", 1}, {"ftp", 3}, {"sip", 2}, {"tftp", 1}},
+		},
+	}}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			a := NewAggregator(Options{})
+			a.Reset(defaultTimeouts)
+			for f, n := range c.flows {
+				for range n {
+					if err := a.AddMessage(message(f)); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			r := a.Result()
+			got := Result{Total: r.Total, NAT: r.NAT, Unreplied: r.Unreplied, Evictable: r.Evictable, Helpers: r.Helpers}
+			if r.Malformed != 0 || !reflect.DeepEqual(got, c.want) {
+				t.Fatalf("got %+v (malformed %d)\nwant %+v", got, r.Malformed, c.want)
+			}
+			var sum uint64
+			for _, k := range r.NAT.Kinds() {
+				sum += k.Entries
+			}
+			if sum != r.Total {
+				t.Fatalf("NAT kinds add up to %d, total %d", sum, r.Total)
+			}
+		})
+	}
+	if got := (NATCounts{None: 1, SNAT: 2, DNAT: 3, Both: 4}).Kinds(); !reflect.DeepEqual(got, []NATCount{{"none", 1}, {"snat", 2}, {"dnat", 3}, {"both", 4}}) {
+		t.Fatalf("kinds %+v", got)
+	}
+}
+
+func TestAggregatorHelpersBounded(t *testing.T) {
+	a := NewAggregator(Options{})
+	a.Reset(defaultTimeouts)
+	// MaxHelpers+4 names, name i seen i+1 times, in order: the first
+	// MaxHelpers names are counted by name, the rest under other.
+	var other uint64
+	for i := range MaxHelpers + 4 {
+		for range i + 1 {
+			f := withStatus(udp("10.0.0.1", 53), ctnl.StatusConfirmed, fmt.Sprintf("h%02d", i))
+			a.Add(&f)
+		}
+		if i >= MaxHelpers {
+			other += uint64(i + 1)
+		}
+	}
+	r := a.Result()
+	if len(r.Helpers) != MaxHelpers+1 || r.Helpers[MaxHelpers] != (HelperCount{OtherHelper, other}) {
+		t.Fatalf("helpers %+v", r.Helpers)
+	}
+	for i, h := range r.Helpers[:MaxHelpers] {
+		if h != (HelperCount{fmt.Sprintf("h%02d", i), uint64(i + 1)}) {
+			t.Fatalf("helper %d: %+v", i, h)
+		}
+	}
+	a.Reset(defaultTimeouts)
+	if r := a.Result(); r.Helpers != nil || r.NAT != (NATCounts{}) || r.Unreplied != 0 || r.Evictable != 0 {
+		t.Fatalf("after reset: %+v", r)
+	}
+}
+
 func TestAggregatorTopKDisabled(t *testing.T) {
 	a := NewAggregator(Options{TopK: 0})
 	a.Reset(defaultTimeouts)
@@ -197,23 +321,11 @@ func TestShortenedNeedsLargerEstablishedTimeout(t *testing.T) {
 	}
 }
 
-func TestAddrKeyRoundTrip(t *testing.T) {
-	for _, s := range []string{"0.0.0.0", "10.1.2.3", "255.255.255.255", "::", "::ffff:10.1.2.3", "2001:db8::1", "fe80::1:2:3:4"} {
-		a := netip.MustParseAddr(s)
-		if got := keyAddr(addrKey(a)); got != a {
-			t.Fatalf("%s -> %s", a, got)
-		}
-	}
-	// An IPv4 address and its IPv4-mapped IPv6 form are different sources.
-	if addrKey(netip.MustParseAddr("10.1.2.3")) == addrKey(netip.MustParseAddr("::ffff:10.1.2.3")) {
-		t.Fatal("IPv4 and IPv4-mapped IPv6 share a key")
-	}
-}
-
 func TestAggregatorAddMessageDoesNotAllocate(t *testing.T) {
 	a := NewAggregator(Options{TopK: 10, ByZoneMark: true})
 	msgs := [][]byte{
 		message(tcp("10.0.0.1", 443, ctnl.TCPStateEstablished, 100)),
+		message(withStatus(tcp("10.0.0.2", 21, ctnl.TCPStateEstablished, 100), ctnl.StatusAssured|ctnl.StatusSrcNAT, "ftp")),
 		message(udp("2001:db8::1", 53)),
 		message(icmp("10.0.0.9")),
 	}
@@ -228,7 +340,7 @@ func TestAggregatorAddMessageDoesNotAllocate(t *testing.T) {
 	run()
 	if n := testing.AllocsPerRun(10, run); n > 1 {
 		// Reset allocates one small slice per scan, never per entry.
-		t.Fatalf("%v allocations per 300 entries", n)
+		t.Fatalf("%v allocations per 400 entries", n)
 	}
 }
 
@@ -251,6 +363,7 @@ func FuzzAggregatorAddMessage(f *testing.F) {
 	f.Add(message(udp("2001:db8::1", 53)))
 	f.Add(message(icmp("10.0.0.9")))
 	f.Add([]byte{2, 0, 0, 0})
+	f.Add(message(withStatus(tcp("10.0.0.2", 21, ctnl.TCPStateEstablished, 100), ctnl.StatusAssured|ctnl.StatusDstNAT, "ftp")))
 	a := NewAggregator(Options{TopK: 2, ByZoneMark: true, Capacity: 4})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		a.Reset(defaultTimeouts)
@@ -279,6 +392,20 @@ func FuzzAggregatorAddMessage(f *testing.F) {
 			}
 		}
 		check("states", []uint64{states}, 0)
+		check("nat", []uint64{r.NAT.None, r.NAT.SNAT, r.NAT.DNAT}, r.NAT.Both)
+		if r.Unreplied > r.Total || r.Evictable > r.Total {
+			t.Fatalf("unreplied %d, evictable %d of %d", r.Unreplied, r.Evictable, r.Total)
+		}
+		var helpers uint64
+		for _, h := range r.Helpers {
+			helpers += h.Entries
+			if h.Helper == "" || h.Entries == 0 {
+				t.Fatalf("helper %+v", h)
+			}
+		}
+		if helpers > r.Total {
+			t.Fatalf("%d helper entries of %d", helpers, r.Total)
+		}
 		counts := func(n int, at func(int) uint64) []uint64 {
 			out := make([]uint64, n)
 			for i := range out {

@@ -1,63 +1,33 @@
-package tablescan
+package topk
 
 import (
 	"cmp"
 	"slices"
 )
 
-// key identifies one counted item: an address (hi, lo and the family in
-// kind) or a small number in lo (a protocol and port, a zone, a mark).
-type key struct {
-	hi, lo uint64
-	kind   uint8
-}
-
-// compare orders keys: by kind, then numerically.
-func (k key) compare(o key) int {
-	if c := cmp.Compare(k.kind, o.kind); c != 0 {
-		return c
-	}
-	if c := cmp.Compare(k.hi, o.hi); c != 0 {
-		return c
-	}
-	return cmp.Compare(k.lo, o.lo)
-}
-
-// mix64 is the murmur3 64-bit finaliser.
-func mix64(h uint64) uint64 {
-	h ^= h >> 33
-	h *= 0xff51afd7ed558ccd
-	h ^= h >> 33
-	h *= 0xc4ceb9fe1a85ec53
-	h ^= h >> 33
-	return h
-}
-
-// hash hashes k with a per-summary random seed, so that no set of
-// addresses collides on every exporter.
-func (k key) hash(seed uint64) uint64 {
-	return mix64(mix64(seed^k.hi) ^ k.lo ^ uint64(k.kind)<<56)
-}
-
-// summary counts items in one pass with at most capacity counters, using
-// the Space-Saving algorithm (Metwally, Agrawal, El Abbadi, 2005).
+// Summary counts items in one pass with at most a fixed number of
+// counters, using the Space-Saving algorithm (Metwally, Agrawal, El Abbadi,
+// 2005).
 //
 // While no more than capacity distinct items have been seen every count is
 // exact. Beyond that, a new item takes over the counter of the item with
-// the smallest count c and starts at c+1, remembering c as its possible
-// overcount. Then every reported count is at most c too high, c <= N /
-// capacity for N items counted, and any item counted more than N /
-// capacity times is certain to hold a counter. The counts always sum to N.
+// the smallest count c and starts at c+1 (c+n for AddCount), remembering c
+// as its possible overcount. Then every reported count is at most Bound()
+// too high, Bound() <= N / capacity for N items counted, an item without a
+// counter was seen at most Bound() times, and any item counted more than
+// N / capacity times is certain to hold a counter. The counts always sum
+// to N.
 //
 // Memory grows with the number of distinct items up to capacity and is kept
-// by reset, so a summary reused across scans stops allocating. Lookups use
+// by Reset, so a summary reused across scans stops allocating. Lookups use
 // an open-addressing hash table with linear probing; the min-heap that
 // finds the smallest counter is built only when the summary first fills.
-type summary struct {
+// A Summary is not safe for concurrent use.
+type Summary struct {
 	capacity int
 	seed     uint64
 
-	keys   []key
+	keys   []Key
 	counts []uint64
 	errs   []uint64 // possible overcount of each counter
 	pos    []int32  // heap position of each counter, once heaped
@@ -68,13 +38,18 @@ type summary struct {
 	total uint64
 }
 
-// newSummary returns an empty summary of at most capacity counters.
-func newSummary(capacity int, seed uint64) *summary {
-	return &summary{capacity: max(capacity, 1), seed: seed}
+// NewSummary returns an empty Summary of at most capacity counters (at
+// least 1) whose hash table is keyed with seed; pass a random seed
+// (math/rand/v2.Uint64) outside tests.
+func NewSummary(capacity int, seed uint64) *Summary {
+	return &Summary{capacity: max(capacity, 1), seed: seed}
 }
 
-// reset empties the summary and keeps its memory.
-func (s *summary) reset() {
+// Capacity returns the number of counters.
+func (s *Summary) Capacity() int { return s.capacity }
+
+// Reset empties the summary and keeps its memory.
+func (s *Summary) Reset() {
 	s.keys = s.keys[:0]
 	s.counts = s.counts[:0]
 	s.errs = s.errs[:0]
@@ -87,7 +62,7 @@ func (s *summary) reset() {
 
 // slot returns the index-table slot that holds k, or the empty slot where
 // k belongs, and whether k was found.
-func (s *summary) slot(k key) (uint64, bool) {
+func (s *Summary) slot(k Key) (uint64, bool) {
 	mask := uint64(len(s.index) - 1)
 	i := k.hash(s.seed) & mask
 	for {
@@ -103,7 +78,7 @@ func (s *summary) slot(k key) (uint64, bool) {
 }
 
 // grow doubles the index table (or creates it) and re-inserts every key.
-func (s *summary) grow() {
+func (s *Summary) grow() {
 	n := max(len(s.index)*2, 1024)
 	s.index = make([]int32, n)
 	for c, k := range s.keys {
@@ -114,7 +89,7 @@ func (s *summary) grow() {
 
 // remove empties slot i, shifting back the entries of the probe run after
 // it so that every key stays reachable from its home slot.
-func (s *summary) remove(i uint64) {
+func (s *Summary) remove(i uint64) {
 	mask := uint64(len(s.index) - 1)
 	j := i
 	for {
@@ -134,16 +109,23 @@ func (s *summary) remove(i uint64) {
 	s.index[i] = 0
 }
 
-// add counts one occurrence of k.
-func (s *summary) add(k key) {
-	s.total++
+// Add counts one occurrence of k.
+func (s *Summary) Add(k Key) { s.AddCount(k, 1) }
+
+// AddCount counts n occurrences of k at once (weighted Space-Saving: the
+// guarantees above hold with N the sum of the counts added).
+func (s *Summary) AddCount(k Key, n uint64) {
+	if n == 0 {
+		return
+	}
+	s.total += n
 	if len(s.index) == 0 {
 		s.grow()
 	}
 	i, found := s.slot(k)
 	if found {
 		c := s.index[i] - 1
-		s.counts[c]++
+		s.counts[c] += n
 		if s.heaped {
 			s.down(int(s.pos[c]))
 		}
@@ -152,7 +134,7 @@ func (s *summary) add(k key) {
 	if len(s.keys) < s.capacity {
 		c := int32(len(s.keys))
 		s.keys = append(s.keys, k)
-		s.counts = append(s.counts, 1)
+		s.counts = append(s.counts, n)
 		s.errs = append(s.errs, 0)
 		if 2*len(s.keys) > len(s.index) {
 			s.grow()
@@ -171,14 +153,14 @@ func (s *summary) add(k key) {
 	minCount := s.counts[c]
 	s.keys[c] = k
 	s.errs[c] = minCount
-	s.counts[c] = minCount + 1
+	s.counts[c] = minCount + n
 	i, _ = s.slot(k)
 	s.index[i] = c + 1
 	s.down(0)
 }
 
 // buildHeap arranges every counter in a min-heap by count.
-func (s *summary) buildHeap() {
+func (s *Summary) buildHeap() {
 	n := len(s.keys)
 	s.heap = s.heap[:0]
 	s.pos = s.pos[:0]
@@ -193,7 +175,7 @@ func (s *summary) buildHeap() {
 }
 
 // down restores the heap below position p after its count grew.
-func (s *summary) down(p int) {
+func (s *Summary) down(p int) {
 	h := s.heap
 	n := len(h)
 	for {
@@ -215,17 +197,25 @@ func (s *summary) down(p int) {
 	}
 }
 
-// counted is one item of a top-K list.
-type counted struct {
-	key   key
-	count uint64
+// Item is one key of a top-K list with its count.
+type Item struct {
+	Key   Key
+	Count uint64
 }
 
-// top returns the k items with the highest counts, highest first, ties in
+// byCount orders items by count, highest first, ties in key order.
+func byCount(a, b Item) int {
+	if c := cmp.Compare(b.Count, a.Count); c != 0 {
+		return c
+	}
+	return a.Key.Compare(b.Key)
+}
+
+// Top returns the k items with the highest counts, highest first, ties in
 // key order; the sum of the other counts, so that the returned counts and
-// other add up to the number of items added; and the largest possible
-// overcount among the returned items (0 when they are exact).
-func (s *summary) top(k int) (items []counted, other, maxErr uint64) {
+// other add up to Total; and the largest possible overcount among the
+// returned items (0 when they are exact).
+func (s *Summary) Top(k int) (items []Item, other, maxErr uint64) {
 	if k <= 0 {
 		return nil, s.total, 0
 	}
@@ -234,25 +224,40 @@ func (s *summary) top(k int) (items []counted, other, maxErr uint64) {
 		order[c] = int32(c)
 	}
 	slices.SortFunc(order, func(a, b int32) int {
-		if c := cmp.Compare(s.counts[b], s.counts[a]); c != 0 {
-			return c
-		}
-		return s.keys[a].compare(s.keys[b])
+		return byCount(Item{s.keys[a], s.counts[a]}, Item{s.keys[b], s.counts[b]})
 	})
 	order = order[:min(k, len(order))]
-	items = make([]counted, len(order))
+	items = make([]Item, len(order))
 	var sum uint64
 	for i, c := range order {
-		items[i] = counted{key: s.keys[c], count: s.counts[c]}
+		items[i] = Item{Key: s.keys[c], Count: s.counts[c]}
 		sum += s.counts[c]
 		maxErr = max(maxErr, s.errs[c])
 	}
 	return items, s.total - sum, maxErr
 }
 
-// distinct returns the number of counters in use: the number of distinct
-// items while the summary has not filled.
-func (s *summary) distinct() int { return len(s.keys) }
+// each calls fn with every counter's key and count.
+func (s *Summary) each(fn func(Key, uint64)) {
+	for c, k := range s.keys {
+		fn(k, s.counts[c])
+	}
+}
 
-// evicting reports whether the summary has filled and counts approximately.
-func (s *summary) evicting() bool { return s.heaped }
+// Distinct returns the number of counters in use: the number of distinct
+// items while the summary has not filled, its capacity once it has.
+func (s *Summary) Distinct() int { return len(s.keys) }
+
+// Total returns the sum of the counts added since the last Reset.
+func (s *Summary) Total() uint64 { return s.total }
+
+// Bound returns how much any count may exceed the true count of its key,
+// which is also the most an item without a counter may have been seen:
+// the smallest count once the summary has filled and started to evict
+// (at most Total / capacity), 0 before.
+func (s *Summary) Bound() uint64 {
+	if !s.heaped {
+		return 0
+	}
+	return s.counts[s.heap[0]]
+}

@@ -1,38 +1,32 @@
-package tablescan
+package topk
 
 import (
-	"cmp"
 	"math/rand/v2"
 	"slices"
 	"testing"
 )
 
 // exactTop is the reference: exact counts, highest first, ties by key.
-func exactTop(stream []key, k int) (top []counted, other uint64, counts map[key]uint64) {
-	counts = map[key]uint64{}
+func exactTop(stream []Key, k int) (top []Item, other uint64, counts map[Key]uint64) {
+	counts = map[Key]uint64{}
 	for _, x := range stream {
 		counts[x]++
 	}
 	for x, n := range counts {
-		top = append(top, counted{x, n})
+		top = append(top, Item{x, n})
 	}
-	slices.SortFunc(top, func(a, b counted) int {
-		if c := cmp.Compare(b.count, a.count); c != 0 {
-			return c
-		}
-		return a.key.compare(b.key)
-	})
+	slices.SortFunc(top, byCount)
 	top = top[:min(k, len(top))]
 	other = uint64(len(stream))
 	for _, c := range top {
-		other -= c.count
+		other -= c.Count
 	}
 	return top, other, counts
 }
 
 // checkIndex verifies that every counter's key is found in its own slot
 // and that the index holds nothing else.
-func checkIndex(t *testing.T, s *summary) {
+func checkIndex(t *testing.T, s *Summary) {
 	t.Helper()
 	used := 0
 	for _, c := range s.index {
@@ -51,11 +45,11 @@ func checkIndex(t *testing.T, s *summary) {
 	}
 }
 
-func zipfStream(r *rand.Rand, n, distinct int) []key {
+func zipfStream(r *rand.Rand, n, distinct int) []Key {
 	z := rand.NewZipf(r, 1.2, 1, uint64(distinct-1))
-	out := make([]key, n)
+	out := make([]Key, n)
 	for i := range out {
-		out[i] = key{lo: z.Uint64(), kind: kindV4}
+		out[i] = Key{lo: z.Uint64(), kind: kindV4}
 	}
 	return out
 }
@@ -63,15 +57,15 @@ func zipfStream(r *rand.Rand, n, distinct int) []key {
 func TestSummaryExactBelowCapacity(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	stream := zipfStream(r, 50000, 3000)
-	s := newSummary(4096, 42)
+	s := NewSummary(4096, 42)
 	for _, x := range stream {
-		s.add(x)
+		s.Add(x)
 	}
 	checkIndex(t, s)
-	if s.evicting() {
-		t.Fatal("summary evicted below capacity")
+	if s.Bound() != 0 {
+		t.Fatalf("bound %d below capacity", s.Bound())
 	}
-	got, other, maxErr := s.top(10)
+	got, other, maxErr := s.Top(10)
 	want, wantOther, _ := exactTop(stream, 10)
 	if !slices.Equal(got, want) || other != wantOther || maxErr != 0 {
 		t.Fatalf("top = %v other %d err %d\nwant %v other %d", got, other, maxErr, want, wantOther)
@@ -81,27 +75,27 @@ func TestSummaryExactBelowCapacity(t *testing.T) {
 func TestSummaryBoundedAboveCapacity(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	// Heavy hitters in a sea of values seen once or twice.
-	var stream []key
+	var stream []Key
 	for i := range 20 {
 		for range 2000 - 50*i {
-			stream = append(stream, key{lo: uint64(i), kind: kindV4})
+			stream = append(stream, Key{lo: uint64(i), kind: kindV4})
 		}
 	}
 	for i := range 100000 {
-		stream = append(stream, key{lo: uint64(1000 + i), kind: kindV4})
+		stream = append(stream, Key{lo: uint64(1000 + i), kind: kindV4})
 		if i%3 == 0 {
-			stream = append(stream, key{lo: uint64(1000 + i), kind: kindV4})
+			stream = append(stream, Key{lo: uint64(1000 + i), kind: kindV4})
 		}
 	}
 	r.Shuffle(len(stream), func(i, j int) { stream[i], stream[j] = stream[j], stream[i] })
 	const capacity = 1024
-	s := newSummary(capacity, 7)
+	s := NewSummary(capacity, 7)
 	for _, x := range stream {
-		s.add(x)
+		s.Add(x)
 	}
 	checkIndex(t, s)
-	if !s.evicting() || s.distinct() != capacity {
-		t.Fatalf("evicting %v distinct %d", s.evicting(), s.distinct())
+	if s.Distinct() != capacity || s.Bound() == 0 || s.Bound() > uint64(len(stream))/capacity {
+		t.Fatalf("bound %d distinct %d", s.Bound(), s.Distinct())
 	}
 	n := uint64(len(stream))
 	var sum uint64
@@ -111,20 +105,30 @@ func TestSummaryBoundedAboveCapacity(t *testing.T) {
 	if sum != n {
 		t.Fatalf("counters sum to %d, want %d", sum, n)
 	}
-	got, other, maxErr := s.top(10)
+	got, other, maxErr := s.Top(10)
 	want, _, exact := exactTop(stream, 10)
-	if maxErr > n/capacity {
-		t.Fatalf("max error %d above N/capacity %d", maxErr, n/capacity)
+	if maxErr > s.Bound() {
+		t.Fatalf("max error %d above the bound %d", maxErr, s.Bound())
+	}
+	// Every key without a counter was seen at most Bound() times.
+	held := map[Key]bool{}
+	for _, k := range s.keys {
+		held[k] = true
+	}
+	for k, n := range exact {
+		if !held[k] && n > s.Bound() {
+			t.Fatalf("%v seen %d times has no counter, bound %d", k, n, s.Bound())
+		}
 	}
 	var gotSum uint64
 	for i, c := range got {
-		gotSum += c.count
-		if c.count < exact[c.key] || c.count > exact[c.key]+maxErr {
-			t.Fatalf("%v counted %d, true %d, max error %d", c.key, c.count, exact[c.key], maxErr)
+		gotSum += c.Count
+		if c.Count < exact[c.Key] || c.Count > exact[c.Key]+maxErr {
+			t.Fatalf("%v counted %d, true %d, max error %d", c.Key, c.Count, exact[c.Key], maxErr)
 		}
 		// The heavy hitters are far apart, so the order is exact.
-		if c.key != want[i].key {
-			t.Fatalf("rank %d: %v, want %v", i, c.key, want[i].key)
+		if c.Key != want[i].Key {
+			t.Fatalf("rank %d: %v, want %v", i, c.Key, want[i].Key)
 		}
 	}
 	if gotSum+other != n {
@@ -134,9 +138,9 @@ func TestSummaryBoundedAboveCapacity(t *testing.T) {
 
 func TestSummaryEvictionKeepsIndexConsistent(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
-	s := newSummary(37, 9)
+	s := NewSummary(37, 9)
 	for i := range 20000 {
-		s.add(key{hi: r.Uint64N(3), lo: r.Uint64N(200), kind: uint8(i % 2)})
+		s.Add(Key{hi: r.Uint64N(3), lo: r.Uint64N(200), kind: uint8(i % 2)})
 		if i%997 == 0 {
 			checkIndex(t, s)
 		}
@@ -153,35 +157,35 @@ func TestSummaryEvictionKeepsIndexConsistent(t *testing.T) {
 }
 
 func TestSummaryTopKZeroAndReset(t *testing.T) {
-	s := newSummary(8, 1)
+	s := NewSummary(8, 1)
 	for i := range 100 {
-		s.add(key{lo: uint64(i % 20)})
+		s.Add(Key{lo: uint64(i % 20)})
 	}
-	if top, other, _ := s.top(0); top != nil || other != 100 {
+	if top, other, _ := s.Top(0); top != nil || other != 100 {
 		t.Fatalf("top(0) = %v, %d", top, other)
 	}
-	s.reset()
-	s.add(key{lo: 5})
-	s.add(key{lo: 5})
-	s.add(key{lo: 6})
-	top, other, maxErr := s.top(5)
-	want := []counted{{key{lo: 5}, 2}, {key{lo: 6}, 1}}
-	if !slices.Equal(top, want) || other != 0 || maxErr != 0 || s.evicting() {
+	s.Reset()
+	s.Add(Key{lo: 5})
+	s.Add(Key{lo: 5})
+	s.Add(Key{lo: 6})
+	top, other, maxErr := s.Top(5)
+	want := []Item{{NumberKey(5), 2}, {NumberKey(6), 1}}
+	if !slices.Equal(top, want) || other != 0 || maxErr != 0 || s.Bound() != 0 || s.Total() != 3 {
 		t.Fatalf("after reset: %v other %d err %d", top, other, maxErr)
 	}
 	checkIndex(t, s)
 }
 
 func TestSummaryReuseDoesNotAllocate(t *testing.T) {
-	s := newSummary(512, 3)
-	keys := make([]key, 5000)
+	s := NewSummary(512, 3)
+	keys := make([]Key, 5000)
 	for i := range keys {
-		keys[i] = key{lo: uint64(i * 7919 % 3000), kind: kindV4}
+		keys[i] = Key{lo: uint64(i * 7919 % 3000), kind: kindV4}
 	}
 	fill := func() {
-		s.reset()
+		s.Reset()
 		for _, k := range keys {
-			s.add(k)
+			s.Add(k)
 		}
 	}
 	fill()
@@ -191,17 +195,17 @@ func TestSummaryReuseDoesNotAllocate(t *testing.T) {
 }
 
 func BenchmarkSummaryAddDistinct(b *testing.B) {
-	s := newSummary(DefaultCapacity, 1)
+	s := NewSummary(1<<16, 1)
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		s.add(key{lo: uint64(i), kind: kindV4})
+		s.Add(Key{lo: uint64(i), kind: kindV4})
 	}
 }
 
 func BenchmarkSummaryAddFew(b *testing.B) {
-	s := newSummary(DefaultCapacity, 1)
+	s := NewSummary(1<<16, 1)
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		s.add(key{lo: uint64(i % 1000), kind: kindV4})
+		s.Add(Key{lo: uint64(i % 1000), kind: kindV4})
 	}
 }
