@@ -27,7 +27,14 @@ type capturedMessage struct {
 // loadCaptured reads the event messages captured from a real kernel.
 func loadCaptured(tb testing.TB) []capturedMessage {
 	tb.Helper()
-	f, err := os.Open("testdata/events.hex")
+	return loadCapturedFile(tb, "testdata/events.hex")
+}
+
+// loadCapturedFile reads messages captured from a real kernel from a file
+// in the format of testdata/events.hex.
+func loadCapturedFile(tb testing.TB, name string) []capturedMessage {
+	tb.Helper()
+	f, err := os.Open(name)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -266,6 +273,32 @@ func TestDecodeFlowHelper(t *testing.T) {
 	}
 }
 
+func TestDecodeFlowCapturedHelper(t *testing.T) {
+	// A NEW event and a dump reply of a connection to port 21 with the
+	// ftp helper attached, as the kernel sent them.
+	msgs := loadCapturedFile(t, "testdata/helper.hex")
+	if len(msgs) != 2 {
+		t.Fatalf("%d captured messages with a helper, want 2", len(msgs))
+	}
+	for _, m := range msgs {
+		var f Flow
+		if err := DecodeFlow(m.body, &f); err != nil {
+			t.Fatalf("%s: %v", m.comment, err)
+		}
+		if string(f.Helper()) != "ftp" || f.HelperLen != 3 || f.DstPort != 21 || f.Protocol != 6 || !f.Has(HasHelper|HasAddrs|HasStatus) {
+			t.Errorf("%s: helper %q, %+v", m.comment, f.Helper(), f)
+		}
+	}
+	var f Flow
+	if allocs := testing.AllocsPerRun(100, func() {
+		for _, m := range msgs {
+			_ = DecodeFlow(m.body, &f)
+		}
+	}); allocs != 0 {
+		t.Fatalf("DecodeFlow of the captured helper messages allocates %v times", allocs)
+	}
+}
+
 func TestDecodeFlowHelperAllocs(t *testing.T) {
 	msg := helpMessage(StatusConfirmed|StatusAssured, []byte("ftp\x00"))
 	var (
@@ -394,6 +427,9 @@ func TestDecodeFlowAllocs(t *testing.T) {
 // ti-mo/conntrack where both accept a message.
 func FuzzDecodeFlow(f *testing.F) {
 	for _, m := range loadCaptured(f) {
+		f.Add(m.body)
+	}
+	for _, m := range loadCapturedFile(f, "testdata/helper.hex") {
 		f.Add(m.body)
 	}
 	f.Add(helpMessage(StatusConfirmed|StatusSrcNAT, []byte("ftp\x00")))
