@@ -142,4 +142,3 @@ func checkHelper(t *testing.T, what string, f *ctnl.Flow) {
 		t.Errorf("%s to port %d: helper %q (present %v), want %q", what, f.DstPort, f.Helper(), f.Has(ctnl.HasHelper), want)
 	}
 }
-
