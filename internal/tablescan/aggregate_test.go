@@ -288,6 +288,18 @@ func TestAggregatorHelpersBounded(t *testing.T) {
 	if r := a.Result(); r.Helpers != nil || r.NAT != (NATCounts{}) || r.Unreplied != 0 || r.Evictable != 0 {
 		t.Fatalf("after reset: %+v", r)
 	}
+	// An entry whose CTA_HELP does not decode is skipped and counted as
+	// malformed, like any other malformed attribute.
+	good := message(withStatus(udp("10.0.0.1", 53), ctnl.StatusConfirmed, ""))
+	bad := append(good[:len(good):len(good)], attrs(nil).nest(5, attrs(nil).put(1, []byte{0}))...)
+	for _, m := range [][]byte{good, bad} {
+		if err := a.AddMessage(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r := a.Result(); r.Malformed != 1 || r.Total != 1 || r.Helpers != nil {
+		t.Fatalf("malformed helper: %+v", r)
+	}
 }
 
 func TestAggregatorTopKDisabled(t *testing.T) {
