@@ -9,7 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ct-exporter/ct-exporter/alerts"
+	"github.com/ct-exporter/ct-exporter/deploy/validate/alerts"
+	"github.com/ct-exporter/ct-exporter/deploy/validate/internal/repo"
 )
 
 // contractAlerts are the alert names DESIGN.md promises.
@@ -27,21 +28,11 @@ const runbookPrefix = "https://github.com/ct-exporter/ct-exporter/blob/main/docs
 
 func parseRules(t *testing.T) *alerts.RuleFile {
 	t.Helper()
-	f, err := alerts.Parse(alerts.Rules())
+	f, err := alerts.Parse(rulesYAML(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return f
-}
-
-func TestEmbeddedRulesMatchFile(t *testing.T) {
-	b, err := os.ReadFile(alerts.RulesFileName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(b) != string(alerts.Rules()) {
-		t.Fatal("embedded rules differ from the file")
-	}
 }
 
 func TestAlertNamesMatchContract(t *testing.T) {
@@ -89,7 +80,7 @@ func githubAnchors(md string) map[string]bool {
 
 func readRunbook(t *testing.T) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "docs", "runbook.md"))
+	b, err := repo.ReadFile("docs/runbook.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +172,11 @@ func TestRecordingRuleNames(t *testing.T) {
 // Every alert has a promtool test file that expects it to fire at least once
 // and to stay silent at least twice (healthy and quiet node).
 func TestEveryAlertHasPromtoolTests(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join("tests", "*.yml"))
+	dir, err := repo.Path("alerts/tests")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := filepath.Glob(filepath.Join(dir, "*.yml"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no promtool tests: %v", err)
 	}

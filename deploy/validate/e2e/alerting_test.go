@@ -1,14 +1,12 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
 	"net"
 	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -19,9 +17,11 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql/parser"
 
-	"github.com/ct-exporter/ct-exporter/alerts"
-	"github.com/ct-exporter/ct-exporter/deploy/grafana"
+	"github.com/ct-exporter/ct-exporter/deploy/validate/alerts"
+	"github.com/ct-exporter/ct-exporter/deploy/validate/grafana"
 	"github.com/ct-exporter/ct-exporter/internal/nstest"
 )
 
@@ -42,39 +42,78 @@ func ruleScale() alerts.Scale {
 }
 
 // Time-scaled lifetime buckets. In production the collapse rules read the
-// lifetime buckets le="250" and le="350" around the kernel's 300 s
+// lifetime window 250..350 s around the kernel's 300 s
 // tcp_timeout_max_retrans / tcp_timeout_unacknowledged cut. A test cannot
 // wait 300 s per flow, so the lifetime drill sets the namespace's
 // established timeout to lifetimeTimeout (3 s) instead, and the recording
-// rules Prometheus loads read the buckets le="1" and le="5" that bracket
-// it, as le="250" and le="350" bracket 300 s: the same rule text and
-// arithmetic on a shorter time axis. Only these two matchers differ from
-// the production rules (besides the windows and "for:" durations
-// alerts.Scaled shortens).
-const (
-	lifetimeTimeout = 3 // seconds, nf_conntrack_tcp_timeout_established in the drill
-	prodLowBucket   = `le=~"250(\\.0)?"`
-	prodHighBucket  = `le=~"350(\\.0)?"`
-	testLowBucket   = `le=~"1(\\.0)?"`
-	testHighBucket  = `le=~"5(\\.0)?"`
-)
+// rules Prometheus loads read the window 1..5 s that brackets it, as
+// 250..350 s brackets 300 s: the same rule text and arithmetic on a
+// shorter time axis. Only the window's bounds differ from the production
+// rules (besides the windows and "for:" durations alerts.Scaled
+// shortens): the le matchers le=~"250(\\.0)?" and le=~"350(\\.0)?".
+const lifetimeTimeout = 3 // seconds, nf_conntrack_tcp_timeout_established in the drill
+
+// testWindow maps each production bound of the collapse window to its
+// time-scaled bound.
+var testWindow = map[string]string{"250": "1", "350": "5"}
+
+// leBoundRE matches an le regex matcher's value for a bound written as an
+// integer, with or without the ".0" that Prometheus 3 and protobuf scrapes
+// add: 250(\.0)?.
+var leBoundRE = regexp.MustCompile(`^([0-9]+)\(\\\.0\)\?$`)
 
 // testRules returns the rules Prometheus loads in the end-to-end run: the
-// production rules scaled by ruleScale, with the collapse window's two
-// bucket matchers replaced by the time-scaled ones. It fails the test if
-// the production rules no longer contain exactly one of each matcher, so a
-// change to the rules cannot silently turn the drill into a no-op.
+// production rules scaled by ruleScale, with the collapse window's bounds
+// replaced by the time-scaled ones in the syntax tree of every expression.
+// It fails the test if the production rules no longer contain exactly one
+// le matcher for each bound, so a change to the rules cannot silently
+// turn the drill into a no-op.
 func testRules(t *testing.T) []byte {
 	t.Helper()
-	scaled, err := alerts.Scaled(alerts.Rules(), ruleScale())
+	prod, err := alerts.Rules()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, sub := range [][2]string{{prodLowBucket, testLowBucket}, {prodHighBucket, testHighBucket}} {
-		if n := bytes.Count(scaled, []byte(sub[0])); n != 1 {
-			t.Fatalf("rules contain %s %d times, want once", sub[0], n)
+	scaled, err := alerts.Scaled(prod, ruleScale())
+	if err != nil {
+		t.Fatal(err)
+	}
+	replaced := map[string]int{}
+	scaled, err = alerts.RewriteExprs(scaled, func(e parser.Expr) error {
+		var err error
+		parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+			vs, ok := n.(*parser.VectorSelector)
+			if !ok {
+				return nil
+			}
+			for i, m := range vs.LabelMatchers {
+				sub := leBoundRE.FindStringSubmatch(m.Value)
+				if m.Name != "le" || m.Type != labels.MatchRegexp || sub == nil {
+					continue
+				}
+				to, ok := testWindow[sub[1]]
+				if !ok {
+					continue
+				}
+				nm, nerr := labels.NewMatcher(m.Type, m.Name, to+`(\.0)?`)
+				if nerr != nil {
+					err = nerr
+					return err
+				}
+				vs.LabelMatchers[i] = nm
+				replaced["le "+sub[1]]++
+			}
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for from := range testWindow {
+		if n := replaced["le "+from]; n != 1 {
+			t.Fatalf("rules contain le=~%q %d times, want once", from+`(\.0)?`, n)
 		}
-		scaled = bytes.Replace(scaled, []byte(sub[0]), []byte(sub[1]), 1)
 	}
 	if _, err := alerts.Parse(scaled); err != nil {
 		t.Fatal(err)
@@ -528,7 +567,10 @@ type panelShows struct {
 // queries must return values. Then each of shows is run with its
 // namespace selected and must reach its value.
 func checkDashboard(t *testing.T, s *stack, end time.Time, shows []panelShows) {
-	path := filepath.Join("..", "deploy", "grafana", grafana.DashboardFileName)
+	path, err := grafana.DashboardFile()
+	if err != nil {
+		t.Fatal(err)
+	}
 	d, err := grafana.Load(path)
 	if err != nil {
 		t.Fatal(err)
@@ -657,7 +699,11 @@ func checkRuleHealth(t *testing.T, s *stack) {
 	if err := json.Unmarshal(raw, &data); err != nil {
 		t.Fatal(err)
 	}
-	f, err := alerts.Parse(alerts.Rules())
+	prod, err := alerts.Rules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := alerts.Parse(prod)
 	if err != nil {
 		t.Fatal(err)
 	}
