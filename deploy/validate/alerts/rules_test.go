@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/prometheus/promql/parser"
+
 	"github.com/ct-exporter/ct-exporter/deploy/validate/alerts"
 	"github.com/ct-exporter/ct-exporter/deploy/validate/internal/repo"
 )
@@ -223,5 +225,44 @@ func TestParseStrict(t *testing.T) {
 				t.Errorf("error = %v; want ErrInvalidRules", err)
 			}
 		})
+	}
+}
+
+// TestLifetimeRulesHaveNativeForm: every rule that reads the classic series
+// of the lifetime histogram also reads the native histogram, joined with
+// "or", so that it has a value whether Prometheus ingested classic series,
+// native histograms or both.
+func TestLifetimeRulesHaveNativeForm(t *testing.T) {
+	const h = "conntrack_flow_lifetime_seconds"
+	p := parser.NewParser(parser.Options{})
+	n := 0
+	for _, r := range parseRules(t).RecordingRules() {
+		e, err := p.ParseExpr(r.Expr)
+		if err != nil {
+			t.Fatalf("%s: %v", r.Record, err)
+		}
+		names := map[string]bool{}
+		ors := 0
+		parser.Inspect(e, func(node parser.Node, _ []parser.Node) error {
+			switch node := node.(type) {
+			case *parser.VectorSelector:
+				names[node.Name] = true
+			case *parser.BinaryExpr:
+				if node.Op == parser.LOR {
+					ors++
+				}
+			}
+			return nil
+		})
+		if !names[h+"_bucket"] && !names[h+"_count"] {
+			continue
+		}
+		n++
+		if !names[h] || ors == 0 {
+			t.Errorf("%s reads the classic series of %s but has no native form joined with or", r.Record, h)
+		}
+	}
+	if n == 0 {
+		t.Error("no rule reads the lifetime histogram: the test checks nothing")
 	}
 }

@@ -50,7 +50,9 @@ func ruleScale() alerts.Scale {
 // 250..350 s brackets 300 s: the same rule text and arithmetic on a
 // shorter time axis. Only the window's bounds differ from the production
 // rules (besides the windows and "for:" durations alerts.Scaled
-// shortens): the le matchers le=~"250(\\.0)?" and le=~"350(\\.0)?".
+// shortens): the le matchers le=~"250(\\.0)?" and le=~"350(\\.0)?" of
+// the classic form, and the bounds of histogram_fraction(250, 350, ...) of
+// the native form.
 const lifetimeTimeout = 3 // seconds, nf_conntrack_tcp_timeout_established in the drill
 
 // testWindow maps each production bound of the collapse window to its
@@ -82,6 +84,20 @@ func testRules(t *testing.T) []byte {
 	scaled, err = alerts.RewriteExprs(scaled, func(e parser.Expr) error {
 		var err error
 		parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+			if call, ok := n.(*parser.Call); ok && call.Func.Name == "histogram_fraction" {
+				for _, arg := range call.Args[:2] {
+					num, ok := arg.(*parser.NumberLiteral)
+					if !ok {
+						continue
+					}
+					from := strconv.FormatFloat(num.Val, 'f', -1, 64)
+					if to, ok := testWindow[from]; ok {
+						num.Val, _ = strconv.ParseFloat(to, 64)
+						replaced["histogram_fraction "+from]++
+					}
+				}
+				return nil
+			}
 			vs, ok := n.(*parser.VectorSelector)
 			if !ok {
 				return nil
@@ -114,12 +130,29 @@ func testRules(t *testing.T) []byte {
 		if n := replaced["le "+from]; n != 1 {
 			t.Fatalf("rules contain le=~%q %d times, want once", from+`(\.0)?`, n)
 		}
+		if n := replaced["histogram_fraction "+from]; n != 1 {
+			t.Fatalf("rules bound a histogram_fraction at %s %d times, want once", from, n)
+		}
 	}
 	if _, err := alerts.Parse(scaled); err != nil {
 		t.Fatal(err)
 	}
 	return scaled
 }
+
+// ingestion is how Prometheus ingests the exporter's histograms in one
+// run of the end-to-end test.
+type ingestion struct {
+	name string
+	// native starts Prometheus with native histograms on: it then keeps
+	// conntrack_flow_lifetime_seconds as a native histogram only, without
+	// _bucket, _count and _sum series.
+	native bool
+}
+
+// ingestions are the runs of the end-to-end test: the shipped rules and
+// dashboard must give the same answers in both.
+var ingestions = []ingestion{{name: "classic"}, {name: "native", native: true}}
 
 // stack is one exporter scraped by one Prometheus that sends to one
 // Alertmanager whose webhook receiver is in the test.
@@ -144,7 +177,7 @@ type arrival struct {
 // startStack starts the webhook, Alertmanager, the exporter watching
 // netns, and Prometheus, and waits until Prometheus has scraped every
 // namespace.
-func startStack(t *testing.T, netns []*nstest.Namespace) *stack {
+func startStack(t *testing.T, netns []*nstest.Namespace, mode ingestion) *stack {
 	t.Helper()
 	s := &stack{start: time.Now(), hook: startWebhook(t)}
 	s.am = startAlertmanager(t, s.hook.URL)
@@ -161,6 +194,8 @@ func startStack(t *testing.T, netns []*nstest.Namespace) *stack {
 		Targets:        []string{s.exporter.Addr},
 		Rules:          testRules(t),
 		Alertmanager:   s.am.Addr,
+
+		NativeHistograms: mode.native,
 	})
 	for _, ns := range netns {
 		expr := fmt.Sprintf(`conntrack_entries{job=%q, netns=%q}`, promJob, ns.Name)
@@ -216,10 +251,22 @@ func (s *stack) waitAlerts(t *testing.T, drill string, drillStart time.Time, net
 // Afterwards every dashboard query must parse and return data from the
 // same Prometheus, and every rule must evaluate without error. It logs
 // which alerts arrived and how long after the start of their drill.
+//
+// It runs once per ingestion mode (see ingestions), one after the other:
+// with classic histogram series and with native histograms only.
 func TestAlertsEndToEnd(t *testing.T) {
 	nstest.RequireRoot(t, "conntrack", "prometheus", "prometheus-alertmanager", "promtool")
 	t.Parallel()
+	for _, mode := range ingestions {
+		t.Run(mode.name, func(t *testing.T) {
+			alertsEndToEnd(t, mode)
+		})
+	}
+}
 
+// alertsEndToEnd is one run of TestAlertsEndToEnd with Prometheus
+// ingesting histograms as mode says.
+func alertsEndToEnd(t *testing.T, mode ingestion) {
 	fill := nstest.NewPair(t)
 	healthy := nstest.NewPair(t)
 	healthy.Connect(t, 8)
@@ -233,7 +280,7 @@ func TestAlertsEndToEnd(t *testing.T) {
 	}
 	t.Logf("namespaces: fill %s, healthy %s and %s, lifetime %s", fill.B.Name, healthy.A.Name, healthy.B.Name, life.B.Name)
 
-	s := startStack(t, []*nstest.Namespace{fill.B, healthy.A, healthy.B, life.B})
+	s := startStack(t, []*nstest.Namespace{fill.B, healthy.A, healthy.B, life.B}, mode)
 
 	t.Run("drills", func(t *testing.T) {
 		// Short connections in the healthy namespaces for as long as the
@@ -279,6 +326,9 @@ func TestAlertsEndToEnd(t *testing.T) {
 	t.Run("rules", func(t *testing.T) {
 		checkRuleHealth(t, s)
 	})
+	t.Run("ingestion", func(t *testing.T) {
+		checkIngestion(t, s, end, mode, life.B.Name)
+	})
 	t.Run("scrapes", func(t *testing.T) {
 		checkScrapes(t, s, end)
 	})
@@ -302,8 +352,8 @@ func TestAlertsEndToEnd(t *testing.T) {
 	for _, a := range s.arrivals {
 		fmt.Fprintf(&b, "\n  %-8s %-38s %-13s %v", a.drill, a.alert, a.netns, a.after.Round(100*time.Millisecond))
 	}
-	t.Logf("alerts that reached the webhook (drill, alert, netns, time from drill start; the lifetime drill is "+
-		"time-scaled: %d s established timeout, buckets le=1..5 in place of le=250..350):%s", lifetimeTimeout, b.String())
+	t.Logf("%s ingestion: alerts that reached the webhook (drill, alert, netns, time from drill start; the lifetime drill is "+
+		"time-scaled: %d s established timeout, window 1..5 s in place of 250..350 s):%s", mode.name, lifetimeTimeout, b.String())
 }
 
 // churn opens and closes short connections from netns a to l, two a
@@ -503,6 +553,7 @@ func lifetimeDrill(t *testing.T, s *stack, p *nstest.Pair) {
 	s.waitAlerts(t, "lifetime", start, p.B.Name, 3*time.Minute, "ConntrackEstablishedLifetimeCollapse")
 	cancel()
 	wg.Wait()
+	logLifetimeRules(t, s, p.B.Name, start)
 	// When the first expiry reached Prometheus. The kernel reaps expired
 	// idle entries in its GC pass, which it schedules at the average
 	// remaining timeout of the entries it scanned, between 1 and 60 s: a
@@ -808,5 +859,63 @@ func checkScrapes(t *testing.T, s *stack, end time.Time) {
 			continue
 		}
 		t.Logf("%s: %v", q.what, v)
+	}
+}
+
+// lifetimeRules are the recording rules built on the lifetime histogram.
+var lifetimeRules = []string{
+	"netns:conntrack_flow_lifetime_established:rate30m",
+	"netns:conntrack_flow_lifetime_established_250_350:rate30m",
+	"netns:conntrack_flow_lifetime_established_250_350:ratio_rate30m",
+}
+
+// logLifetimeRules logs, for netns, the value of each lifetime recording
+// rule now and its highest value since start: the figures of the drill.
+func logLifetimeRules(t *testing.T, s *stack, netns string, start time.Time) {
+	ctx := context.Background()
+	now := time.Now()
+	for _, r := range lifetimeRules {
+		sel := fmt.Sprintf(`%s{netns=%q}`, r, netns)
+		v, err := s.prom.Query(ctx, sel, now)
+		if err != nil {
+			t.Errorf("%s: %v", sel, err)
+			continue
+		}
+		m, err := s.prom.QueryRange(ctx, sel, start, now, scrapeInterval)
+		if err != nil {
+			t.Errorf("%s: %v", sel, err)
+			continue
+		}
+		top, _ := maxValue(m)
+		t.Logf("%s at +%v: %v (highest during the drill %.4g)", sel, now.Sub(start).Round(time.Millisecond), v, top)
+	}
+}
+
+// checkIngestion checks that Prometheus ingested the lifetime histogram
+// as mode says (classic series only, or the native histogram only), so that
+// each run tests the form of the rules it claims to, and that the lifetime
+// recording rules have values for netns.
+func checkIngestion(t *testing.T, s *stack, end time.Time, mode ingestion, netns string) {
+	ctx := context.Background()
+	count := func(expr string) int {
+		v, err := s.prom.Query(ctx, expr, end)
+		if err != nil {
+			t.Errorf("%s: %v", expr, err)
+			return 0
+		}
+		n, _ := countSamples(v)
+		return n
+	}
+	classic := count(fmt.Sprintf(`conntrack_flow_lifetime_seconds_count{netns=%q}`, netns))
+	native := count(fmt.Sprintf(`histogram_count(conntrack_flow_lifetime_seconds{netns=%q})`, netns))
+	t.Logf("%s ingestion: %d classic _count series, %d native histogram series for netns %s", mode.name, classic, native, netns)
+	if mode.native && (classic != 0 || native == 0) || !mode.native && (classic == 0 || native != 0) {
+		t.Errorf("%s ingestion: %d classic _count series and %d native histogram series, want only %s",
+			mode.name, classic, native, mode.name)
+	}
+	for _, r := range lifetimeRules {
+		if n := count(fmt.Sprintf(`%s{netns=%q}`, r, netns)); n == 0 {
+			t.Errorf("%s ingestion: no value of %s for netns %s", mode.name, r, netns)
+		}
 	}
 }

@@ -51,6 +51,7 @@ func knownNames(t *testing.T) map[string]bool {
 		known[m] = true
 	}
 	for _, h := range histograms {
+		known[h] = true // the native histogram series
 		for _, s := range []string{"_bucket", "_count", "_sum"} {
 			known[h+s] = true
 		}
@@ -242,6 +243,35 @@ func TestQueriesUseKnownMetrics(t *testing.T) {
 				t.Errorf("panel %q %s: %s is not filtered by $netns", q.PanelTitle, q.RefID, s.Name)
 			}
 		}
+	}
+}
+
+// TestHistogramQueriesHaveNativeForm: a query that reads a histogram's
+// classic series (_bucket, _count) also reads its native histogram, so
+// that the panel has data whether Prometheus ingested classic series,
+// native histograms or both.
+func TestHistogramQueriesHaveNativeForm(t *testing.T) {
+	queries, err := grafana.PanelQueries(dashboardFile(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, q := range queries {
+		names, err := grafana.MetricNames(q.Expr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range histograms {
+			if slices.Contains(names, h+"_bucket") || slices.Contains(names, h+"_count") {
+				n++
+				if !slices.Contains(names, h) {
+					t.Errorf("panel %q %s reads the classic series of %s but not its native histogram: %s", q.PanelTitle, q.RefID, h, q.Expr)
+				}
+			}
+		}
+	}
+	if n == 0 {
+		t.Error("no panel reads a histogram: the test checks nothing")
 	}
 }
 
