@@ -1,9 +1,7 @@
-// Package alerts holds the Prometheus recording and alerting rules for
-// ct-exporter (ct-exporter.rules.yml, tested with "promtool test rules"
-// against tests/*.yml) and the helpers that derive other files from them:
-// Scaled shortens every window for end-to-end tests, and PrometheusRule
-// renders the Prometheus Operator resource in
-// deploy/kubernetes/prometheusrule.yaml.
+// Package alerts holds the Prometheus recording and alerting rules of
+// ct-exporter (ct-exporter.rules.yml) and their promtool unit tests
+// (tests/*.yml), which this package's Go tests run with promtool. The Go
+// code that reads, scales and renders the rules (into
+// deploy/kubernetes/prometheusrule.yaml) lives in the validation module,
+// deploy/validate/alerts.
 package alerts
-
-//go:generate go run ./gen -in ct-exporter.rules.yml -out ../deploy/kubernetes/prometheusrule.yaml

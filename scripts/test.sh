@@ -40,6 +40,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 command -v go >/dev/null 2>&1 || { echo "error: go not found; install Go 1.26 or later" >&2; exit 1; }
 
+# The deployment-validation module (deploy/validate) has its own go.mod;
+# ./... of the exporter's module does not reach into it.
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go'))
 if [ -n "$unformatted" ]; then
@@ -49,5 +51,8 @@ if [ -n "$unformatted" ]; then
 fi
 echo "== go vet"
 go vet ./...
+(cd deploy/validate && go vet ./...)
 echo "== go test -race"
 go test -race -count=1 -timeout 40m ./...
+echo "== go test -race (deploy/validate)"
+(cd deploy/validate && go test -race -count=1 -timeout 40m ./...)

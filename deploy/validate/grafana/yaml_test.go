@@ -1,8 +1,9 @@
 package grafana_test
 
 import (
-	"github.com/ct-exporter/ct-exporter/alerts"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/ct-exporter/ct-exporter/deploy/validate/alerts"
 )
 
 func rulesYAML(f alerts.RuleFile) ([]byte, error) { return yaml.Marshal(f) }

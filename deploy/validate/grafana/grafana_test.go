@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ct-exporter/ct-exporter/alerts"
-	"github.com/ct-exporter/ct-exporter/deploy/grafana"
+	"github.com/ct-exporter/ct-exporter/deploy/validate/alerts"
+	"github.com/ct-exporter/ct-exporter/deploy/validate/grafana"
 )
 
 // exporterMetrics are the metric names ct-exporter exposes (docs/CONTRACT.md
@@ -51,11 +51,16 @@ func knownNames(t *testing.T) map[string]bool {
 		known[m] = true
 	}
 	for _, h := range histograms {
+		known[h] = true // the native histogram series
 		for _, s := range []string{"_bucket", "_count", "_sum"} {
 			known[h+s] = true
 		}
 	}
-	rules, err := alerts.Parse(alerts.Rules())
+	b, err := alerts.Rules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := alerts.Parse(b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,27 +70,31 @@ func knownNames(t *testing.T) map[string]bool {
 	return known
 }
 
+// dashboardFile returns the path of the repository's dashboard.
+func dashboardFile(t *testing.T) string {
+	t.Helper()
+	p, err := grafana.DashboardFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func loadDashboard(t *testing.T) *grafana.Dashboard {
 	t.Helper()
-	d, err := grafana.Load(grafana.DashboardFileName)
+	d, err := grafana.Load(dashboardFile(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return d
 }
 
-func TestEmbeddedDashboardMatchesFile(t *testing.T) {
-	b, err := os.ReadFile(grafana.DashboardFileName)
+func TestParseStrict(t *testing.T) {
+	b, err := grafana.DashboardJSON()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(b) != string(grafana.DashboardJSON()) {
-		t.Fatal("embedded dashboard differs from the file")
-	}
-}
-
-func TestParseStrict(t *testing.T) {
-	good := string(grafana.DashboardJSON())
+	good := string(b)
 	for name, doc := range map[string]string{
 		"unknown top-level field": strings.Replace(good, `"uid":`, `"links": [], "uid":`, 1),
 		"unknown panel field":     strings.Replace(good, `"gridPos":`, `"transparent": true, "gridPos":`, 1),
@@ -210,7 +219,7 @@ func TestVariables(t *testing.T) {
 // a metric nobody exports.
 func TestQueriesUseKnownMetrics(t *testing.T) {
 	known := knownNames(t)
-	queries, err := grafana.PanelQueries(grafana.DashboardFileName)
+	queries, err := grafana.PanelQueries(dashboardFile(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,9 +246,38 @@ func TestQueriesUseKnownMetrics(t *testing.T) {
 	}
 }
 
+// TestHistogramQueriesHaveNativeForm: a query that reads a histogram's
+// classic series (_bucket, _count) also reads its native histogram, so
+// that the panel has data whether Prometheus ingested classic series,
+// native histograms or both.
+func TestHistogramQueriesHaveNativeForm(t *testing.T) {
+	queries, err := grafana.PanelQueries(dashboardFile(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, q := range queries {
+		names, err := grafana.MetricNames(q.Expr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range histograms {
+			if slices.Contains(names, h+"_bucket") || slices.Contains(names, h+"_count") {
+				n++
+				if !slices.Contains(names, h) {
+					t.Errorf("panel %q %s reads the classic series of %s but not its native histogram: %s", q.PanelTitle, q.RefID, h, q.Expr)
+				}
+			}
+		}
+	}
+	if n == 0 {
+		t.Error("no panel reads a histogram: the test checks nothing")
+	}
+}
+
 // TestDashboardCoverage: the panels the dashboard promises are there.
 func TestDashboardCoverage(t *testing.T) {
-	queries, err := grafana.PanelQueries(grafana.DashboardFileName)
+	queries, err := grafana.PanelQueries(dashboardFile(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +323,7 @@ var vars = map[string]string{
 }
 
 func TestExpandEveryQuery(t *testing.T) {
-	queries, err := grafana.PanelQueries(grafana.DashboardFileName)
+	queries, err := grafana.PanelQueries(dashboardFile(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -381,7 +419,7 @@ func TestPromtoolParsesQueries(t *testing.T) {
 		}
 		t.Skipf("promtool not found: %v", err)
 	}
-	queries, err := grafana.PanelQueries(grafana.DashboardFileName)
+	queries, err := grafana.PanelQueries(dashboardFile(t))
 	if err != nil {
 		t.Fatal(err)
 	}

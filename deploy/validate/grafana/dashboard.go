@@ -2,24 +2,37 @@ package grafana
 
 import (
 	"bytes"
-	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/ct-exporter/ct-exporter/deploy/validate/internal/repo"
 )
 
-// DashboardFileName is the name of the dashboard file in this directory.
+// DashboardFileName is the name of the dashboard file in the repository's
+// deploy/grafana/ directory.
 const DashboardFileName = "ct-exporter.json"
 
-//go:embed ct-exporter.json
-var dashboardJSON []byte
+// DashboardPath is where the dashboard lives, relative to the repository
+// root.
+const DashboardPath = "deploy/grafana/" + DashboardFileName
 
-// DashboardJSON returns the content of ct-exporter.json as built into the
-// binary. The caller owns the returned slice.
-func DashboardJSON() []byte {
-	return bytes.Clone(dashboardJSON)
+// DashboardFile returns the absolute path of the repository's dashboard,
+// DashboardPath.
+func DashboardFile() (string, error) {
+	return repo.Path(DashboardPath)
+}
+
+// DashboardJSON returns the content of the repository's dashboard,
+// DashboardPath.
+func DashboardJSON() ([]byte, error) {
+	b, err := repo.ReadFile(DashboardPath)
+	if err != nil {
+		return nil, fmt.Errorf("read dashboard: %w", err)
+	}
+	return b, nil
 }
 
 // Dashboard is the subset of Grafana's dashboard JSON model the dashboard

@@ -9,7 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"github.com/prometheus/prometheus/promql/parser"
+	"go.yaml.in/yaml/v3"
 )
 
 // Scale says how Scaled shortens the durations of a rule file.
@@ -35,12 +36,37 @@ var ErrInvalidScale = errors.New("invalid scale")
 // every "for:" duration, divided as s says. Names, labels, annotations,
 // thresholds and offsets are left alone, so a recording rule keeps its
 // production name (netns:...:rate30m) while it computes over the short
-// window. Durations inside string literals are not touched. The result is
+// window. Each expr is parsed with Prometheus' PromQL parser, its range
+// selectors and subqueries are changed in the syntax tree, and it is
+// printed back in the parser's canonical form (see RewriteExprs), so
+// durations inside string literals are never touched. The result is
 // checked with Parse.
 func Scaled(rulesYAML []byte, s Scale) ([]byte, error) {
 	if s.Divisor < 1 || s.MinRange < 0 || s.MinFor < 0 {
 		return nil, fmt.Errorf("%w: %+v", ErrInvalidScale, s)
 	}
+	scaleFor := func(v string) (string, error) {
+		d, err := ParseDuration(v)
+		if err != nil {
+			return "", err
+		}
+		return FormatDuration(scaleDuration(d, s.Divisor, s.MinFor)), nil
+	}
+	return rewrite(rulesYAML, func(e parser.Expr) error { return scaleExpr(e, s) }, scaleFor)
+}
+
+// RewriteExprs returns rulesYAML with every rule's expr parsed by
+// Prometheus' PromQL parser, handed to fn, which may change the syntax
+// tree in place, and printed back with the tree's String(). Everything
+// else in the file stays as it was. Errors wrap ErrInvalidRules and name
+// the expr's line.
+func RewriteExprs(rulesYAML []byte, fn func(parser.Expr) error) ([]byte, error) {
+	return rewrite(rulesYAML, fn, nil)
+}
+
+// rewrite applies exprFn to the syntax tree of every expr and, when forFn
+// is not nil, replaces every "for:" value with what forFn returns.
+func rewrite(rulesYAML []byte, exprFn func(parser.Expr) error, forFn func(string) (string, error)) ([]byte, error) {
 	if _, err := Parse(rulesYAML); err != nil {
 		return nil, err
 	}
@@ -48,18 +74,22 @@ func Scaled(rulesYAML []byte, s Scale) ([]byte, error) {
 	if err := yaml.Unmarshal(rulesYAML, &doc); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidRules, err)
 	}
+	p := parser.NewParser(parser.Options{})
 	for _, rule := range ruleNodes(&doc) {
 		for i := 0; i+1 < len(rule.Content); i += 2 {
 			key, val := rule.Content[i], rule.Content[i+1]
 			var err error
-			switch key.Value {
-			case "expr":
-				val.Value, err = scaleExpr(val.Value, s)
-			case "for":
-				var d time.Duration
-				if d, err = ParseDuration(val.Value); err == nil {
-					val.Value = FormatDuration(scaleDuration(d, s.Divisor, s.MinFor))
+			switch {
+			case key.Value == "expr":
+				var e parser.Expr
+				if e, err = p.ParseExpr(val.Value); err == nil {
+					if err = exprFn(e); err == nil {
+						val.Value = e.String()
+						val.Style = 0
+					}
 				}
+			case key.Value == "for" && forFn != nil:
+				val.Value, err = forFn(val.Value)
 			}
 			if err != nil {
 				return nil, fmt.Errorf("%w: line %d: %v", ErrInvalidRules, val.Line, err)
@@ -79,6 +109,37 @@ func Scaled(rulesYAML []byte, s Scale) ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// ErrDurationExpr is returned (wrapped) by Scaled for a range or subquery
+// written as a duration expression ([5m * 2]), which it cannot divide.
+var ErrDurationExpr = errors.New("duration expressions are not supported")
+
+// scaleExpr divides every range selector's range and every subquery's
+// range and step in the syntax tree e.
+func scaleExpr(e parser.Expr, s Scale) error {
+	var err error
+	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+		switch n := n.(type) {
+		case *parser.MatrixSelector:
+			if n.RangeExpr != nil {
+				err = fmt.Errorf("%w: %s", ErrDurationExpr, n)
+				return err
+			}
+			n.Range = scaleDuration(n.Range, s.Divisor, s.MinRange)
+		case *parser.SubqueryExpr:
+			if n.RangeExpr != nil || n.StepExpr != nil {
+				err = fmt.Errorf("%w: %s", ErrDurationExpr, n)
+				return err
+			}
+			n.Range = scaleDuration(n.Range, s.Divisor, s.MinRange)
+			if n.Step != 0 {
+				n.Step = scaleDuration(n.Step, s.Divisor, s.MinRange)
+			}
+		}
+		return nil
+	})
+	return err
 }
 
 // ruleNodes returns the mapping node of every rule in a parsed rule file.
@@ -113,71 +174,6 @@ func mappingValues(m *yaml.Node, key string) []*yaml.Node {
 		}
 	}
 	return out
-}
-
-// rangeRE matches a range selector or subquery: [30m], [1h30m], [30m:1m],
-// [30m:].
-var rangeRE = regexp.MustCompile(`\[\s*([0-9][0-9a-z]*)\s*(?:(:)\s*([0-9][0-9a-z]*)?\s*)?\]`)
-
-// scaleExpr divides every range in the PromQL expression expr, outside of
-// string literals.
-func scaleExpr(expr string, s Scale) (string, error) {
-	var out strings.Builder
-	var firstErr error
-	scale := func(code string) string {
-		return rangeRE.ReplaceAllStringFunc(code, func(m string) string {
-			sub := rangeRE.FindStringSubmatch(m)
-			d, err := ParseDuration(sub[1])
-			if err != nil {
-				if firstErr == nil {
-					firstErr = err
-				}
-				return m
-			}
-			res := "[" + FormatDuration(scaleDuration(d, s.Divisor, s.MinRange))
-			if sub[2] != "" {
-				res += ":"
-				if sub[3] != "" {
-					step, err := ParseDuration(sub[3])
-					if err != nil {
-						if firstErr == nil {
-							firstErr = err
-						}
-						return m
-					}
-					res += FormatDuration(scaleDuration(step, s.Divisor, s.MinRange))
-				}
-			}
-			return res + "]"
-		})
-	}
-	for len(expr) > 0 {
-		i := strings.IndexAny(expr, "\"'`")
-		if i < 0 {
-			out.WriteString(scale(expr))
-			break
-		}
-		out.WriteString(scale(expr[:i]))
-		n := stringLiteralLen(expr[i:])
-		out.WriteString(expr[i : i+n])
-		expr = expr[i+n:]
-	}
-	return out.String(), firstErr
-}
-
-// stringLiteralLen returns the length of the PromQL string literal at the
-// start of s (quote included), or len(s) if it is not terminated.
-func stringLiteralLen(s string) int {
-	q := s[0]
-	for i := 1; i < len(s); i++ {
-		switch {
-		case s[i] == '\\' && q != '`':
-			i++
-		case s[i] == q:
-			return i + 1
-		}
-	}
-	return len(s)
 }
 
 // scaleDuration divides d by div (truncated to whole milliseconds), raises

@@ -9,7 +9,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ct-exporter/ct-exporter/alerts"
+	"github.com/prometheus/prometheus/promql/parser"
+
+	"github.com/ct-exporter/ct-exporter/deploy/validate/alerts"
+	"github.com/ct-exporter/ct-exporter/deploy/validate/internal/repo"
 )
 
 // contractAlerts are the alert names DESIGN.md promises.
@@ -27,21 +30,11 @@ const runbookPrefix = "https://github.com/ct-exporter/ct-exporter/blob/main/docs
 
 func parseRules(t *testing.T) *alerts.RuleFile {
 	t.Helper()
-	f, err := alerts.Parse(alerts.Rules())
+	f, err := alerts.Parse(rulesYAML(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return f
-}
-
-func TestEmbeddedRulesMatchFile(t *testing.T) {
-	b, err := os.ReadFile(alerts.RulesFileName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(b) != string(alerts.Rules()) {
-		t.Fatal("embedded rules differ from the file")
-	}
 }
 
 func TestAlertNamesMatchContract(t *testing.T) {
@@ -89,7 +82,7 @@ func githubAnchors(md string) map[string]bool {
 
 func readRunbook(t *testing.T) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "docs", "runbook.md"))
+	b, err := repo.ReadFile("docs/runbook.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +174,11 @@ func TestRecordingRuleNames(t *testing.T) {
 // Every alert has a promtool test file that expects it to fire at least once
 // and to stay silent at least twice (healthy and quiet node).
 func TestEveryAlertHasPromtoolTests(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join("tests", "*.yml"))
+	dir, err := repo.Path("alerts/tests")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := filepath.Glob(filepath.Join(dir, "*.yml"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no promtool tests: %v", err)
 	}
@@ -228,5 +225,44 @@ func TestParseStrict(t *testing.T) {
 				t.Errorf("error = %v; want ErrInvalidRules", err)
 			}
 		})
+	}
+}
+
+// TestLifetimeRulesHaveNativeForm: every rule that reads the classic series
+// of the lifetime histogram also reads the native histogram, joined with
+// "or", so that it has a value whether Prometheus ingested classic series,
+// native histograms or both.
+func TestLifetimeRulesHaveNativeForm(t *testing.T) {
+	const h = "conntrack_flow_lifetime_seconds"
+	p := parser.NewParser(parser.Options{})
+	n := 0
+	for _, r := range parseRules(t).RecordingRules() {
+		e, err := p.ParseExpr(r.Expr)
+		if err != nil {
+			t.Fatalf("%s: %v", r.Record, err)
+		}
+		names := map[string]bool{}
+		ors := 0
+		parser.Inspect(e, func(node parser.Node, _ []parser.Node) error {
+			switch node := node.(type) {
+			case *parser.VectorSelector:
+				names[node.Name] = true
+			case *parser.BinaryExpr:
+				if node.Op == parser.LOR {
+					ors++
+				}
+			}
+			return nil
+		})
+		if !names[h+"_bucket"] && !names[h+"_count"] {
+			continue
+		}
+		n++
+		if !names[h] || ors == 0 {
+			t.Errorf("%s reads the classic series of %s but has no native form joined with or", r.Record, h)
+		}
+	}
+	if n == 0 {
+		t.Error("no rule reads the lifetime histogram: the test checks nothing")
 	}
 }

@@ -2,21 +2,20 @@ package alerts_test
 
 import (
 	"errors"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
-	"github.com/ct-exporter/ct-exporter/alerts"
+	"github.com/ct-exporter/ct-exporter/deploy/validate/alerts"
+	"github.com/ct-exporter/ct-exporter/deploy/validate/internal/repo"
 )
 
 func TestCommittedPrometheusRuleIsGenerated(t *testing.T) {
-	want, err := alerts.PrometheusRule(alerts.Rules())
+	want, err := alerts.PrometheusRule(rulesYAML(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := os.ReadFile(filepath.Join("..", alerts.PrometheusRulePath))
+	got, err := repo.ReadFile(alerts.PrometheusRulePath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,7 +25,7 @@ func TestCommittedPrometheusRuleIsGenerated(t *testing.T) {
 }
 
 func TestPrometheusRuleContent(t *testing.T) {
-	out, err := alerts.PrometheusRule(alerts.Rules())
+	out, err := alerts.PrometheusRule(rulesYAML(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +49,7 @@ func TestPrometheusRuleContent(t *testing.T) {
 }
 
 func TestParsePrometheusRuleRejects(t *testing.T) {
-	good, err := alerts.PrometheusRule(alerts.Rules())
+	good, err := alerts.PrometheusRule(rulesYAML(t))
 	if err != nil {
 		t.Fatal(err)
 	}

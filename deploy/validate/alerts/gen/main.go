@@ -1,5 +1,6 @@
 // Command gen writes deploy/kubernetes/prometheusrule.yaml from
-// alerts/ct-exporter.rules.yml. Run it with "go generate ./alerts".
+// alerts/ct-exporter.rules.yml. Run it with "go generate ./alerts" in
+// deploy/validate.
 package main
 
 import (
@@ -7,12 +8,12 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/ct-exporter/ct-exporter/alerts"
+	"github.com/ct-exporter/ct-exporter/deploy/validate/alerts"
 )
 
 func main() {
-	in := flag.String("in", alerts.RulesFileName, "Prometheus rule file to read")
-	out := flag.String("out", "../"+alerts.PrometheusRulePath, "PrometheusRule file to write")
+	in := flag.String("in", "../../../"+alerts.RulesPath, "Prometheus rule file to read")
+	out := flag.String("out", "../../../"+alerts.PrometheusRulePath, "PrometheusRule file to write")
 	flag.Parse()
 	if err := run(*in, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "gen:", err)

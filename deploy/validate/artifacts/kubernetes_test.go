@@ -1,6 +1,10 @@
-package deploy_test
+package artifacts_test
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -8,11 +12,11 @@ import (
 	"testing"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	"go.yaml.in/yaml/v3"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	kjson "sigs.k8s.io/json"
-	"sigs.k8s.io/yaml"
 )
 
 const (
@@ -44,7 +48,7 @@ type kustomization struct {
 // sensitively, and unknown fields, duplicate keys and wrong types fail.
 func decodeStrict(t *testing.T, rel string, obj any) {
 	t.Helper()
-	j, err := yaml.YAMLToJSONStrict(readRepoFile(t, rel))
+	j, err := yamlToJSON(readRepoFile(t, rel))
 	if err != nil {
 		t.Fatalf("%s: %v", rel, err)
 	}
@@ -58,6 +62,21 @@ func decodeStrict(t *testing.T, rel string, obj any) {
 	if len(strictErrs) > 0 {
 		t.FailNow()
 	}
+}
+
+// yamlToJSON converts one YAML document to JSON. Duplicate keys and a
+// second document are errors.
+func yamlToJSON(doc []byte) ([]byte, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(doc))
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	var extra any
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, errors.New("more than one YAML document")
+	}
+	return json.Marshal(v)
 }
 
 func loadKustomization(t *testing.T, rel string) kustomization {
@@ -95,7 +114,11 @@ func TestKustomizationListsEveryManifest(t *testing.T) {
 			APIVersion string `json:"apiVersion"`
 			Kind       string `json:"kind"`
 		}
-		if err := yaml.Unmarshal(readRepoFile(t, rel), &meta); err != nil {
+		j, err := yamlToJSON(readRepoFile(t, rel))
+		if err == nil {
+			err = json.Unmarshal(j, &meta)
+		}
+		if err != nil {
 			t.Fatalf("%s: %v", rel, err)
 		}
 		kinds[meta.Kind]++

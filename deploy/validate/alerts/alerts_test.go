@@ -8,17 +8,22 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ct-exporter/ct-exporter/alerts"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/ct-exporter/ct-exporter/deploy/validate/alerts"
+	"github.com/ct-exporter/ct-exporter/deploy/validate/internal/repo"
+	"github.com/ct-exporter/ct-exporter/internal/nstest"
 )
 
-// promtool returns the path of promtool. It fails the test in CI
-// (CI=true) when promtool is missing, and skips it elsewhere.
+// promtool returns the path of promtool. It fails the test in CI when
+// promtool is missing, and skips it elsewhere. (promtool check rules and
+// promtool test rules of the rule file itself run in the repository's
+// alerts/ package.)
 func promtool(t *testing.T) string {
 	t.Helper()
 	p, err := exec.LookPath("promtool")
 	if err != nil {
-		if os.Getenv("CI") == "true" {
+		if nstest.InCI() {
 			t.Fatalf("promtool not found (apt-get install prometheus): %v", err)
 		}
 		t.Skipf("promtool not found: %v", err)
@@ -37,12 +42,8 @@ func runPromtool(t *testing.T, dir string, args ...string) {
 	t.Logf("promtool %s:\n%s", strings.Join(args, " "), out)
 }
 
-func TestPromtoolCheckRules(t *testing.T) {
-	runPromtool(t, ".", "check", "rules", alerts.RulesFileName)
-}
-
 func TestPromtoolCheckPrometheusRuleSpec(t *testing.T) {
-	pr, err := os.ReadFile(filepath.Join("..", alerts.PrometheusRulePath))
+	pr, err := repo.ReadFile(alerts.PrometheusRulePath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +63,7 @@ func TestPromtoolCheckPrometheusRuleSpec(t *testing.T) {
 }
 
 func TestPromtoolCheckScaledRules(t *testing.T) {
-	out, err := alerts.Scaled(alerts.Rules(), alerts.Scale{Divisor: 30, MinRange: 4 * time.Second, MinFor: time.Second})
+	out, err := alerts.Scaled(rulesYAML(t), alerts.Scale{Divisor: 30, MinRange: 4 * time.Second, MinFor: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,10 +74,12 @@ func TestPromtoolCheckScaledRules(t *testing.T) {
 	runPromtool(t, dir, "check", "rules", "scaled.rules.yml")
 }
 
-func TestPromtoolTestRules(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join("tests", "*.yml"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no promtool tests: %v", err)
+// rulesYAML returns the repository's rule file.
+func rulesYAML(t *testing.T) []byte {
+	t.Helper()
+	b, err := alerts.Rules()
+	if err != nil {
+		t.Fatal(err)
 	}
-	runPromtool(t, ".", append([]string{"test", "rules"}, files...)...)
+	return b
 }

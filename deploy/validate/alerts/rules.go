@@ -2,24 +2,29 @@ package alerts
 
 import (
 	"bytes"
-	_ "embed"
 	"errors"
 	"fmt"
 	"io"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/ct-exporter/ct-exporter/deploy/validate/internal/repo"
 )
 
-// RulesFileName is the name of the rule file in this directory.
+// RulesFileName is the name of the rule file in the repository's alerts/
+// directory.
 const RulesFileName = "ct-exporter.rules.yml"
 
-//go:embed ct-exporter.rules.yml
-var rulesYAML []byte
+// RulesPath is where the rule file lives, relative to the repository root.
+const RulesPath = "alerts/" + RulesFileName
 
-// Rules returns the content of ct-exporter.rules.yml as built into the
-// binary. The caller owns the returned slice.
-func Rules() []byte {
-	return bytes.Clone(rulesYAML)
+// Rules returns the content of the repository's rule file, RulesPath.
+func Rules() ([]byte, error) {
+	b, err := repo.ReadFile(RulesPath)
+	if err != nil {
+		return nil, fmt.Errorf("read rules: %w", err)
+	}
+	return b, nil
 }
 
 // RuleFile is a Prometheus rule file: the subset of its format these rules

@@ -170,6 +170,11 @@ type PrometheusConfig struct {
 	Rules []byte
 	// Alertmanager is the host:port alerts are sent to.
 	Alertmanager string
+	// NativeHistograms starts Prometheus with
+	// --enable-feature=native-histograms: it then scrapes histograms that
+	// have native buckets as native histograms only, without their classic
+	// _bucket, _count and _sum series.
+	NativeHistograms bool
 }
 
 // Prometheus is a running Prometheus server.
@@ -205,11 +210,15 @@ func startPrometheus(t *testing.T, cfg PrometheusConfig) *Prometheus {
 	}
 	path := writeFile(t, dir, "prometheus.yml", jsonConfig(t, conf))
 	p := &Prometheus{Addr: freeAddr(t)}
-	p.proc = startProcess(t, "prometheus", "http://"+p.Addr+"/-/ready", "prometheus",
-		"--config.file="+path,
-		"--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+p.Addr,
-	)
+	args := []string{
+		"--config.file=" + path,
+		"--storage.tsdb.path=" + filepath.Join(dir, "data"),
+		"--web.listen-address=" + p.Addr,
+	}
+	if cfg.NativeHistograms {
+		args = append(args, "--enable-feature=native-histograms")
+	}
+	p.proc = startProcess(t, "prometheus", "http://"+p.Addr+"/-/ready", "prometheus", args...)
 	return p
 }
 
@@ -372,17 +381,25 @@ func (p *Prometheus) WaitVector(t *testing.T, expr string, timeout time.Duration
 	}
 }
 
-// eachSample calls fn with every sample value of a query result.
+// eachSample calls fn with every sample value of a query result; for a
+// native histogram sample, with its count.
 func eachSample(v model.Value, fn func(model.SampleValue)) {
 	switch x := v.(type) {
 	case model.Vector:
 		for _, s := range x {
+			if s.Histogram != nil {
+				fn(model.SampleValue(s.Histogram.Count))
+				continue
+			}
 			fn(s.Value)
 		}
 	case model.Matrix:
 		for _, ss := range x {
 			for _, s := range ss.Values {
 				fn(s.Value)
+			}
+			for _, h := range ss.Histograms {
+				fn(model.SampleValue(h.Histogram.Count))
 			}
 		}
 	case *model.Scalar:

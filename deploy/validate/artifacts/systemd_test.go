@@ -1,4 +1,4 @@
-package deploy_test
+package artifacts_test
 
 import (
 	"bufio"

@@ -1,14 +1,12 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
 	"net"
 	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -19,9 +17,11 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql/parser"
 
-	"github.com/ct-exporter/ct-exporter/alerts"
-	"github.com/ct-exporter/ct-exporter/deploy/grafana"
+	"github.com/ct-exporter/ct-exporter/deploy/validate/alerts"
+	"github.com/ct-exporter/ct-exporter/deploy/validate/grafana"
 	"github.com/ct-exporter/ct-exporter/internal/nstest"
 )
 
@@ -42,45 +42,117 @@ func ruleScale() alerts.Scale {
 }
 
 // Time-scaled lifetime buckets. In production the collapse rules read the
-// lifetime buckets le="250" and le="350" around the kernel's 300 s
+// lifetime window 250..350 s around the kernel's 300 s
 // tcp_timeout_max_retrans / tcp_timeout_unacknowledged cut. A test cannot
 // wait 300 s per flow, so the lifetime drill sets the namespace's
 // established timeout to lifetimeTimeout (3 s) instead, and the recording
-// rules Prometheus loads read the buckets le="1" and le="5" that bracket
-// it, as le="250" and le="350" bracket 300 s: the same rule text and
-// arithmetic on a shorter time axis. Only these two matchers differ from
-// the production rules (besides the windows and "for:" durations
-// alerts.Scaled shortens).
-const (
-	lifetimeTimeout = 3 // seconds, nf_conntrack_tcp_timeout_established in the drill
-	prodLowBucket   = `le=~"250(\\.0)?"`
-	prodHighBucket  = `le=~"350(\\.0)?"`
-	testLowBucket   = `le=~"1(\\.0)?"`
-	testHighBucket  = `le=~"5(\\.0)?"`
-)
+// rules Prometheus loads read the window 1..5 s that brackets it, as
+// 250..350 s brackets 300 s: the same rule text and arithmetic on a
+// shorter time axis. Only the window's bounds differ from the production
+// rules (besides the windows and "for:" durations alerts.Scaled
+// shortens): the le matchers le=~"250(\\.0)?" and le=~"350(\\.0)?" of
+// the classic form, and the bounds of histogram_fraction(250, 350, ...) of
+// the native form.
+const lifetimeTimeout = 3 // seconds, nf_conntrack_tcp_timeout_established in the drill
+
+// testWindow maps each production bound of the collapse window to its
+// time-scaled bound.
+var testWindow = map[string]string{"250": "1", "350": "5"}
+
+// leBoundRE matches an le regex matcher's value for a bound written as an
+// integer, with or without the ".0" that Prometheus 3 and protobuf scrapes
+// add: 250(\.0)?.
+var leBoundRE = regexp.MustCompile(`^([0-9]+)\(\\\.0\)\?$`)
 
 // testRules returns the rules Prometheus loads in the end-to-end run: the
-// production rules scaled by ruleScale, with the collapse window's two
-// bucket matchers replaced by the time-scaled ones. It fails the test if
-// the production rules no longer contain exactly one of each matcher, so a
-// change to the rules cannot silently turn the drill into a no-op.
+// production rules scaled by ruleScale, with the collapse window's bounds
+// replaced by the time-scaled ones in the syntax tree of every expression.
+// It fails the test if the production rules no longer contain exactly one
+// le matcher for each bound, so a change to the rules cannot silently
+// turn the drill into a no-op.
 func testRules(t *testing.T) []byte {
 	t.Helper()
-	scaled, err := alerts.Scaled(alerts.Rules(), ruleScale())
+	prod, err := alerts.Rules()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, sub := range [][2]string{{prodLowBucket, testLowBucket}, {prodHighBucket, testHighBucket}} {
-		if n := bytes.Count(scaled, []byte(sub[0])); n != 1 {
-			t.Fatalf("rules contain %s %d times, want once", sub[0], n)
+	scaled, err := alerts.Scaled(prod, ruleScale())
+	if err != nil {
+		t.Fatal(err)
+	}
+	replaced := map[string]int{}
+	scaled, err = alerts.RewriteExprs(scaled, func(e parser.Expr) error {
+		var err error
+		parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+			if call, ok := n.(*parser.Call); ok && call.Func.Name == "histogram_fraction" {
+				for _, arg := range call.Args[:2] {
+					num, ok := arg.(*parser.NumberLiteral)
+					if !ok {
+						continue
+					}
+					from := strconv.FormatFloat(num.Val, 'f', -1, 64)
+					if to, ok := testWindow[from]; ok {
+						num.Val, _ = strconv.ParseFloat(to, 64)
+						replaced["histogram_fraction "+from]++
+					}
+				}
+				return nil
+			}
+			vs, ok := n.(*parser.VectorSelector)
+			if !ok {
+				return nil
+			}
+			for i, m := range vs.LabelMatchers {
+				sub := leBoundRE.FindStringSubmatch(m.Value)
+				if m.Name != "le" || m.Type != labels.MatchRegexp || sub == nil {
+					continue
+				}
+				to, ok := testWindow[sub[1]]
+				if !ok {
+					continue
+				}
+				nm, nerr := labels.NewMatcher(m.Type, m.Name, to+`(\.0)?`)
+				if nerr != nil {
+					err = nerr
+					return err
+				}
+				vs.LabelMatchers[i] = nm
+				replaced["le "+sub[1]]++
+			}
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for from := range testWindow {
+		if n := replaced["le "+from]; n != 1 {
+			t.Fatalf("rules contain le=~%q %d times, want once", from+`(\.0)?`, n)
 		}
-		scaled = bytes.Replace(scaled, []byte(sub[0]), []byte(sub[1]), 1)
+		if n := replaced["histogram_fraction "+from]; n != 1 {
+			t.Fatalf("rules bound a histogram_fraction at %s %d times, want once", from, n)
+		}
 	}
 	if _, err := alerts.Parse(scaled); err != nil {
 		t.Fatal(err)
 	}
 	return scaled
 }
+
+// ingestion is how Prometheus ingests the exporter's histograms in one
+// run of the end-to-end test.
+type ingestion struct {
+	name string
+	// native starts Prometheus with native histograms on: it then keeps
+	// conntrack_flow_lifetime_seconds as a native histogram only, without
+	// _bucket, _count and _sum series.
+	native bool
+}
+
+// ingestions are the runs of the end-to-end test: the shipped rules and
+// dashboard must give the same answers in both.
+var ingestions = []ingestion{{name: "classic"}, {name: "native", native: true}}
 
 // stack is one exporter scraped by one Prometheus that sends to one
 // Alertmanager whose webhook receiver is in the test.
@@ -105,7 +177,7 @@ type arrival struct {
 // startStack starts the webhook, Alertmanager, the exporter watching
 // netns, and Prometheus, and waits until Prometheus has scraped every
 // namespace.
-func startStack(t *testing.T, netns []*nstest.Namespace) *stack {
+func startStack(t *testing.T, netns []*nstest.Namespace, mode ingestion) *stack {
 	t.Helper()
 	s := &stack{start: time.Now(), hook: startWebhook(t)}
 	s.am = startAlertmanager(t, s.hook.URL)
@@ -122,6 +194,8 @@ func startStack(t *testing.T, netns []*nstest.Namespace) *stack {
 		Targets:        []string{s.exporter.Addr},
 		Rules:          testRules(t),
 		Alertmanager:   s.am.Addr,
+
+		NativeHistograms: mode.native,
 	})
 	for _, ns := range netns {
 		expr := fmt.Sprintf(`conntrack_entries{job=%q, netns=%q}`, promJob, ns.Name)
@@ -177,10 +251,22 @@ func (s *stack) waitAlerts(t *testing.T, drill string, drillStart time.Time, net
 // Afterwards every dashboard query must parse and return data from the
 // same Prometheus, and every rule must evaluate without error. It logs
 // which alerts arrived and how long after the start of their drill.
+//
+// It runs once per ingestion mode (see ingestions), one after the other:
+// with classic histogram series and with native histograms only.
 func TestAlertsEndToEnd(t *testing.T) {
 	nstest.RequireRoot(t, "conntrack", "prometheus", "prometheus-alertmanager", "promtool")
 	t.Parallel()
+	for _, mode := range ingestions {
+		t.Run(mode.name, func(t *testing.T) {
+			alertsEndToEnd(t, mode)
+		})
+	}
+}
 
+// alertsEndToEnd is one run of TestAlertsEndToEnd with Prometheus
+// ingesting histograms as mode says.
+func alertsEndToEnd(t *testing.T, mode ingestion) {
 	fill := nstest.NewPair(t)
 	healthy := nstest.NewPair(t)
 	healthy.Connect(t, 8)
@@ -194,7 +280,7 @@ func TestAlertsEndToEnd(t *testing.T) {
 	}
 	t.Logf("namespaces: fill %s, healthy %s and %s, lifetime %s", fill.B.Name, healthy.A.Name, healthy.B.Name, life.B.Name)
 
-	s := startStack(t, []*nstest.Namespace{fill.B, healthy.A, healthy.B, life.B})
+	s := startStack(t, []*nstest.Namespace{fill.B, healthy.A, healthy.B, life.B}, mode)
 
 	t.Run("drills", func(t *testing.T) {
 		// Short connections in the healthy namespaces for as long as the
@@ -240,6 +326,9 @@ func TestAlertsEndToEnd(t *testing.T) {
 	t.Run("rules", func(t *testing.T) {
 		checkRuleHealth(t, s)
 	})
+	t.Run("ingestion", func(t *testing.T) {
+		checkIngestion(t, s, end, mode, life.B.Name)
+	})
 	t.Run("scrapes", func(t *testing.T) {
 		checkScrapes(t, s, end)
 	})
@@ -263,8 +352,8 @@ func TestAlertsEndToEnd(t *testing.T) {
 	for _, a := range s.arrivals {
 		fmt.Fprintf(&b, "\n  %-8s %-38s %-13s %v", a.drill, a.alert, a.netns, a.after.Round(100*time.Millisecond))
 	}
-	t.Logf("alerts that reached the webhook (drill, alert, netns, time from drill start; the lifetime drill is "+
-		"time-scaled: %d s established timeout, buckets le=1..5 in place of le=250..350):%s", lifetimeTimeout, b.String())
+	t.Logf("%s ingestion: alerts that reached the webhook (drill, alert, netns, time from drill start; the lifetime drill is "+
+		"time-scaled: %d s established timeout, window 1..5 s in place of 250..350 s):%s", mode.name, lifetimeTimeout, b.String())
 }
 
 // churn opens and closes short connections from netns a to l, two a
@@ -464,6 +553,7 @@ func lifetimeDrill(t *testing.T, s *stack, p *nstest.Pair) {
 	s.waitAlerts(t, "lifetime", start, p.B.Name, 3*time.Minute, "ConntrackEstablishedLifetimeCollapse")
 	cancel()
 	wg.Wait()
+	logLifetimeRules(t, s, p.B.Name, start)
 	// When the first expiry reached Prometheus. The kernel reaps expired
 	// idle entries in its GC pass, which it schedules at the average
 	// remaining timeout of the entries it scanned, between 1 and 60 s: a
@@ -528,7 +618,10 @@ type panelShows struct {
 // queries must return values. Then each of shows is run with its
 // namespace selected and must reach its value.
 func checkDashboard(t *testing.T, s *stack, end time.Time, shows []panelShows) {
-	path := filepath.Join("..", "deploy", "grafana", grafana.DashboardFileName)
+	path, err := grafana.DashboardFile()
+	if err != nil {
+		t.Fatal(err)
+	}
 	d, err := grafana.Load(path)
 	if err != nil {
 		t.Fatal(err)
@@ -657,7 +750,11 @@ func checkRuleHealth(t *testing.T, s *stack) {
 	if err := json.Unmarshal(raw, &data); err != nil {
 		t.Fatal(err)
 	}
-	f, err := alerts.Parse(alerts.Rules())
+	prod, err := alerts.Rules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := alerts.Parse(prod)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -762,5 +859,63 @@ func checkScrapes(t *testing.T, s *stack, end time.Time) {
 			continue
 		}
 		t.Logf("%s: %v", q.what, v)
+	}
+}
+
+// lifetimeRules are the recording rules built on the lifetime histogram.
+var lifetimeRules = []string{
+	"netns:conntrack_flow_lifetime_established:rate30m",
+	"netns:conntrack_flow_lifetime_established_250_350:rate30m",
+	"netns:conntrack_flow_lifetime_established_250_350:ratio_rate30m",
+}
+
+// logLifetimeRules logs, for netns, the value of each lifetime recording
+// rule now and its highest value since start: the figures of the drill.
+func logLifetimeRules(t *testing.T, s *stack, netns string, start time.Time) {
+	ctx := context.Background()
+	now := time.Now()
+	for _, r := range lifetimeRules {
+		sel := fmt.Sprintf(`%s{netns=%q}`, r, netns)
+		v, err := s.prom.Query(ctx, sel, now)
+		if err != nil {
+			t.Errorf("%s: %v", sel, err)
+			continue
+		}
+		m, err := s.prom.QueryRange(ctx, sel, start, now, scrapeInterval)
+		if err != nil {
+			t.Errorf("%s: %v", sel, err)
+			continue
+		}
+		top, _ := maxValue(m)
+		t.Logf("%s at +%v: %v (highest during the drill %.4g)", sel, now.Sub(start).Round(time.Millisecond), v, top)
+	}
+}
+
+// checkIngestion checks that Prometheus ingested the lifetime histogram
+// as mode says (classic series only, or the native histogram only), so that
+// each run tests the form of the rules it claims to, and that the lifetime
+// recording rules have values for netns.
+func checkIngestion(t *testing.T, s *stack, end time.Time, mode ingestion, netns string) {
+	ctx := context.Background()
+	count := func(expr string) int {
+		v, err := s.prom.Query(ctx, expr, end)
+		if err != nil {
+			t.Errorf("%s: %v", expr, err)
+			return 0
+		}
+		n, _ := countSamples(v)
+		return n
+	}
+	classic := count(fmt.Sprintf(`conntrack_flow_lifetime_seconds_count{netns=%q}`, netns))
+	native := count(fmt.Sprintf(`histogram_count(conntrack_flow_lifetime_seconds{netns=%q})`, netns))
+	t.Logf("%s ingestion: %d classic _count series, %d native histogram series for netns %s", mode.name, classic, native, netns)
+	if mode.native && (classic != 0 || native == 0) || !mode.native && (classic == 0 || native != 0) {
+		t.Errorf("%s ingestion: %d classic _count series and %d native histogram series, want only %s",
+			mode.name, classic, native, mode.name)
+	}
+	for _, r := range lifetimeRules {
+		if n := count(fmt.Sprintf(`%s{netns=%q}`, r, netns)); n == 0 {
+			t.Errorf("%s ingestion: no value of %s for netns %s", mode.name, r, netns)
+		}
 	}
 }

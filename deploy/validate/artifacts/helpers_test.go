@@ -1,4 +1,4 @@
-package deploy_test
+package artifacts_test
 
 import (
 	"bufio"
@@ -16,10 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ct-exporter/ct-exporter/deploy/validate/internal/repo"
 	"github.com/ct-exporter/ct-exporter/internal/nstest"
 )
 
-// repoRoot is the absolute path of the repository: the parent of deploy/.
+// repoRoot is the absolute path of the repository.
 var repoRoot string
 
 // scratchDir holds binaries shared by several tests. It is world-readable so
@@ -27,12 +28,12 @@ var repoRoot string
 var scratchDir string
 
 func TestMain(m *testing.M) {
-	wd, err := os.Getwd()
+	var err error
+	repoRoot, err = repo.Root()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "getwd:", err)
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	repoRoot = filepath.Dir(wd)
 	scratchDir, err = os.MkdirTemp("", "ct-exporter-deploy-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "scratch dir:", err)
@@ -89,24 +90,21 @@ func readRepoFile(t *testing.T, rel string) []byte {
 var exporterBuild struct {
 	once sync.Once
 	path string
-	out  []byte
 	err  error
 }
 
-// exporterBinary builds ./cmd/ct-exporter once per test run and returns the
-// path of the binary, executable by any user.
+// exporterBinary builds ./cmd/ct-exporter once per test run with
+// repo.BuildExporter and returns the path of the binary, executable by any
+// user.
 func exporterBinary(t *testing.T) string {
 	t.Helper()
-	goTool := needTool(t, "go")
+	needTool(t, "go")
 	exporterBuild.once.Do(func() {
-		p := filepath.Join(scratchDir, "ct-exporter")
-		cmd := exec.Command(goTool, "build", "-o", p, "./cmd/ct-exporter")
-		cmd.Dir = repoRoot
-		exporterBuild.out, exporterBuild.err = cmd.CombinedOutput()
-		exporterBuild.path = p
+		exporterBuild.path = filepath.Join(scratchDir, "ct-exporter")
+		exporterBuild.err = repo.BuildExporter(repoRoot, exporterBuild.path)
 	})
 	if exporterBuild.err != nil {
-		t.Fatalf("go build ./cmd/ct-exporter: %v\n%s", exporterBuild.err, exporterBuild.out)
+		t.Fatal(exporterBuild.err)
 	}
 	return exporterBuild.path
 }
