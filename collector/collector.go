@@ -21,9 +21,9 @@ import (
 	"github.com/ct-exporter/ct-exporter/internal/netns"
 )
 
-// Namespace is the name of the metric namespace every conntrack metric
-// starts with.
-const Namespace = "conntrack"
+// MetricPrefix is the first word of every conntrack metric name (the
+// Prometheus "namespace" of BuildFQName; not a network namespace).
+const MetricPrefix = "conntrack"
 
 // NetnsLabel is the label that names the watched network namespace. It is
 // on every conntrack metric, whether one namespace is watched or many.
@@ -77,11 +77,11 @@ func NewExporter(collectors map[string]Collector, targets Targets, timeout time.
 		timeout:    timeout,
 		logger:     logger,
 		successDesc: prometheus.NewDesc(
-			prometheus.BuildFQName(Namespace, "exporter", "collector_success"),
+			prometheus.BuildFQName(MetricPrefix, "exporter", "collector_success"),
 			"Whether the collector succeeded for the network namespace on this scrape (1) or not (0).",
 			[]string{"collector", NetnsLabel}, nil),
 		durationDesc: prometheus.NewDesc(
-			prometheus.BuildFQName(Namespace, "exporter", "collector_duration_seconds"),
+			prometheus.BuildFQName(MetricPrefix, "exporter", "collector_duration_seconds"),
 			"How long the collector took for the network namespace on this scrape.",
 			[]string{"collector", NetnsLabel}, nil),
 	}

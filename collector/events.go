@@ -108,7 +108,7 @@ func NewEventsCollectorWithSource(start StartEventSource, logger *zap.Logger) *E
 		logger = zap.NewNop()
 	}
 	desc := func(subsystem, name, help string, labels ...string) *prometheus.Desc {
-		return prometheus.NewDesc(prometheus.BuildFQName(Namespace, subsystem, name), help, append(labels, NetnsLabel), nil)
+		return prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, subsystem, name), help, append(labels, NetnsLabel), nil)
 	}
 	c := &EventsCollector{
 		start:  start,

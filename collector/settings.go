@@ -130,15 +130,15 @@ type SettingsCollector struct {
 func NewSettingsCollector(source SettingsSource) *SettingsCollector {
 	c := &SettingsCollector{
 		source: source,
-		tcp: prometheus.NewDesc(prometheus.BuildFQName(Namespace, "tcp", "timeout_seconds"),
+		tcp: prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "tcp", "timeout_seconds"),
 			"Timeout of a TCP entry in each state (nf_conntrack_tcp_timeout_*). ESTABLISHED entries drop to max_retrans or unacknowledged after retransmissions or unacknowledged data.",
 			[]string{NetnsLabel, "state"}, nil),
-		udp: prometheus.NewDesc(prometheus.BuildFQName(Namespace, "udp", "timeout_seconds"),
+		udp: prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "udp", "timeout_seconds"),
 			"Timeout of a UDP entry: unreplied (nf_conntrack_udp_timeout) or replied (nf_conntrack_udp_timeout_stream).",
 			[]string{NetnsLabel, "state"}, nil),
 	}
 	for _, s := range scalarSettings {
-		c.scalars = append(c.scalars, prometheus.NewDesc(prometheus.BuildFQName(Namespace, "", s.metric), s.help, []string{NetnsLabel}, nil))
+		c.scalars = append(c.scalars, prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "", s.metric), s.help, []string{NetnsLabel}, nil))
 	}
 	return c
 }

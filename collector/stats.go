@@ -93,17 +93,17 @@ func NewStatsCollector(source StatsSource) *StatsCollector {
 	labels := []string{NetnsLabel}
 	c := &StatsCollector{
 		source: source,
-		entries: prometheus.NewDesc(prometheus.BuildFQName(Namespace, "", "entries"),
+		entries: prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "", "entries"),
 			"Entries in the namespace's conntrack table.", labels, nil),
-		limit: prometheus.NewDesc(prometheus.BuildFQName(Namespace, "", "entries_limit"),
+		limit: prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "", "entries_limit"),
 			"Maximum entries per namespace (nf_conntrack_max, one global value checked against each namespace's count).", labels, nil),
-		ratio: prometheus.NewDesc(prometheus.BuildFQName(Namespace, "", "fill_ratio"),
+		ratio: prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "", "fill_ratio"),
 			"conntrack_entries / conntrack_entries_limit; at 1 new connections are dropped.", labels, nil),
 		state: map[string]*counterState{},
 	}
 	for i := ctnl.Counter(0); i < ctnl.NumCounters; i++ {
 		c.counters[i] = prometheus.NewDesc(
-			prometheus.BuildFQName(Namespace, "stat", i.String()+"_total"),
+			prometheus.BuildFQName(MetricPrefix, "stat", i.String()+"_total"),
 			counterHelp[i]+" Summed over CPUs.", labels, nil)
 	}
 	return c

@@ -127,7 +127,7 @@ func NewTableCollector(opts TableOptions, logger *zap.Logger) *TableCollector {
 		logger = zap.NewNop()
 	}
 	desc := func(name, help string, labels ...string) *prometheus.Desc {
-		return prometheus.NewDesc(prometheus.BuildFQName(Namespace, "table", name), help, append(labels, NetnsLabel), nil)
+		return prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "table", name), help, append(labels, NetnsLabel), nil)
 	}
 	return &TableCollector{
 		interval: opts.Interval,

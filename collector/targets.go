@@ -187,15 +187,15 @@ func NewTargetSet(cfg TargetSetConfig) (*TargetSet, error) {
 	cfg.Static = append([]netns.Target(nil), cfg.Static...)
 	s := &TargetSet{
 		cfg: cfg,
-		watchedDesc: prometheus.NewDesc(prometheus.BuildFQName(Namespace, "exporter", "watched_namespaces"),
+		watchedDesc: prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "exporter", "watched_namespaces"),
 			"Network namespaces watched now: static, the exporter's own, and discovered.", nil, nil),
-		overLimitDesc: prometheus.NewDesc(prometheus.BuildFQName(Namespace, "exporter", "netns_over_limit"),
+		overLimitDesc: prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "exporter", "netns_over_limit"),
 			"Discovered network namespaces not watched at the last rescan because --conntrack.netns-max was reached.", nil, nil),
-		scanErrorsDesc: prometheus.NewDesc(prometheus.BuildFQName(Namespace, "exporter", "netns_discovery_errors_total"),
+		scanErrorsDesc: prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "exporter", "netns_discovery_errors_total"),
 			"Rescans whose namespace discovery failed in part; what they could not read was kept as it was.", nil, nil),
-		scanDurationDesc: prometheus.NewDesc(prometheus.BuildFQName(Namespace, "exporter", "netns_discovery_duration_seconds"),
+		scanDurationDesc: prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "exporter", "netns_discovery_duration_seconds"),
 			"How long the last rescan of network namespaces took.", nil, nil),
-		infoDesc: prometheus.NewDesc(prometheus.BuildFQName(Namespace, "netns", "info"),
+		infoDesc: prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "netns", "info"),
 			"One series per watched network namespace (value 1): where it was found, its inode, and the lowest process ID in it with that process's command and cgroup when known.",
 			[]string{NetnsLabel, "source", "inode", "pid", "comm", "cgroup"}, nil),
 	}
