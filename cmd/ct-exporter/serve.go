@@ -29,6 +29,7 @@ import (
 	"github.com/ct-exporter/ct-exporter/internal/caps"
 	"github.com/ct-exporter/ct-exporter/internal/logging"
 	"github.com/ct-exporter/ct-exporter/internal/preflight"
+	"github.com/ct-exporter/ct-exporter/internal/sysctl"
 	"github.com/ct-exporter/ct-exporter/internal/tablescan"
 )
 
@@ -164,7 +165,7 @@ func (s *serveCommand) run(_ io.Writer, stderr io.Writer) int {
 
 	collectors := map[string]collector.Collector{
 		"stats":    collector.NewStatsCollector(collector.NetlinkStats{}),
-		"settings": collector.NewSettingsCollector(collector.ProcSettings{}),
+		"settings": collector.NewSettingsCollector(sysctl.Reader{}),
 	}
 	// Collectors with background work per namespace are added here.
 	collectors[collector.EventsName] = collector.NewEventsCollector(events.Config{
