@@ -36,6 +36,23 @@ type EventSource interface {
 // sink.
 type StartEventSource func(ctx context.Context, target netns.Target, sink events.Sink) (EventSource, error)
 
+// LifetimeSink hands the lifetimes of an events.Subscriber to a lifetime
+// histogram, mapping the protocol number and TCP state to their bounded
+// label values.
+type LifetimeSink struct {
+	Histogram *histogram.Lifetimes
+}
+
+// Observe implements events.Sink.
+func (s LifetimeSink) Observe(l events.Lifetime) {
+	p := histogram.ProtocolFromNumber(l.Protocol)
+	end := histogram.EndNone
+	if p == histogram.ProtocolTCP {
+		end = histogram.EndStateFromTCP(l.TCPState)
+	}
+	s.Histogram.Observe(p, end, l.Seconds)
+}
+
 // EventsCollector is the Watcher of flow lifetimes: for every watched
 // namespace it runs an events.Subscriber on the ctnetlink DESTROY group and
 // exports the lifetime histogram it feeds and the subscriber's own
@@ -167,7 +184,7 @@ func (c *EventsCollector) Watch(ctx context.Context, target netns.Target) error 
 		return nil
 	}
 	hist := histogram.New(target.Name)
-	src, err := c.start(ctx, target, hist)
+	src, err := c.start(ctx, target, LifetimeSink{hist})
 	if err != nil {
 		return fmt.Errorf("events: %w", err)
 	}

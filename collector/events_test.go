@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/expfmt"
 	"go.uber.org/zap"
 
 	"github.com/ct-exporter/ct-exporter/events"
@@ -128,9 +129,9 @@ func TestEventsCollectorExposition(t *testing.T) {
 	}
 	fakes.sources["a"].stats = st
 	sink := fakes.sources["a"].sink
-	sink.Observe(histogram.ProtocolTCP, histogram.EndEstablished, 300)
-	sink.Observe(histogram.ProtocolTCP, histogram.EndEstablished, 3)
-	fakes.sources["b"].sink.Observe(histogram.ProtocolUDP, histogram.EndNone, 30)
+	sink.Observe(events.Lifetime{Protocol: 6, TCPState: 3, Seconds: 300})
+	sink.Observe(events.Lifetime{Protocol: 6, TCPState: 3, Seconds: 3})
+	fakes.sources["b"].sink.Observe(events.Lifetime{Protocol: 17, Seconds: 30})
 
 	o := &oneNamespace{c: c, target: a}
 	counters := []string{
@@ -223,6 +224,52 @@ func TestEventsCollectorWatchForget(t *testing.T) {
 	}
 }
 
-func TestEventsCollectorIsWatcher(t *testing.T) {
-	var _ Watcher = NewEventsCollector(events.Config{}, nil)
+// The events collector starts and stops a subscriber per namespace.
+var _ Watcher = (*EventsCollector)(nil)
+
+// TestLifetimeSinkLabels: the sink maps protocol numbers and TCP states to
+// their bounded label values, and observes without allocating once a
+// series exists.
+func TestLifetimeSinkLabels(t *testing.T) {
+	h := histogram.New("self")
+	sink := LifetimeSink{Histogram: h}
+	sink.Observe(events.Lifetime{Protocol: 6, TCPState: 3, Seconds: 300})
+	sink.Observe(events.Lifetime{Protocol: 17, TCPState: 3, Seconds: 2}) // a state on UDP is ignored
+	sink.Observe(events.Lifetime{Protocol: 99, Seconds: 1})
+	sink.Observe(events.Lifetime{Protocol: 6, TCPState: 200, Seconds: 1}) // unknown state
+	text := exposition(t, h)
+	for _, want := range []string{
+		`conntrack_flow_lifetime_seconds_count{end_state="established",netns="self",protocol="tcp"} 1`,
+		`conntrack_flow_lifetime_seconds_count{end_state="none",netns="self",protocol="udp"} 1`,
+		`conntrack_flow_lifetime_seconds_count{end_state="none",netns="self",protocol="other"} 1`,
+		`conntrack_flow_lifetime_seconds_count{end_state="none",netns="self",protocol="tcp"} 1`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("missing %s", want)
+		}
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		sink.Observe(events.Lifetime{Protocol: 6, TCPState: 3, Seconds: 301})
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per observation", allocs)
+	}
+}
+
+// exposition returns the text exposition of c.
+func exposition(t *testing.T, c prometheus.Collector) string {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, mf := range mfs {
+		if _, err := expfmt.MetricFamilyToText(&b, mf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b.String()
 }
