@@ -1,12 +1,15 @@
-// Package collector turns the conntrack state of one or more network
-// namespaces into Prometheus metrics, built at scrape time.
+// Package collector holds the Prometheus collectors of the exporter and
+// nothing else: each turns what the kernel or package watch holds about
+// one or more network namespaces into metrics, built at scrape time.
 //
 // Each concern (kernel statistics, sysctl settings, lifetime events, table
 // breakdown) is one Collector. The Exporter runs every Collector for every
 // watched namespace on each scrape, concurrently, and reports
 // conntrack_exporter_collector_success and
 // conntrack_exporter_collector_duration_seconds for each pair. A failing
-// Collector costs its own metrics, never the scrape.
+// Collector costs its own metrics, never the scrape. NetnsCollector
+// reports the set of watched namespaces itself, and Guard keeps the set
+// from forgetting a namespace while a scrape still reads it.
 package collector
 
 import (
@@ -36,20 +39,6 @@ type Collector interface {
 	// Update sends the metrics of target to ch. It returns an error when
 	// it could not collect; metrics sent before the error are kept.
 	Update(ctx context.Context, target netns.Target, ch chan<- prometheus.Metric) error
-}
-
-// Watcher is a Collector that keeps state or goroutines per namespace
-// (an event subscriber, a background table scan). The daemon calls Watch
-// when a namespace starts being watched and Forget when it stops; Forget
-// releases every socket and goroutine of that namespace and its series
-// disappear from the next scrape.
-type Watcher interface {
-	Collector
-	// Watch starts the background work for target. It returns once the
-	// work is set up; ctx ends it as well as Forget does.
-	Watch(ctx context.Context, target netns.Target) error
-	// Forget stops the background work for target and waits for it to end.
-	Forget(target netns.Target)
 }
 
 // Targets lists the namespaces to collect from. It is called on every

@@ -10,8 +10,8 @@ import (
 
 	"github.com/ct-exporter/ct-exporter/histogram"
 	"github.com/ct-exporter/ct-exporter/internal/ctnl"
-	"github.com/ct-exporter/ct-exporter/internal/sysctl"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
+	"github.com/ct-exporter/ct-exporter/internal/sysctl"
 )
 
 // fixedStart is the start time of every fixture.

@@ -15,8 +15,8 @@ import (
 
 	"github.com/ct-exporter/ct-exporter/diagnose"
 	"github.com/ct-exporter/ct-exporter/internal/ctnl"
-	"github.com/ct-exporter/ct-exporter/internal/sysctl"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
+	"github.com/ct-exporter/ct-exporter/internal/sysctl"
 )
 
 func TestExitCodeOf(t *testing.T) {
