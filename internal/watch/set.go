@@ -75,8 +75,8 @@ type Config struct {
 	// each static path still names the namespace its watchers run in.
 	Interval time.Duration
 	// Watchers are started with each namespace and forgotten when it
-	// goes, in the order of their names (the names are in logs and
-	// errors).
+	// goes, in the order of their names: the names of the collectors
+	// that read them, used in logs and errors.
 	Watchers map[string]Watcher
 	// Forgetters forget each namespace that goes, after the Watchers.
 	Forgetters []Forgetter
@@ -252,7 +252,7 @@ func (s *Set) Start(ctx context.Context) error {
 			if err := nw.w.Watch(s.ctx, e.target); err != nil {
 				s.stopAll()
 				s.cancel()
-				return fmt.Errorf("%s: netns %s: %w", nw.name, e.target, err)
+				return fmt.Errorf("%s collector: netns %s: %w", nw.name, e.target, err)
 			}
 			e.watching[nw.name] = true
 		}
