@@ -137,7 +137,7 @@ func targetNames(ts []netns.Target) []string {
 	return out
 }
 
-// harness is a TargetSet over one fake watcher, one fake forgetter and a
+// harness is a Set over one fake watcher, one fake forgetter and a
 // fake discoverer.
 type harness struct {
 	set    *Set
