@@ -127,7 +127,7 @@ func newServeCommand(app *kingpin.Application, common *commonFlags) *serveComman
 func (s *serveCommand) run(_ io.Writer, stderr io.Writer) int {
 	logger, err := logging.New(s.common.logLevel, s.common.logFormat, stderr)
 	if err != nil {
-		fmt.Fprintf(stderr, "ct-exporter: error: %v\n", err)
+		fmt.Fprintf(stderr, "ct-exporter: error: %v\n", flagError(err))
 		return exitUsage
 	}
 	defer logger.Sync() //nolint:errcheck // stderr may not support sync
