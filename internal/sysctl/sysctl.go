@@ -110,14 +110,14 @@ func (r Reader) Read(_ context.Context, target netns.Target, names ...string) (V
 				continue
 			}
 			if err != nil {
-				return err
+				return fmt.Errorf("netns %s: %w", target, err)
 			}
 			out[name] = v
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("netns %s: %w", target, err)
+		return nil, err
 	}
 	if len(out) == 0 && len(names) > 0 {
 		return nil, fmt.Errorf("netns %s: %w under %s", target, ErrNoSysctls, r.dir())
@@ -132,25 +132,24 @@ func (r Reader) Int(target netns.Target, name string) (int64, error) {
 	err := target.Do(func() error {
 		var err error
 		v, err = readInt(filepath.Join(r.dir(), name))
-		return err
+		if err != nil {
+			return fmt.Errorf("netns %s: %w", target, err)
+		}
+		return nil
 	})
-	if err != nil {
-		return 0, fmt.Errorf("netns %s: %w", target, err)
-	}
-	return v, nil
+	return v, err
 }
 
 // Write sets one sysctl in the namespace of target. The exporter writes
 // only where the operator asked for it explicitly.
 func (r Reader) Write(target netns.Target, name string, value int64) error {
 	path := filepath.Join(r.dir(), name)
-	err := target.Do(func() error {
-		return os.WriteFile(path, []byte(strconv.FormatInt(value, 10)), 0o644)
+	return target.Do(func() error {
+		if err := os.WriteFile(path, []byte(strconv.FormatInt(value, 10)), 0o644); err != nil {
+			return fmt.Errorf("netns %s: write %s: %w", target, path, err)
+		}
+		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("netns %s: write %s: %w", target, path, err)
-	}
-	return nil
 }
 
 // readInt reads a file holding one decimal integer.

@@ -87,7 +87,7 @@ func (s *Set) rescanLocked(ctx context.Context) {
 	s.retryWatchers()
 	overLimit := s.addDiscovered(res.Namespaces, c)
 	if overLimit > 0 && prevOver == 0 {
-		s.cfg.Logger.Warn("more network namespaces than the configured maximum; the rest are not watched",
+		s.cfg.Logger.Warn("more network namespaces than --conntrack.netns-max; the rest are not watched",
 			zap.Int("max", s.cfg.Max), zap.Int("over_limit", overLimit))
 	}
 	s.lastScan = time.Since(start)
