@@ -20,7 +20,9 @@
 // listens to NEW events and keeps the receive time of each new flow in a
 // bounded table keyed by CTA_ID (ModeFlowTable). Only flows that reached
 // ASSURED (for TCP: ESTABLISHED) are observed; those with no usable start
-// are counted instead.
+// are counted instead. Each lifetime is handed to the caller's Sink as a
+// Lifetime (protocol number, TCP state, seconds); the package knows no
+// Prometheus, and the histogram adapts to Sink where the pieces are wired.
 package events
 
 import (
