@@ -1,12 +1,15 @@
-// Package collector turns the conntrack state of one or more network
-// namespaces into Prometheus metrics, built at scrape time.
+// Package collector holds the Prometheus collectors of the exporter and
+// nothing else: each turns what the kernel or package watch holds about
+// one or more network namespaces into metrics, built at scrape time.
 //
 // Each concern (kernel statistics, sysctl settings, lifetime events, table
 // breakdown) is one Collector. The Exporter runs every Collector for every
 // watched namespace on each scrape, concurrently, and reports
 // conntrack_exporter_collector_success and
 // conntrack_exporter_collector_duration_seconds for each pair. A failing
-// Collector costs its own metrics, never the scrape.
+// Collector costs its own metrics, never the scrape. NetnsCollector
+// reports the set of watched namespaces itself, and Guard keeps the set
+// from forgetting a namespace while a scrape still reads it.
 package collector
 
 import (
@@ -21,9 +24,9 @@ import (
 	"github.com/ct-exporter/ct-exporter/internal/netns"
 )
 
-// Namespace is the name of the metric namespace every conntrack metric
-// starts with.
-const Namespace = "conntrack"
+// MetricPrefix is the first word of every conntrack metric name (the
+// Prometheus "namespace" of BuildFQName; not a network namespace).
+const MetricPrefix = "conntrack"
 
 // NetnsLabel is the label that names the watched network namespace. It is
 // on every conntrack metric, whether one namespace is watched or many.
@@ -36,20 +39,6 @@ type Collector interface {
 	// Update sends the metrics of target to ch. It returns an error when
 	// it could not collect; metrics sent before the error are kept.
 	Update(ctx context.Context, target netns.Target, ch chan<- prometheus.Metric) error
-}
-
-// Watcher is a Collector that keeps state or goroutines per namespace
-// (an event subscriber, a background table scan). The daemon calls Watch
-// when a namespace starts being watched and Forget when it stops; Forget
-// releases every socket and goroutine of that namespace and its series
-// disappear from the next scrape.
-type Watcher interface {
-	Collector
-	// Watch starts the background work for target. It returns once the
-	// work is set up; ctx ends it as well as Forget does.
-	Watch(ctx context.Context, target netns.Target) error
-	// Forget stops the background work for target and waits for it to end.
-	Forget(target netns.Target)
 }
 
 // Targets lists the namespaces to collect from. It is called on every
@@ -77,11 +66,11 @@ func NewExporter(collectors map[string]Collector, targets Targets, timeout time.
 		timeout:    timeout,
 		logger:     logger,
 		successDesc: prometheus.NewDesc(
-			prometheus.BuildFQName(Namespace, "exporter", "collector_success"),
+			prometheus.BuildFQName(MetricPrefix, "exporter", "collector_success"),
 			"Whether the collector succeeded for the network namespace on this scrape (1) or not (0).",
 			[]string{"collector", NetnsLabel}, nil),
 		durationDesc: prometheus.NewDesc(
-			prometheus.BuildFQName(Namespace, "exporter", "collector_duration_seconds"),
+			prometheus.BuildFQName(MetricPrefix, "exporter", "collector_duration_seconds"),
 			"How long the collector took for the network namespace on this scrape.",
 			[]string{"collector", NetnsLabel}, nil),
 	}

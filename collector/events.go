@@ -4,42 +4,55 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/zap"
 
 	"github.com/ct-exporter/ct-exporter/events"
 	"github.com/ct-exporter/ct-exporter/histogram"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
+	"github.com/ct-exporter/ct-exporter/internal/watch"
 )
 
 // EventsName is the name of the events collector.
 const EventsName = "events"
 
-// ErrNotWatched reports a scrape of a namespace that Watch has not started.
+// ErrNotWatched reports a scrape of a namespace that is not watched.
 var ErrNotWatched = errors.New("namespace is not watched")
 
 // ErrSubscriberDown reports that a namespace's event subscriber has no
 // open socket: it failed and is waiting to restart.
 var ErrSubscriberDown = errors.New("event subscriber is not running")
 
-// EventSource is the background event subscriber of one namespace.
-type EventSource interface {
-	// Stats returns the subscriber's counters.
-	Stats() events.Stats
-	// Stop ends the subscriber and waits for it.
-	Stop()
+// LifetimeSink hands the lifetimes of an events.Subscriber to a lifetime
+// histogram, mapping the protocol number and TCP state to their bounded
+// label values.
+type LifetimeSink struct {
+	Histogram *histogram.Lifetimes
 }
 
-// StartEventSource starts a subscriber for target that hands lifetimes to
-// sink.
-type StartEventSource func(ctx context.Context, target netns.Target, sink events.Sink) (EventSource, error)
+// NewLifetimeSink returns a LifetimeSink over a new, empty histogram of
+// target; it is the sink factory of watch.NewSubscribers.
+func NewLifetimeSink(target netns.Target) LifetimeSink {
+	return LifetimeSink{Histogram: histogram.New(target.Name)}
+}
 
-// EventsCollector is the Watcher of flow lifetimes: for every watched
-// namespace it runs an events.Subscriber on the ctnetlink DESTROY group and
-// exports the lifetime histogram it feeds and the subscriber's own
-// counters.
+// Observe implements events.Sink.
+func (s LifetimeSink) Observe(l events.Lifetime) {
+	p := histogram.ProtocolFromNumber(l.Protocol)
+	end := histogram.EndNone
+	if p == histogram.ProtocolTCP {
+		end = histogram.EndStateFromTCP(l.TCPState)
+	}
+	s.Histogram.Observe(p, end, l.Seconds)
+}
+
+// Subscribers are the event subscribers of the watched namespaces, each
+// feeding a lifetime histogram.
+type Subscribers = watch.Subscribers[LifetimeSink]
+
+// EventsCollector exports flow lifetimes: for every watched namespace,
+// the lifetime histogram its event subscriber (run by Subscribers) feeds,
+// and the subscriber's own counters.
 //
 // Metrics (every one labelled netns):
 //   - conntrack_flow_lifetime_seconds{protocol,end_state}: histogram.
@@ -64,55 +77,21 @@ type StartEventSource func(ctx context.Context, target netns.Target, sink events
 // While a subscriber is down (between a failure and the restart), Update
 // still sends the counters and returns ErrSubscriberDown.
 type EventsCollector struct {
-	start  StartEventSource
-	logger *zap.Logger
+	subs *Subscribers
 
 	events, lost, overruns, malformed, noTimestamp *prometheus.Desc
 	mode, tableEntries, evictions, rcvbuf          *prometheus.Desc
 	restarts                                       *prometheus.Desc
 	lifetimeDescs                                  []*prometheus.Desc
-
-	mu      sync.Mutex
-	watches map[netns.Target]*eventsWatch
 }
 
-// eventsWatch is the subscriber of one namespace and its histogram.
-type eventsWatch struct {
-	source EventSource
-	hist   *histogram.Lifetimes
-}
-
-// NewEventsCollector returns the events collector; its subscribers use
-// cfg, with logger as cfg.Logger when cfg.Logger is nil.
-func NewEventsCollector(cfg events.Config, logger *zap.Logger) *EventsCollector {
-	if logger == nil {
-		logger = zap.NewNop()
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = logger
-	}
-	start := func(ctx context.Context, target netns.Target, sink events.Sink) (EventSource, error) {
-		s := events.New(target, cfg, sink)
-		if err := s.Start(ctx); err != nil {
-			return nil, err
-		}
-		return s, nil
-	}
-	return NewEventsCollectorWithSource(start, logger)
-}
-
-// NewEventsCollectorWithSource returns an events collector whose
-// subscribers come from start, for tests and other sources.
-func NewEventsCollectorWithSource(start StartEventSource, logger *zap.Logger) *EventsCollector {
-	if logger == nil {
-		logger = zap.NewNop()
-	}
+// NewEventsCollector returns the events collector over subs.
+func NewEventsCollector(subs *Subscribers) *EventsCollector {
 	desc := func(subsystem, name, help string, labels ...string) *prometheus.Desc {
-		return prometheus.NewDesc(prometheus.BuildFQName(Namespace, subsystem, name), help, append(labels, NetnsLabel), nil)
+		return prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, subsystem, name), help, append(labels, NetnsLabel), nil)
 	}
 	c := &EventsCollector{
-		start:  start,
-		logger: logger,
+		subs: subs,
 		events: desc("", "events_total",
 			"Conntrack events received from the kernel, by type (new, update, destroy).", "type"),
 		lost: desc("exporter", "events_lost_total",
@@ -133,7 +112,6 @@ func NewEventsCollectorWithSource(start StartEventSource, logger *zap.Logger) *E
 			"Receive buffer of the event socket as the kernel reports it (twice the requested size)."),
 		restarts: desc("exporter", "event_subscriber_restarts_total",
 			"Times the event socket was opened again after a failure."),
-		watches: map[netns.Target]*eventsWatch{},
 	}
 	ch := make(chan *prometheus.Desc, 4)
 	histogram.New("").Describe(ch)
@@ -157,45 +135,13 @@ func (c *EventsCollector) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-// Watch implements Watcher: it starts the subscriber of target and returns
-// the error of its first attempt to open the socket. Watching a namespace
-// again is a no-op.
-func (c *EventsCollector) Watch(ctx context.Context, target netns.Target) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.watches[target]; ok {
-		return nil
-	}
-	hist := histogram.New(target.Name)
-	src, err := c.start(ctx, target, hist)
-	if err != nil {
-		return fmt.Errorf("events: %w", err)
-	}
-	c.watches[target] = &eventsWatch{source: src, hist: hist}
-	return nil
-}
-
-// Forget implements Watcher: it stops the subscriber of target and drops
-// its series.
-func (c *EventsCollector) Forget(target netns.Target) {
-	c.mu.Lock()
-	w, ok := c.watches[target]
-	delete(c.watches, target)
-	c.mu.Unlock()
-	if ok {
-		w.source.Stop()
-	}
-}
-
 // Update implements Collector.
 func (c *EventsCollector) Update(_ context.Context, target netns.Target, ch chan<- prometheus.Metric) error {
-	c.mu.Lock()
-	w, ok := c.watches[target]
-	c.mu.Unlock()
+	sub, ok := c.subs.Get(target)
 	if !ok {
 		return fmt.Errorf("events: netns %s: %w", target, ErrNotWatched)
 	}
-	st := w.source.Stats()
+	st := sub.Source.Stats()
 	name := target.Name
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append(labels, name)...)
@@ -221,7 +167,7 @@ func (c *EventsCollector) Update(_ context.Context, target netns.Target, ch chan
 	counter(c.evictions, st.Evictions)
 	gauge(c.rcvbuf, float64(st.ReceiveBuffer))
 	counter(c.restarts, st.Restarts)
-	w.hist.Collect(ch)
+	sub.Sink.Histogram.Collect(ch)
 	if !st.Running {
 		if st.Err != nil {
 			return fmt.Errorf("events: netns %s: %w: %w", target, ErrSubscriberDown, st.Err)

@@ -15,6 +15,7 @@ import (
 	"github.com/ct-exporter/ct-exporter/histogram"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
 	"github.com/ct-exporter/ct-exporter/internal/nstest"
+	"github.com/ct-exporter/ct-exporter/internal/watch"
 )
 
 // TestEventsCollectorKernel watches a real namespace through the Exporter:
@@ -26,12 +27,13 @@ func TestEventsCollectorKernel(t *testing.T) {
 	p := nstest.NewPair(t)
 	p.A.Sysctl(t, "net.netfilter.nf_conntrack_timestamp", "1")
 	p.A.Sysctl(t, "net.netfilter.nf_conntrack_tcp_timeout_established", "2")
-	c := NewEventsCollector(events.Config{}, zap.NewNop())
+	subs := watch.NewSubscribers(watch.SubscriberStarter(events.Config{}), NewLifetimeSink)
+	c := NewEventsCollector(subs)
 	target := p.A.Target()
-	if err := c.Watch(context.Background(), target); err != nil {
+	if err := subs.Watch(context.Background(), target); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Forget(target) })
+	t.Cleanup(func() { subs.Forget(target) })
 	clients, servers := p.Connect(t, 1)
 	for _, conn := range append(clients, servers...) {
 		conn.(*net.TCPConn).SetKeepAlive(false)

@@ -10,11 +10,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"go.uber.org/zap"
+	"github.com/prometheus/common/expfmt"
 
 	"github.com/ct-exporter/ct-exporter/events"
 	"github.com/ct-exporter/ct-exporter/histogram"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
+	"github.com/ct-exporter/ct-exporter/internal/watch"
 )
 
 // fakeEventSource is an EventSource with settable stats; it keeps the sink
@@ -45,7 +46,7 @@ type fakeEventSources struct {
 	err     error
 }
 
-func (f *fakeEventSources) start(_ context.Context, target netns.Target, sink events.Sink) (EventSource, error) {
+func (f *fakeEventSources) start(_ context.Context, target netns.Target, sink events.Sink) (watch.EventSource, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
@@ -54,6 +55,13 @@ func (f *fakeEventSources) start(_ context.Context, target netns.Target, sink ev
 	s := &fakeEventSource{sink: sink, stats: events.Stats{Running: true}}
 	f.sources[target.Name] = s
 	return s, nil
+}
+
+// newFakeEvents returns an events collector over subscribers that fakes
+// starts.
+func newFakeEvents(fakes *fakeEventSources) (*EventsCollector, *Subscribers) {
+	subs := watch.NewSubscribers(fakes.start, NewLifetimeSink)
+	return NewEventsCollector(subs), subs
 }
 
 // eventsExposition is the expected exposition of one namespace with the
@@ -114,10 +122,10 @@ func (o *oneNamespace) Collect(ch chan<- prometheus.Metric) {
 
 func TestEventsCollectorExposition(t *testing.T) {
 	fakes := &fakeEventSources{sources: map[string]*fakeEventSource{}}
-	c := NewEventsCollectorWithSource(fakes.start, zap.NewNop())
+	c, subs := newFakeEvents(fakes)
 	a, b := netns.Target{Name: "a", Path: "/run/netns/a"}, netns.Target{Name: "b", Path: "/run/netns/b"}
 	for _, target := range []netns.Target{a, b} {
-		if err := c.Watch(context.Background(), target); err != nil {
+		if err := subs.Watch(context.Background(), target); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -128,9 +136,9 @@ func TestEventsCollectorExposition(t *testing.T) {
 	}
 	fakes.sources["a"].stats = st
 	sink := fakes.sources["a"].sink
-	sink.Observe(histogram.ProtocolTCP, histogram.EndEstablished, 300)
-	sink.Observe(histogram.ProtocolTCP, histogram.EndEstablished, 3)
-	fakes.sources["b"].sink.Observe(histogram.ProtocolUDP, histogram.EndNone, 30)
+	sink.Observe(events.Lifetime{Protocol: 6, TCPState: 3, Seconds: 300})
+	sink.Observe(events.Lifetime{Protocol: 6, TCPState: 3, Seconds: 3})
+	fakes.sources["b"].sink.Observe(events.Lifetime{Protocol: 17, Seconds: 30})
 
 	o := &oneNamespace{c: c, target: a}
 	counters := []string{
@@ -177,9 +185,9 @@ func TestEventsCollectorExposition(t *testing.T) {
 
 func TestEventsCollectorSubscriberDown(t *testing.T) {
 	fakes := &fakeEventSources{sources: map[string]*fakeEventSource{}}
-	c := NewEventsCollectorWithSource(fakes.start, nil)
+	c, subs := newFakeEvents(fakes)
 	target := netns.Self()
-	if err := c.Watch(context.Background(), target); err != nil {
+	if err := subs.Watch(context.Background(), target); err != nil {
 		t.Fatal(err)
 	}
 	cause := errors.New("socket gone")
@@ -196,33 +204,80 @@ func TestEventsCollectorSubscriberDown(t *testing.T) {
 
 func TestEventsCollectorWatchForget(t *testing.T) {
 	fakes := &fakeEventSources{sources: map[string]*fakeEventSource{}}
-	c := NewEventsCollectorWithSource(fakes.start, nil)
+	c, subs := newFakeEvents(fakes)
 	target := netns.Target{Name: "x", Path: "/run/netns/x"}
 	if err := c.Update(context.Background(), target, make(chan prometheus.Metric, 100)); !errors.Is(err, ErrNotWatched) {
 		t.Fatalf("Update before Watch = %v", err)
 	}
-	if err := c.Watch(context.Background(), target); err != nil {
+	if err := subs.Watch(context.Background(), target); err != nil {
 		t.Fatal(err)
 	}
 	first := fakes.sources["x"]
-	if err := c.Watch(context.Background(), target); err != nil || fakes.sources["x"] != first {
+	if err := subs.Watch(context.Background(), target); err != nil || fakes.sources["x"] != first {
 		t.Fatalf("second Watch: %v, new source %v", err, fakes.sources["x"] != first)
 	}
-	c.Forget(target)
+	subs.Forget(target)
 	if !first.stopped {
 		t.Fatal("Forget did not stop the subscriber")
 	}
 	if err := c.Update(context.Background(), target, make(chan prometheus.Metric, 100)); !errors.Is(err, ErrNotWatched) {
 		t.Fatalf("Update after Forget = %v", err)
 	}
-	c.Forget(target) // twice is fine
+	subs.Forget(target) // twice is fine
 
 	fakes.err = errors.New("no permission")
-	if err := c.Watch(context.Background(), target); !errors.Is(err, fakes.err) {
+	if err := subs.Watch(context.Background(), target); !errors.Is(err, fakes.err) {
 		t.Fatalf("Watch = %v, want the start error", err)
 	}
 }
 
-func TestEventsCollectorIsWatcher(t *testing.T) {
-	var _ Watcher = NewEventsCollector(events.Config{}, nil)
+// The subscribers the events collector reads are started and stopped
+// with each namespace.
+var _ watch.Watcher = (*Subscribers)(nil)
+
+// TestLifetimeSinkLabels: the sink maps protocol numbers and TCP states to
+// their bounded label values, and observes without allocating once a
+// series exists.
+func TestLifetimeSinkLabels(t *testing.T) {
+	h := histogram.New("self")
+	sink := LifetimeSink{Histogram: h}
+	sink.Observe(events.Lifetime{Protocol: 6, TCPState: 3, Seconds: 300})
+	sink.Observe(events.Lifetime{Protocol: 17, TCPState: 3, Seconds: 2}) // a state on UDP is ignored
+	sink.Observe(events.Lifetime{Protocol: 99, Seconds: 1})
+	sink.Observe(events.Lifetime{Protocol: 6, TCPState: 200, Seconds: 1}) // unknown state
+	text := exposition(t, h)
+	for _, want := range []string{
+		`conntrack_flow_lifetime_seconds_count{end_state="established",netns="self",protocol="tcp"} 1`,
+		`conntrack_flow_lifetime_seconds_count{end_state="none",netns="self",protocol="udp"} 1`,
+		`conntrack_flow_lifetime_seconds_count{end_state="none",netns="self",protocol="other"} 1`,
+		`conntrack_flow_lifetime_seconds_count{end_state="none",netns="self",protocol="tcp"} 1`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("missing %s", want)
+		}
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		sink.Observe(events.Lifetime{Protocol: 6, TCPState: 3, Seconds: 301})
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per observation", allocs)
+	}
+}
+
+// exposition returns the text exposition of c.
+func exposition(t *testing.T, c prometheus.Collector) string {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, mf := range mfs {
+		if _, err := expfmt.MetricFamilyToText(&b, mf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b.String()
 }

@@ -2,77 +2,17 @@ package collector
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ct-exporter/ct-exporter/internal/netns"
+	"github.com/ct-exporter/ct-exporter/internal/sysctl"
 )
 
-// SysctlDir is where the kernel shows the conntrack sysctls of the
-// reading thread's network namespace.
-const SysctlDir = "/proc/sys/net/netfilter"
-
-// Settings maps sysctl file names under SysctlDir (for example
-// "nf_conntrack_tcp_timeout_established") to their values. A sysctl the
-// kernel does not have is absent.
-type Settings map[string]int64
-
-// SettingsSource reads a namespace's conntrack sysctls.
-type SettingsSource interface {
-	Settings(ctx context.Context, target netns.Target) (Settings, error)
-}
-
-// ProcSettings reads the sysctls from /proc/sys inside the namespace.
-type ProcSettings struct {
-	// Dir overrides SysctlDir, for tests.
-	Dir string
-}
-
-// Settings implements SettingsSource. For a namespace other than the
-// exporter's own the files are read from a thread that entered it.
-func (p ProcSettings) Settings(_ context.Context, target netns.Target) (Settings, error) {
-	dir := p.Dir
-	if dir == "" {
-		dir = SysctlDir
-	}
-	out := Settings{}
-	err := target.Do(func() error {
-		for _, name := range sysctlNames() {
-			b, err := os.ReadFile(filepath.Join(dir, name))
-			if errors.Is(err, os.ErrNotExist) {
-				continue
-			}
-			if err != nil {
-				return fmt.Errorf("netns %s: read %s: %w", target, name, err)
-			}
-			v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-			if err != nil {
-				return fmt.Errorf("netns %s: parse %s: %w", target, name, err)
-			}
-			out[name] = v
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("netns %s: no conntrack sysctls under %s", target, dir)
-	}
-	return out, nil
-}
-
-// tcpTimeoutStates are the TCP states with a timeout sysctl, as the label
-// values of conntrack_tcp_timeout_seconds.
-var tcpTimeoutStates = []string{
-	"syn_sent", "syn_recv", "established", "fin_wait", "close_wait",
-	"last_ack", "time_wait", "close", "max_retrans", "unacknowledged",
+// SysctlReader reads the sysctls of a namespace; sysctl.Reader is one.
+type SysctlReader interface {
+	Read(ctx context.Context, target netns.Target, names ...string) (sysctl.Values, error)
 }
 
 // udpTimeouts maps the UDP timeout sysctls to their state label.
@@ -101,44 +41,31 @@ var scalarSettings = []scalarSetting{
 	{"nf_conntrack_generic_timeout", "generic_timeout_seconds", "nf_conntrack_generic_timeout, for protocols without a tracker of their own."},
 }
 
-// sysctlNames lists every sysctl file the settings collector reads.
-func sysctlNames() []string {
-	names := make([]string, 0, len(tcpTimeoutStates)+len(udpTimeouts)+len(scalarSettings))
-	for _, s := range tcpTimeoutStates {
-		names = append(names, "nf_conntrack_tcp_timeout_"+s)
-	}
-	for name := range udpTimeouts {
-		names = append(names, name)
-	}
-	for _, s := range scalarSettings {
-		names = append(names, s.sysctl)
-	}
-	return names
-}
-
 // SettingsCollector exports the conntrack sysctls that explain the
 // table's behaviour: timeouts, hash size, events, timestamps, accounting
 // and TCP tracking leniency.
 type SettingsCollector struct {
-	source  SettingsSource
-	tcp     *prometheus.Desc
-	udp     *prometheus.Desc
-	scalars []*prometheus.Desc
+	source    SysctlReader
+	tcpStates []string
+	tcp       *prometheus.Desc
+	udp       *prometheus.Desc
+	scalars   []*prometheus.Desc
 }
 
 // NewSettingsCollector returns a SettingsCollector reading from source.
-func NewSettingsCollector(source SettingsSource) *SettingsCollector {
+func NewSettingsCollector(source SysctlReader) *SettingsCollector {
 	c := &SettingsCollector{
-		source: source,
-		tcp: prometheus.NewDesc(prometheus.BuildFQName(Namespace, "tcp", "timeout_seconds"),
+		source:    source,
+		tcpStates: sysctl.TCPTimeoutStates(),
+		tcp: prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "tcp", "timeout_seconds"),
 			"Timeout of a TCP entry in each state (nf_conntrack_tcp_timeout_*). ESTABLISHED entries drop to max_retrans or unacknowledged after retransmissions or unacknowledged data.",
 			[]string{NetnsLabel, "state"}, nil),
-		udp: prometheus.NewDesc(prometheus.BuildFQName(Namespace, "udp", "timeout_seconds"),
+		udp: prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "udp", "timeout_seconds"),
 			"Timeout of a UDP entry: unreplied (nf_conntrack_udp_timeout) or replied (nf_conntrack_udp_timeout_stream).",
 			[]string{NetnsLabel, "state"}, nil),
 	}
 	for _, s := range scalarSettings {
-		c.scalars = append(c.scalars, prometheus.NewDesc(prometheus.BuildFQName(Namespace, "", s.metric), s.help, []string{NetnsLabel}, nil))
+		c.scalars = append(c.scalars, prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "", s.metric), s.help, []string{NetnsLabel}, nil))
 	}
 	return c
 }
@@ -154,12 +81,12 @@ func (c *SettingsCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Update implements Collector.
 func (c *SettingsCollector) Update(ctx context.Context, target netns.Target, ch chan<- prometheus.Metric) error {
-	set, err := c.source.Settings(ctx, target)
+	set, err := c.source.Read(ctx, target, sysctl.Conntrack()...)
 	if err != nil {
 		return fmt.Errorf("settings: %w", err)
 	}
-	for _, state := range tcpTimeoutStates {
-		if v, ok := set["nf_conntrack_tcp_timeout_"+state]; ok {
+	for _, state := range c.tcpStates {
+		if v, ok := set[sysctl.TCPTimeoutPrefix+state]; ok {
 			ch <- prometheus.MustNewConstMetric(c.tcp, prometheus.GaugeValue, float64(v), target.Name, state)
 		}
 	}

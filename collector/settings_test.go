@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ct-exporter/ct-exporter/internal/netns"
+	"github.com/ct-exporter/ct-exporter/internal/sysctl"
 )
 
 func writeSysctls(t *testing.T, values map[string]string) string {
@@ -34,7 +35,7 @@ func TestSettingsCollector(t *testing.T) {
 		"nf_conntrack_buckets":                    "65536",
 		"nf_conntrack_count":                      "12", // not a setting: ignored
 	})
-	c := &oneTarget{c: NewSettingsCollector(ProcSettings{Dir: dir}), target: netns.Self()}
+	c := &oneTarget{c: NewSettingsCollector(sysctl.Reader{Dir: dir}), target: netns.Self()}
 	want := `# HELP conntrack_buckets Size of the conntrack hash table (nf_conntrack_buckets, global).
 # TYPE conntrack_buckets gauge
 conntrack_buckets{netns="self"} 65536
@@ -70,7 +71,7 @@ func TestSettingsCollectorErrors(t *testing.T) {
 		"not integer": {"nf_conntrack_tcp_timeout_established": "forever"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			c := &oneTarget{c: NewSettingsCollector(ProcSettings{Dir: writeSysctls(t, values)}), target: netns.Self()}
+			c := &oneTarget{c: NewSettingsCollector(sysctl.Reader{Dir: writeSysctls(t, values)}), target: netns.Self()}
 			if n := testutil.CollectAndCount(c); n != 0 {
 				t.Errorf("%d metrics from a failed read", n)
 			}

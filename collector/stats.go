@@ -3,53 +3,18 @@ package collector
 import (
 	"context"
 	"fmt"
-	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ct-exporter/ct-exporter/internal/ctnl"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
+	"github.com/ct-exporter/ct-exporter/internal/watch"
 )
 
-// StatsSnapshot is one reading of a namespace's conntrack statistics.
-type StatsSnapshot struct {
-	// Inode identifies the namespace; counters restart when it changes.
-	Inode uint64
-	// Global holds the entry count and the table limit.
-	Global ctnl.GlobalStats
-	// CPUs holds the raw 32-bit per-CPU counters.
-	CPUs []ctnl.CPUStats
-}
-
-// StatsSource reads a namespace's conntrack statistics.
-type StatsSource interface {
-	Stats(ctx context.Context, target netns.Target) (StatsSnapshot, error)
-}
-
-// NetlinkStats reads statistics over ctnetlink inside the namespace.
-type NetlinkStats struct{}
-
-// Stats implements StatsSource: it opens a ctnetlink socket in the
-// namespace, asks for the global and per-CPU statistics, and closes it.
-func (NetlinkStats) Stats(ctx context.Context, target netns.Target) (StatsSnapshot, error) {
-	ino, err := target.Inode()
-	if err != nil {
-		return StatsSnapshot{}, err
-	}
-	c, err := ctnl.Dial(target)
-	if err != nil {
-		return StatsSnapshot{}, err
-	}
-	defer c.Close()
-	g, err := c.GlobalStats(ctx)
-	if err != nil {
-		return StatsSnapshot{}, err
-	}
-	cpus, err := c.CPUStats(ctx)
-	if err != nil {
-		return StatsSnapshot{}, err
-	}
-	return StatsSnapshot{Inode: ino, Global: g, CPUs: cpus}, nil
+// StatsReader reads a namespace's statistics with counter totals that
+// never go backwards; *watch.StatsTotals is one.
+type StatsReader interface {
+	Read(ctx context.Context, target netns.Target) (watch.StatsReading, error)
 }
 
 // counterHelp explains each per-CPU counter in the metric's HELP text.
@@ -67,43 +32,31 @@ var counterHelp = [ctnl.NumCounters]string{
 }
 
 // StatsCollector exports the table fill and the per-CPU counters of each
-// namespace. The kernel's counters are 32-bit and per CPU; the collector
-// sums the per-CPU deltas in 64 bits so an exported counter never goes
-// backwards while the exporter runs, even when a CPU's counter wraps.
+// namespace, summed over CPUs. The kernel's counters are 32-bit and per
+// CPU; the reader (watch.StatsTotals) sums the per-CPU deltas in 64 bits
+// so an exported counter never goes backwards while the exporter runs.
 type StatsCollector struct {
-	source StatsSource
+	source StatsReader
 
 	entries, limit, ratio *prometheus.Desc
 	counters              [ctnl.NumCounters]*prometheus.Desc
-
-	mu    sync.Mutex
-	state map[string]*counterState // by target name
-}
-
-// counterState is what the collector remembers of one namespace.
-type counterState struct {
-	mu    sync.Mutex
-	inode uint64
-	last  map[uint16][ctnl.NumCounters]uint32 // raw value per CPU
-	total [ctnl.NumCounters]uint64
 }
 
 // NewStatsCollector returns a StatsCollector reading from source.
-func NewStatsCollector(source StatsSource) *StatsCollector {
+func NewStatsCollector(source StatsReader) *StatsCollector {
 	labels := []string{NetnsLabel}
 	c := &StatsCollector{
 		source: source,
-		entries: prometheus.NewDesc(prometheus.BuildFQName(Namespace, "", "entries"),
+		entries: prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "", "entries"),
 			"Entries in the namespace's conntrack table.", labels, nil),
-		limit: prometheus.NewDesc(prometheus.BuildFQName(Namespace, "", "entries_limit"),
+		limit: prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "", "entries_limit"),
 			"Maximum entries per namespace (nf_conntrack_max, one global value checked against each namespace's count).", labels, nil),
-		ratio: prometheus.NewDesc(prometheus.BuildFQName(Namespace, "", "fill_ratio"),
+		ratio: prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "", "fill_ratio"),
 			"conntrack_entries / conntrack_entries_limit; at 1 new connections are dropped.", labels, nil),
-		state: map[string]*counterState{},
 	}
 	for i := ctnl.Counter(0); i < ctnl.NumCounters; i++ {
 		c.counters[i] = prometheus.NewDesc(
-			prometheus.BuildFQName(Namespace, "stat", i.String()+"_total"),
+			prometheus.BuildFQName(MetricPrefix, "stat", i.String()+"_total"),
 			counterHelp[i]+" Summed over CPUs.", labels, nil)
 	}
 	return c
@@ -121,17 +74,10 @@ func (c *StatsCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Update implements Collector.
 func (c *StatsCollector) Update(ctx context.Context, target netns.Target, ch chan<- prometheus.Metric) error {
-	// Reading and folding happen under the namespace's lock: two scrapes
-	// folding their readings out of order would look like a wrap.
-	st := c.stateOf(target.Name)
-	st.mu.Lock()
-	snap, err := c.source.Stats(ctx, target)
+	snap, err := c.source.Read(ctx, target)
 	if err != nil {
-		st.mu.Unlock()
 		return fmt.Errorf("stats: %w", err)
 	}
-	totals := st.accumulate(snap)
-	st.mu.Unlock()
 
 	ch <- prometheus.MustNewConstMetric(c.entries, prometheus.GaugeValue, float64(snap.Global.Entries), target.Name)
 	ch <- prometheus.MustNewConstMetric(c.limit, prometheus.GaugeValue, float64(snap.Global.MaxEntries), target.Name)
@@ -139,52 +85,8 @@ func (c *StatsCollector) Update(ctx context.Context, target netns.Target, ch cha
 		ch <- prometheus.MustNewConstMetric(c.ratio, prometheus.GaugeValue,
 			float64(snap.Global.Entries)/float64(snap.Global.MaxEntries), target.Name)
 	}
-	for i, total := range totals {
+	for i, total := range snap.Totals {
 		ch <- prometheus.MustNewConstMetric(c.counters[i], prometheus.CounterValue, float64(total), target.Name)
 	}
 	return nil
-}
-
-// Forget drops what the collector remembers of a namespace.
-func (c *StatsCollector) Forget(target netns.Target) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.state, target.Name)
-}
-
-// stateOf returns the remembered state of a namespace, creating it.
-func (c *StatsCollector) stateOf(name string) *counterState {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	st, ok := c.state[name]
-	if !ok {
-		st = &counterState{}
-		c.state[name] = st
-	}
-	return st
-}
-
-// accumulate folds a snapshot into the 64-bit totals of the namespace and
-// returns them. The first reading of a CPU adds its raw value; later
-// readings add the difference modulo 2^32, so a wrapped counter still
-// moves forward. A new namespace inode (the namespace was replaced) starts
-// the totals again. The caller holds st.mu.
-func (st *counterState) accumulate(snap StatsSnapshot) [ctnl.NumCounters]uint64 {
-	if st.last == nil || st.inode != snap.Inode {
-		st.inode = snap.Inode
-		st.last = map[uint16][ctnl.NumCounters]uint32{}
-		st.total = [ctnl.NumCounters]uint64{}
-	}
-	for _, cpu := range snap.CPUs {
-		prev, seen := st.last[cpu.CPU]
-		for i, v := range cpu.Counters {
-			if seen {
-				st.total[i] += uint64(v - prev[i]) // modulo 2^32: a wrap adds the distance
-			} else {
-				st.total[i] += uint64(v)
-			}
-		}
-		st.last[cpu.CPU] = cpu.Counters
-	}
-	return st.total
 }

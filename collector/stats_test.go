@@ -15,20 +15,21 @@ import (
 
 	"github.com/ct-exporter/ct-exporter/internal/ctnl"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
+	"github.com/ct-exporter/ct-exporter/internal/watch"
 )
 
 // fakeStats returns queued snapshots, one per call, then the last again.
 type fakeStats struct {
 	mu    sync.Mutex
-	snaps []StatsSnapshot
+	snaps []ctnl.Snapshot
 	err   error
 }
 
-func (f *fakeStats) Stats(context.Context, netns.Target) (StatsSnapshot, error) {
+func (f *fakeStats) Stats(context.Context, netns.Target) (ctnl.Snapshot, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
-		return StatsSnapshot{}, f.err
+		return ctnl.Snapshot{}, f.err
 	}
 	s := f.snaps[0]
 	if len(f.snaps) > 1 {
@@ -60,7 +61,7 @@ func (o *oneTarget) Collect(ch chan<- prometheus.Metric) {
 }
 
 func TestStatsCollectorGolden(t *testing.T) {
-	src := &fakeStats{snaps: []StatsSnapshot{{
+	src := &fakeStats{snaps: []ctnl.Snapshot{{
 		Inode:  1,
 		Global: ctnl.GlobalStats{Entries: 235929, MaxEntries: 262144},
 		CPUs: []ctnl.CPUStats{
@@ -68,7 +69,7 @@ func TestStatsCollectorGolden(t *testing.T) {
 			cpu(1, map[ctnl.Counter]uint32{ctnl.Found: 5, ctnl.Insert: 50, ctnl.InsertFailed: 7, ctnl.EarlyDrop: 4, ctnl.SearchRestart: 9, ctnl.Invalid: 6, ctnl.Error: 8}),
 		},
 	}}}
-	c := &oneTarget{c: NewStatsCollector(src), target: netns.Self()}
+	c := &oneTarget{c: NewStatsCollector(watch.NewStatsTotals(src)), target: netns.Self()}
 	golden, err := os.Open("testdata/stats.prom")
 	if err != nil {
 		t.Fatal(err)
@@ -84,13 +85,13 @@ func TestStatsCollectorGolden(t *testing.T) {
 
 func TestStatsCollectorCounterWrap(t *testing.T) {
 	const near = math.MaxUint32 - 5
-	snap := func(ino uint64, drop0, drop1 uint32) StatsSnapshot {
-		return StatsSnapshot{Inode: ino, Global: ctnl.GlobalStats{Entries: 1, MaxEntries: 10}, CPUs: []ctnl.CPUStats{
+	snap := func(ino uint64, drop0, drop1 uint32) ctnl.Snapshot {
+		return ctnl.Snapshot{Inode: ino, Global: ctnl.GlobalStats{Entries: 1, MaxEntries: 10}, CPUs: []ctnl.CPUStats{
 			cpu(0, map[ctnl.Counter]uint32{ctnl.Drop: drop0}),
 			cpu(1, map[ctnl.Counter]uint32{ctnl.Drop: drop1}),
 		}}
 	}
-	src := &fakeStats{snaps: []StatsSnapshot{
+	src := &fakeStats{snaps: []ctnl.Snapshot{
 		snap(1, near, 10), // first reading: raw sum
 		snap(1, 4, 11),    // CPU 0 wrapped: +10, CPU 1: +1
 		snap(1, 4, 11),    // no change
@@ -98,7 +99,7 @@ func TestStatsCollectorCounterWrap(t *testing.T) {
 		snap(1, 20, 3),    // CPU 1 wrapped: +9
 		snap(2, 1, 1),     // new namespace inode: totals restart
 	}}
-	sc := NewStatsCollector(src)
+	sc := NewStatsCollector(watch.NewStatsTotals(src))
 	want := []float64{
 		near + 10,
 		near + 10 + 11,
@@ -150,9 +151,9 @@ func (f failing) Update(context.Context, netns.Target, chan<- prometheus.Metric)
 }
 
 func TestExporterFailingCollectorKeepsScrape(t *testing.T) {
-	src := &fakeStats{snaps: []StatsSnapshot{{Inode: 1, Global: ctnl.GlobalStats{Entries: 5, MaxEntries: 10}}}}
+	src := &fakeStats{snaps: []ctnl.Snapshot{{Inode: 1, Global: ctnl.GlobalStats{Entries: 5, MaxEntries: 10}}}}
 	e := NewExporter(map[string]Collector{
-		"stats":  NewStatsCollector(src),
+		"stats":  NewStatsCollector(watch.NewStatsTotals(src)),
 		"broken": failing{desc: prometheus.NewDesc("conntrack_broken", "x", nil, nil)},
 	}, func() []netns.Target { return []netns.Target{netns.Self(), {Name: "b", Path: "/run/netns/b"}} }, 0, zap.NewNop())
 	want := `# HELP conntrack_entries Entries in the namespace's conntrack table.

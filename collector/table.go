@@ -4,60 +4,33 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/zap"
 
 	"github.com/ct-exporter/ct-exporter/internal/netns"
 	"github.com/ct-exporter/ct-exporter/internal/tablescan"
+	"github.com/ct-exporter/ct-exporter/internal/watch"
 )
 
 // TableName is the name of the table collector.
 const TableName = "table"
 
-// Defaults of TableOptions.
-const (
-	DefaultTableInterval = 60 * time.Second
-	DefaultTableTimeout  = 50 * time.Second
-)
-
 // otherLabel is the label value of the remainder of a top-K breakdown.
 const otherLabel = "other"
 
-// TableScanner scans the conntrack table of one namespace.
-type TableScanner interface {
-	Scan(ctx context.Context, target netns.Target) (*tablescan.Scan, error)
+// TableStates serves the outcome of the last table scan of each
+// namespace; *watch.TableScans is one.
+type TableStates interface {
+	// Last returns nil before the first scan finished, and watched false
+	// for a namespace that is not scanned.
+	Last(target netns.Target) (state *watch.TableState, watched bool)
 }
 
-// TableOptions configure the table collector.
-type TableOptions struct {
-	// Interval is the time between the starts of two scans of a
-	// namespace; the first scan starts when the namespace is watched.
-	// 0 means DefaultTableInterval.
-	Interval time.Duration
-	// Timeout bounds one scan, not counting the wait for the scan of
-	// another namespace to finish; 0 means DefaultTableTimeout.
-	Timeout time.Duration
-	// Scanner scans the tables. nil means a tablescan.Scanner built from
-	// Scan, which runs one scan at a time across namespaces.
-	Scanner TableScanner
-	// Scan configures the default Scanner: top K (0 disables every top-K
-	// series), per-zone and per-mark counts.
-	Scan tablescan.Options
-}
-
-// TableCollector is the Watcher of the table breakdown: for every watched
-// namespace it scans the conntrack table in the background, at startup and
-// then every interval, and a scrape serves the result of the last scan. A
-// scrape never waits for a scan. Scans of different namespaces run one at a
-// time, because each dump walks the kernel's global hash table, and after
-// each scan the next one waits as long as that scan took, so scanning keeps
-// at most half of one CPU busy. When the scans of all namespaces take
-// longer than that allows within the interval, each namespace is scanned
-// less often (conntrack_table_last_scan_timestamp_seconds shows it).
+// TableCollector exports the table breakdown: for every watched namespace
+// the result of the last background scan (watch.TableScans scans each
+// table at startup and then every interval). A scrape never waits for a
+// scan. When scans fall behind, conntrack_table_last_scan_timestamp_seconds
+// shows it.
 //
 // Metrics (every one labelled netns):
 //   - conntrack_table_entries{protocol,state}
@@ -82,58 +55,20 @@ type TableOptions struct {
 // last successful scan and returns the error; the breakdown of an older
 // scan is never served as current.
 type TableCollector struct {
-	interval, timeout time.Duration
-	scanner           TableScanner
-	logger            *zap.Logger
+	states TableStates
 
 	entries, sources, ports, zones, marks, errorBound *prometheus.Desc
 	shortened, malformed, interrupted                 *prometheus.Desc
 	duration, timestamp                               *prometheus.Desc
-
-	// sem lets one scan run at a time across namespaces: every dump walks
-	// the kernel's global hash table, whichever namespace it is for.
-	sem chan struct{}
-
-	mu      sync.Mutex
-	watches map[netns.Target]*tableWatch
 }
 
-// tableWatch is the background scanning of one namespace.
-type tableWatch struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-	state  atomic.Pointer[tableState]
-}
-
-// tableState is what the last scan of a namespace left; never changed
-// once stored.
-type tableState struct {
-	last *tablescan.Scan // last successful scan, nil before the first
-	err  error           // error of the last scan, nil if it succeeded
-}
-
-// NewTableCollector returns the table collector.
-func NewTableCollector(opts TableOptions, logger *zap.Logger) *TableCollector {
-	if opts.Interval <= 0 {
-		opts.Interval = DefaultTableInterval
-	}
-	if opts.Timeout <= 0 {
-		opts.Timeout = DefaultTableTimeout
-	}
-	if opts.Scanner == nil {
-		opts.Scanner = tablescan.NewScanner(opts.Scan)
-	}
-	if logger == nil {
-		logger = zap.NewNop()
-	}
+// NewTableCollector returns the table collector over states.
+func NewTableCollector(states TableStates) *TableCollector {
 	desc := func(name, help string, labels ...string) *prometheus.Desc {
-		return prometheus.NewDesc(prometheus.BuildFQName(Namespace, "table", name), help, append(labels, NetnsLabel), nil)
+		return prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "table", name), help, append(labels, NetnsLabel), nil)
 	}
 	return &TableCollector{
-		interval: opts.Interval,
-		timeout:  opts.Timeout,
-		scanner:  opts.Scanner,
-		logger:   logger,
+		states: states,
 		entries: desc("entries",
 			"Conntrack entries by protocol and TCP state (none for other protocols), from the last table scan.",
 			"protocol", "state"),
@@ -162,8 +97,6 @@ func NewTableCollector(opts TableOptions, logger *zap.Logger) *TableCollector {
 			"How long the last successful table scan took."),
 		timestamp: desc("last_scan_timestamp_seconds",
 			"When the last successful table scan finished, in seconds since the Unix epoch."),
-		sem:     make(chan struct{}, 1),
-		watches: map[netns.Target]*tableWatch{},
 	}
 }
 
@@ -177,116 +110,25 @@ func (c *TableCollector) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-// Watch implements Watcher: it starts scanning the namespace of target in
-// the background, first right away, then every interval, until ctx ends
-// or Forget is called.
-func (c *TableCollector) Watch(ctx context.Context, target netns.Target) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.watches[target]; ok {
-		return fmt.Errorf("table: netns %s is already watched", target)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	w := &tableWatch{cancel: cancel, done: make(chan struct{})}
-	c.watches[target] = w
-	go c.loop(ctx, target, w)
-	return nil
-}
-
-// Forget implements Watcher: it stops the scans of target, waits for a
-// scan in progress to end, and drops the namespace's series.
-func (c *TableCollector) Forget(target netns.Target) {
-	c.mu.Lock()
-	w, ok := c.watches[target]
-	delete(c.watches, target)
-	c.mu.Unlock()
-	if !ok {
-		return
-	}
-	w.cancel()
-	<-w.done
-}
-
-// loop scans target until ctx ends.
-func (c *TableCollector) loop(ctx context.Context, target netns.Target, w *tableWatch) {
-	defer close(w.done)
-	ticker := time.NewTicker(c.interval)
-	defer ticker.Stop()
-	for {
-		c.scanOnce(ctx, target, w)
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.C:
-		}
-	}
-}
-
-// scanOnce waits for any scan of another namespace to finish, runs one
-// scan within the timeout, and stores its outcome.
-func (c *TableCollector) scanOnce(ctx context.Context, target netns.Target, w *tableWatch) {
-	select {
-	case c.sem <- struct{}{}:
-	case <-ctx.Done():
-		return
-	}
-	defer func() { <-c.sem }()
-	start := time.Now()
-	sctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	s, err := c.scanner.Scan(sctx, target)
-	if ctx.Err() != nil {
-		return // the namespace is no longer watched
-	}
-	// The next scan of any namespace waits as long as this one took, so
-	// scans keep at most half of one CPU busy however many namespaces
-	// there are.
-	defer func() {
-		pause := time.NewTimer(time.Since(start))
-		defer pause.Stop()
-		select {
-		case <-pause.C:
-		case <-ctx.Done():
-		}
-	}()
-	prev := w.state.Load()
-	next := &tableState{last: s}
-	if err != nil {
-		next = &tableState{err: err}
-		if prev != nil {
-			next.last = prev.last
-		}
-		c.logger.Warn("table scan failed", zap.String(NetnsLabel, target.Name), zap.Error(err))
-	} else {
-		c.logger.Debug("table scan finished", zap.String(NetnsLabel, target.Name),
-			zap.Uint64("entries", s.Total), zap.Uint64("malformed", s.Malformed),
-			zap.Duration("duration", s.Duration()))
-	}
-	w.state.Store(next)
-}
-
 // Update implements Collector: it sends the metrics of the last scan of
 // target without waiting for a scan in progress.
 func (c *TableCollector) Update(_ context.Context, target netns.Target, ch chan<- prometheus.Metric) error {
-	c.mu.Lock()
-	w := c.watches[target]
-	c.mu.Unlock()
-	if w == nil {
-		return fmt.Errorf("table: netns %s is not watched", target)
+	st, watched := c.states.Last(target)
+	if !watched {
+		return fmt.Errorf("table: netns %s: %w", target, ErrNotWatched)
 	}
-	st := w.state.Load()
 	if st == nil {
 		// The first scan has not finished: nothing to serve, and nothing
 		// failed. With many namespaces the first round takes a while.
 		return nil
 	}
-	if st.err != nil {
-		if st.last != nil {
-			ch <- c.gauge(c.timestamp, float64(st.last.End.UnixNano())/1e9, target)
+	if st.Err != nil {
+		if st.Last != nil {
+			ch <- c.gauge(c.timestamp, float64(st.Last.End.UnixNano())/1e9, target)
 		}
-		return fmt.Errorf("table: last scan failed: %w", st.err)
+		return fmt.Errorf("table: last scan failed: %w", st.Err)
 	}
-	c.send(st.last, target, ch)
+	c.send(st.Last, target, ch)
 	return nil
 }
 

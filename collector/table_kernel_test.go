@@ -14,6 +14,7 @@ import (
 	"github.com/ct-exporter/ct-exporter/internal/netns"
 	"github.com/ct-exporter/ct-exporter/internal/nstest"
 	"github.com/ct-exporter/ct-exporter/internal/tablescan"
+	"github.com/ct-exporter/ct-exporter/internal/watch"
 )
 
 // TestKernelTableCollector scans a real namespace in the background and
@@ -27,11 +28,12 @@ func TestKernelTableCollector(t *testing.T) {
 		t.Fatalf("created %d: %v", created, err)
 	}
 	target := ns.Target()
-	c := NewTableCollector(TableOptions{Interval: time.Hour, Scan: tablescan.Options{TopK: 2}}, nil)
-	if err := c.Watch(context.Background(), target); err != nil {
+	scans := watch.NewTableScans(watch.TableScanOptions{Interval: time.Hour, Scan: tablescan.Options{TopK: 2}})
+	c := NewTableCollector(scans)
+	if err := scans.Watch(context.Background(), target); err != nil {
 		t.Fatal(err)
 	}
-	defer c.Forget(target)
+	defer scans.Forget(target)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		ch := make(chan prometheus.Metric, 1000)

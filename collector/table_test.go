@@ -15,6 +15,7 @@ import (
 	"github.com/ct-exporter/ct-exporter/internal/ctnl"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
 	"github.com/ct-exporter/ct-exporter/internal/tablescan"
+	"github.com/ct-exporter/ct-exporter/internal/watch"
 )
 
 // fakeScanner returns queued outcomes, one per scan; once the queue is
@@ -29,6 +30,7 @@ type fakeScanner struct {
 	sleep    time.Duration // how long a scan takes
 	active   int           // scans in progress
 	overlap  bool          // two scans ran at once
+	called   *sync.Cond    // broadcast at each call, on mu
 }
 
 type fakeOutcome struct {
@@ -49,6 +51,7 @@ func (f *fakeScanner) Scan(ctx context.Context, _ netns.Target) (*tablescan.Scan
 	}
 	f.active++
 	f.overlap = f.overlap || f.active > 1
+	f.calledLocked().Broadcast()
 	f.mu.Unlock()
 	defer func() {
 		f.mu.Lock()
@@ -64,6 +67,35 @@ func (f *fakeScanner) Scan(ctx context.Context, _ netns.Target) (*tablescan.Scan
 		}
 	}
 	return o.scan, o.err
+}
+
+// calledLocked returns the condition broadcast at each call; the caller
+// holds f.mu.
+func (f *fakeScanner) calledLocked() *sync.Cond {
+	if f.called == nil {
+		f.called = sync.NewCond(&f.mu)
+	}
+	return f.called
+}
+
+// waitCalls waits until the scanner has been called n times.
+func (f *fakeScanner) waitCalls(n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for f.calls < n {
+		f.calledLocked().Wait()
+	}
+}
+
+// waitStored waits until the outcomes of n scans are stored: scan n+1 has
+// started, and TableScans stores each outcome before the next scan.
+func (f *fakeScanner) waitStored(n int) { f.waitCalls(n + 1) }
+
+// newFakeTable returns a table collector over background scans by f.
+func newFakeTable(f *fakeScanner, opts watch.TableScanOptions) (*TableCollector, *watch.TableScans) {
+	opts.Scanner = f
+	scans := watch.NewTableScans(opts)
+	return NewTableCollector(scans), scans
 }
 
 func (f *fakeScanner) lastDeadline() time.Duration {
@@ -164,34 +196,15 @@ conntrack_table_zone_entries{netns="self",zone="5"} 10
 conntrack_table_zone_entries{netns="self",zone="other"} 0
 `
 
-// waitScans waits until the scanner has been called n times and the
-// outcome of the last call is stored.
-func waitScans(t *testing.T, c *TableCollector, f *fakeScanner, target netns.Target, n int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		c.mu.Lock()
-		w := c.watches[target]
-		c.mu.Unlock()
-		if f.callCount() >= n && w != nil && w.state.Load() != nil {
-			// The store follows the call; give it a moment.
-			time.Sleep(20 * time.Millisecond)
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatalf("%d scans after 5 s, want %d", f.callCount(), n)
-}
-
 func TestTableCollectorGolden(t *testing.T) {
 	f := &fakeScanner{outcomes: []fakeOutcome{{scan: goldenScan()}}}
-	c := NewTableCollector(TableOptions{Scanner: f}, nil)
+	c, scans := newFakeTable(f, watch.TableScanOptions{Interval: time.Millisecond})
 	target := netns.Self()
-	if err := c.Watch(context.Background(), target); err != nil {
+	if err := scans.Watch(context.Background(), target); err != nil {
 		t.Fatal(err)
 	}
-	defer c.Forget(target)
-	waitScans(t, c, f, target, 1)
+	defer scans.Forget(target)
+	f.waitStored(1)
 	o := &oneTarget{c: c, target: target}
 	if err := testutil.CollectAndCompare(o, strings.NewReader(goldenTable)); err != nil {
 		t.Fatal(err)
@@ -199,8 +212,8 @@ func TestTableCollectorGolden(t *testing.T) {
 	if o.err != nil {
 		t.Fatal(o.err)
 	}
-	if d := f.lastDeadline(); d <= 0 || d > DefaultTableTimeout {
-		t.Fatalf("scan deadline %v, want within the default timeout %v", d, DefaultTableTimeout)
+	if d := f.lastDeadline(); d <= 0 || d > watch.DefaultTableTimeout {
+		t.Fatalf("scan deadline %v, want within the default timeout %v", d, watch.DefaultTableTimeout)
 	}
 }
 
@@ -210,13 +223,13 @@ func TestTableCollectorTopKDisabled(t *testing.T) {
 	r.Sources, r.Ports, r.Zones, r.Marks = nil, nil, nil, nil
 	s.Result = &r
 	f := &fakeScanner{outcomes: []fakeOutcome{{scan: s}}}
-	c := NewTableCollector(TableOptions{Scanner: f}, nil)
+	c, scans := newFakeTable(f, watch.TableScanOptions{Interval: time.Millisecond})
 	target := netns.Self()
-	if err := c.Watch(context.Background(), target); err != nil {
+	if err := scans.Watch(context.Background(), target); err != nil {
 		t.Fatal(err)
 	}
-	defer c.Forget(target)
-	waitScans(t, c, f, target, 1)
+	defer scans.Forget(target)
+	f.waitStored(1)
 	o := &oneTarget{c: c, target: target}
 	n, err := testutil.GatherAndCount(registry(t, o))
 	if err != nil {
@@ -239,72 +252,71 @@ func registry(t *testing.T, c prometheus.Collector) *prometheus.Registry {
 
 func TestTableCollectorBeforeFirstScanAndUnwatched(t *testing.T) {
 	f := &fakeScanner{outcomes: []fakeOutcome{{scan: goldenScan()}}, gate: make(chan struct{})}
-	c := NewTableCollector(TableOptions{Scanner: f}, nil)
+	c, scans := newFakeTable(f, watch.TableScanOptions{Interval: time.Millisecond})
 	target := netns.Target{Name: "a", Path: "/run/netns/a"}
 	ch := make(chan prometheus.Metric, 100)
 	if err := c.Update(context.Background(), target, ch); err == nil || !strings.Contains(err.Error(), "not watched") {
 		t.Fatalf("unwatched: %v", err)
 	}
-	if err := c.Watch(context.Background(), target); err != nil {
+	if err := scans.Watch(context.Background(), target); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Watch(context.Background(), target); err == nil {
+	if err := scans.Watch(context.Background(), target); err == nil {
 		t.Fatal("second Watch of the same namespace succeeded")
 	}
-	// The first scan is blocked: the scrape answers at once, with nothing.
-	start := time.Now()
+	// The first scan is blocked until the gate opens, which never
+	// happens: a scrape that waited for it would never return. It answers
+	// with nothing.
+	f.waitCalls(1)
 	if err := c.Update(context.Background(), target, ch); err != nil {
 		t.Fatalf("before the first scan: %v", err)
 	}
-	if d := time.Since(start); d > time.Second || len(ch) != 0 {
-		t.Fatalf("scrape took %v and sent %d metrics", d, len(ch))
+	if len(ch) != 0 {
+		t.Fatalf("scrape sent %d metrics before the first scan", len(ch))
 	}
 	// Forget ends the blocked scan and drops the namespace.
-	c.Forget(target)
+	scans.Forget(target)
 	if err := c.Update(context.Background(), target, ch); err == nil || !strings.Contains(err.Error(), "not watched") {
 		t.Fatalf("after Forget: %v", err)
 	}
-	c.Forget(target) // a second Forget is harmless
+	scans.Forget(target) // a second Forget is harmless
 }
 
 func TestTableCollectorScrapeDoesNotWaitForScan(t *testing.T) {
 	f := &fakeScanner{outcomes: []fakeOutcome{{scan: goldenScan()}}}
-	c := NewTableCollector(TableOptions{Scanner: f, Interval: 10 * time.Millisecond}, nil)
+	c, scans := newFakeTable(f, watch.TableScanOptions{Interval: 10 * time.Millisecond})
 	target := netns.Self()
-	if err := c.Watch(context.Background(), target); err != nil {
+	if err := scans.Watch(context.Background(), target); err != nil {
 		t.Fatal(err)
 	}
-	defer c.Forget(target)
-	waitScans(t, c, f, target, 1)
-	// Block the following scans; scrapes keep serving the last result.
+	defer scans.Forget(target)
+	f.waitStored(1)
+	// Block the following scans for good: a scrape that waited for one
+	// would never return. Scrapes keep serving the last result.
 	f.mu.Lock()
 	f.gate = make(chan struct{})
+	calls := f.calls
 	f.mu.Unlock()
-	waitScans(t, c, f, target, 3)
+	f.waitCalls(calls + 1) // a scan is in progress, and blocked
 	for range 5 {
-		start := time.Now()
 		n, err := testutil.GatherAndCount(registry(t, &oneTarget{c: c, target: target}), "conntrack_table_top_source_entries")
 		if err != nil || n != 3 {
 			t.Fatalf("%d source series, %v", n, err)
-		}
-		if d := time.Since(start); d > time.Second {
-			t.Fatalf("scrape took %v during a scan", d)
 		}
 	}
 }
 
 func TestTableCollectorScansOneNamespaceAtATime(t *testing.T) {
 	f := &fakeScanner{outcomes: []fakeOutcome{{scan: goldenScan()}}, sleep: 5 * time.Millisecond}
-	c := NewTableCollector(TableOptions{Scanner: f, Interval: time.Millisecond}, nil)
+	_, scans := newFakeTable(f, watch.TableScanOptions{Interval: time.Millisecond})
 	a, b := netns.Target{Name: "a", Path: "/run/netns/a"}, netns.Target{Name: "b", Path: "/run/netns/b"}
 	for _, target := range []netns.Target{a, b} {
-		if err := c.Watch(context.Background(), target); err != nil {
+		if err := scans.Watch(context.Background(), target); err != nil {
 			t.Fatal(err)
 		}
-		defer c.Forget(target)
+		defer scans.Forget(target)
 	}
-	waitScans(t, c, f, a, 10)
-	waitScans(t, c, f, b, 10)
+	f.waitCalls(20)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.overlap {
@@ -315,13 +327,13 @@ func TestTableCollectorScansOneNamespaceAtATime(t *testing.T) {
 func TestTableCollectorFailedScan(t *testing.T) {
 	boom := errors.New("netns gone")
 	f := &fakeScanner{outcomes: []fakeOutcome{{scan: goldenScan()}, {err: boom}}}
-	c := NewTableCollector(TableOptions{Scanner: f, Interval: 10 * time.Millisecond}, nil)
+	c, scans := newFakeTable(f, watch.TableScanOptions{Interval: 10 * time.Millisecond})
 	target := netns.Self()
-	if err := c.Watch(context.Background(), target); err != nil {
+	if err := scans.Watch(context.Background(), target); err != nil {
 		t.Fatal(err)
 	}
-	defer c.Forget(target)
-	waitScans(t, c, f, target, 3)
+	defer scans.Forget(target)
+	f.waitStored(3)
 	o := &oneTarget{c: c, target: target}
 	want := `# HELP conntrack_table_last_scan_timestamp_seconds When the last successful table scan finished, in seconds since the Unix epoch.
 # TYPE conntrack_table_last_scan_timestamp_seconds gauge
@@ -333,30 +345,6 @@ conntrack_table_last_scan_timestamp_seconds{netns="self"} 1.7640000005e+09
 	if !errors.Is(o.err, boom) {
 		t.Fatalf("err = %v, want %v", o.err, boom)
 	}
-}
-
-func TestTableCollectorWatchContextEndsScans(t *testing.T) {
-	f := &fakeScanner{outcomes: []fakeOutcome{{scan: goldenScan()}}}
-	c := NewTableCollector(TableOptions{Scanner: f, Interval: 5 * time.Millisecond, Timeout: time.Second}, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	target := netns.Self()
-	if err := c.Watch(ctx, target); err != nil {
-		t.Fatal(err)
-	}
-	waitScans(t, c, f, target, 3)
-	if d := f.lastDeadline(); d > time.Second {
-		t.Fatalf("scan deadline %v, want <= 1s", d)
-	}
-	cancel()
-	c.mu.Lock()
-	done := c.watches[target].done
-	c.mu.Unlock()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("scans go on after the Watch context ended")
-	}
-	c.Forget(target)
 }
 
 // TestTableCollectorCardinality feeds 100k distinct sources through the
@@ -374,13 +362,13 @@ func TestTableCollectorCardinality(t *testing.T) {
 	}
 	s := &tablescan.Scan{Result: a.Result(), Start: scanStart, End: scanEnd}
 	f := &fakeScanner{outcomes: []fakeOutcome{{scan: s}}}
-	c := NewTableCollector(TableOptions{Scanner: f}, nil)
+	c, scans := newFakeTable(f, watch.TableScanOptions{Interval: time.Millisecond})
 	target := netns.Self()
-	if err := c.Watch(context.Background(), target); err != nil {
+	if err := scans.Watch(context.Background(), target); err != nil {
 		t.Fatal(err)
 	}
-	defer c.Forget(target)
-	waitScans(t, c, f, target, 1)
+	defer scans.Forget(target)
+	f.waitStored(1)
 	r := registry(t, &oneTarget{c: c, target: target})
 	for _, name := range []string{
 		"conntrack_table_top_source_entries", "conntrack_table_top_destination_port_entries",

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ct-exporter/ct-exporter/events"
 	"github.com/ct-exporter/ct-exporter/histogram"
 	"github.com/ct-exporter/ct-exporter/internal/ctnl"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
@@ -234,11 +235,11 @@ func TestVerdictWorse(t *testing.T) {
 
 func TestLifetimeCounter(t *testing.T) {
 	c := NewLifetimeCounter()
-	c.Observe(histogram.ProtocolTCP, histogram.EndEstablished, 3)
-	c.Observe(histogram.ProtocolTCP, histogram.EndEstablished, 5) // upper bound inclusive
-	c.Observe(histogram.ProtocolTCP, histogram.EndEstablished, 300.5)
-	c.Observe(histogram.ProtocolTCP, histogram.EndTimeWait, 1e9) // beyond the last bound
-	c.Observe(histogram.ProtocolUDP, histogram.EndNone, 30)      // not TCP: not counted
+	c.Observe(events.Lifetime{Protocol: 6, TCPState: uint8(histogram.EndEstablished), Seconds: 3})
+	c.Observe(events.Lifetime{Protocol: 6, TCPState: uint8(histogram.EndEstablished), Seconds: 5}) // upper bound inclusive
+	c.Observe(events.Lifetime{Protocol: 6, TCPState: uint8(histogram.EndEstablished), Seconds: 300.5})
+	c.Observe(events.Lifetime{Protocol: 6, TCPState: uint8(histogram.EndTimeWait), Seconds: 1e9}) // beyond the last bound
+	c.Observe(events.Lifetime{Protocol: 17, Seconds: 30})                                         // not TCP: not counted
 	s := c.Sample()
 	est := s.Counts["established"]
 	if est[bucketIndex(3)] != 2 || est[bucketIndex(300.5)] != 1 {

@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ct-exporter/ct-exporter/collector"
 	"github.com/ct-exporter/ct-exporter/histogram"
 	"github.com/ct-exporter/ct-exporter/internal/ctnl"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
+	"github.com/ct-exporter/ct-exporter/internal/sysctl"
 )
 
 // fixedStart is the start time of every fixture.
@@ -40,8 +40,8 @@ func deaths(pairs map[float64]uint64) []uint64 {
 }
 
 // defaultSettings are the sysctls of a fresh namespace on kernel 6.18.
-func defaultSettings() collector.Settings {
-	return collector.Settings{
+func defaultSettings() sysctl.Values {
+	return sysctl.Values{
 		"nf_conntrack_tcp_timeout_syn_sent":       120,
 		"nf_conntrack_tcp_timeout_syn_recv":       60,
 		"nf_conntrack_tcp_timeout_established":    432000,
@@ -70,7 +70,7 @@ func defaultSettings() collector.Settings {
 }
 
 // with returns the settings with some values changed.
-func with(s collector.Settings, kv ...any) collector.Settings {
+func with(s sysctl.Values, kv ...any) sysctl.Values {
 	out := maps.Clone(s)
 	for i := 0; i+1 < len(kv); i += 2 {
 		out[kv[i].(string)] = int64(kv[i+1].(int))
@@ -79,7 +79,7 @@ func with(s collector.Settings, kv ...any) collector.Settings {
 }
 
 // stats builds a statistics snapshot of two CPUs.
-func stats(entries, limit uint32, cpu0, cpu1 map[ctnl.Counter]uint32) collector.StatsSnapshot {
+func stats(entries, limit uint32, cpu0, cpu1 map[ctnl.Counter]uint32) ctnl.Snapshot {
 	var c0, c1 [ctnl.NumCounters]uint32
 	for k, v := range cpu0 {
 		c0[k] = v
@@ -87,7 +87,7 @@ func stats(entries, limit uint32, cpu0, cpu1 map[ctnl.Counter]uint32) collector.
 	for k, v := range cpu1 {
 		c1[k] = v
 	}
-	return collector.StatsSnapshot{
+	return ctnl.Snapshot{
 		Inode:  4026532000,
 		Global: ctnl.GlobalStats{Entries: entries, MaxEntries: limit},
 		CPUs:   []ctnl.CPUStats{{CPU: 0, Counters: c0}, {CPU: 1, Counters: c1}},

@@ -11,8 +11,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ct-exporter/ct-exporter/collector"
+	"github.com/ct-exporter/ct-exporter/internal/ctnl"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
+	"github.com/ct-exporter/ct-exporter/internal/sysctl"
 )
 
 // TableSource dumps a namespace's table and returns its breakdown.
@@ -40,10 +41,8 @@ type LifetimeWatch interface {
 // Lifetimes are optional, and their sections are reported as not
 // available without them.
 type KernelSampler struct {
-	// Stats and Settings default to collector.NetlinkStats and
-	// collector.ProcSettings.
-	Stats    collector.StatsSource
-	Settings collector.SettingsSource
+	// Sysctls reads the settings; the zero value reads /proc/sys.
+	Sysctls sysctl.Reader
 	// Table dumps the table at the end of the sample.
 	Table TableSource
 	// Lifetimes subscribes to DESTROY events during the sample.
@@ -57,17 +56,9 @@ type KernelSampler struct {
 // subscription, reads the statistics, waits d, dumps the table, reads the
 // statistics again and stops the subscription.
 func (k KernelSampler) Sample(ctx context.Context, target netns.Target, d time.Duration) (Sample, error) {
-	stats := k.Stats
-	if stats == nil {
-		stats = collector.NetlinkStats{}
-	}
-	settings := k.Settings
-	if settings == nil {
-		settings = collector.ProcSettings{}
-	}
 	s := Sample{Target: target, Host: k.host()}
 	var err error
-	s.Settings, err = settings.Settings(ctx, target)
+	s.Settings, err = k.Sysctls.Read(ctx, target, sysctl.Conntrack()...)
 	if err != nil {
 		return Sample{}, fmt.Errorf("read settings: %w", err)
 	}
@@ -76,7 +67,7 @@ func (k KernelSampler) Sample(ctx context.Context, target netns.Target, d time.D
 	switch {
 	case k.Lifetimes == nil:
 		s.LifetimesErr = fmt.Errorf("%w: this build has no DESTROY-event subscriber", ErrNotAvailable)
-	case s.Settings[sysEvents] == 0 && hasKey(s.Settings, sysEvents):
+	case s.Settings[sysEvents] == 0 && s.Settings.Has(sysEvents):
 		s.LifetimesErr = fmt.Errorf("%w: %s is 0, the kernel sends no DESTROY events", ErrNotAvailable, sysEvents)
 	default:
 		watch, err = k.Lifetimes.Watch(ctx, target)
@@ -99,7 +90,7 @@ func (k KernelSampler) Sample(ctx context.Context, target netns.Target, d time.D
 	}
 	defer stopWatch()
 
-	s.Before, err = stats.Stats(ctx, target)
+	s.Before, err = ctnl.ReadSnapshot(ctx, target)
 	if err != nil {
 		return Sample{}, fmt.Errorf("read statistics: %w", err)
 	}
@@ -122,7 +113,7 @@ func (k KernelSampler) Sample(ctx context.Context, target netns.Target, d time.D
 		}
 	}
 
-	s.After, err = stats.Stats(ctx, target)
+	s.After, err = ctnl.ReadSnapshot(ctx, target)
 	if err != nil {
 		return Sample{}, fmt.Errorf("read statistics: %w", err)
 	}
@@ -132,12 +123,6 @@ func (k KernelSampler) Sample(ctx context.Context, target netns.Target, d time.D
 	}
 	stopWatch()
 	return s, nil
-}
-
-// hasKey reports whether m has key k.
-func hasKey(m collector.Settings, k string) bool {
-	_, ok := m[k]
-	return ok
 }
 
 // host reads what diagnose needs from the host.

@@ -4,6 +4,7 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/ct-exporter/ct-exporter/events"
 	"github.com/ct-exporter/ct-exporter/histogram"
 )
 
@@ -22,15 +23,15 @@ func NewLifetimeCounter() *LifetimeCounter {
 	return &LifetimeCounter{bounds: histogram.Buckets(), counts: map[string][]uint64{}}
 }
 
-// Observe records one flow of protocol p that died in state s after
-// seconds. Flows of other protocols than TCP are not counted.
-func (c *LifetimeCounter) Observe(p histogram.Protocol, s histogram.EndState, seconds float64) {
-	if p != histogram.ProtocolTCP {
+// Observe implements events.Sink: it records one flow that ended. Flows of
+// other protocols than TCP are not counted.
+func (c *LifetimeCounter) Observe(l events.Lifetime) {
+	if histogram.ProtocolFromNumber(l.Protocol) != histogram.ProtocolTCP {
 		return
 	}
-	// The bucket holding seconds: the first upper bound >= seconds.
-	i := sort.SearchFloat64s(c.bounds, seconds)
-	name := s.String()
+	// The bucket holding the lifetime: the first upper bound >= it.
+	i := sort.SearchFloat64s(c.bounds, l.Seconds)
+	name := histogram.EndStateFromTCP(l.TCPState).String()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	counts, ok := c.counts[name]

@@ -6,8 +6,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ct-exporter/ct-exporter/collector"
+	"github.com/ct-exporter/ct-exporter/internal/ctnl"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
+	"github.com/ct-exporter/ct-exporter/internal/sysctl"
 )
 
 // ErrNotAvailable marks a section a Sampler could not measure for a reason
@@ -22,9 +23,9 @@ type Sample struct {
 	// Start and End are when the first and the last reading were taken.
 	Start, End time.Time
 	// Before and After are the statistics at Start and at End.
-	Before, After collector.StatsSnapshot
+	Before, After ctnl.Snapshot
 	// Settings are the sysctls, read at Start.
-	Settings collector.Settings
+	Settings sysctl.Values
 	// Host holds what is read outside the namespace.
 	Host HostInfo
 	// Table is the breakdown of a table dump at the end of the sample;

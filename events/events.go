@@ -20,15 +20,15 @@
 // listens to NEW events and keeps the receive time of each new flow in a
 // bounded table keyed by CTA_ID (ModeFlowTable). Only flows that reached
 // ASSURED (for TCP: ESTABLISHED) are observed; those with no usable start
-// are counted instead.
+// are counted instead. Each lifetime is handed to the caller's Sink as a
+// Lifetime (protocol number, TCP state, seconds); the package knows no
+// Prometheus, and the histogram adapts to Sink where the pieces are wired.
 package events
 
 import (
 	"time"
 
 	"go.uber.org/zap"
-
-	"github.com/ct-exporter/ct-exporter/histogram"
 )
 
 // Defaults of Config.
@@ -146,10 +146,23 @@ func (t EventType) String() string {
 	return "unknown"
 }
 
+// Lifetime is one flow that reached ASSURED (for TCP: ESTABLISHED) and
+// ended.
+type Lifetime struct {
+	// Protocol is the IP protocol number (6 TCP, 17 UDP, 132 SCTP, ...).
+	Protocol uint8
+	// TCPState is the kernel's TCP conntrack state at DESTROY (enum
+	// tcp_conntrack: 3 ESTABLISHED, 7 TIME_WAIT, 8 CLOSE, ...); 0 for
+	// other protocols and when the event carried no state.
+	TCPState uint8
+	// Seconds is how long the flow lived; never negative.
+	Seconds float64
+}
+
 // Sink receives the lifetime of every ASSURED flow that ended. It is called
-// from the receive loop and must not block; *histogram.Lifetimes is one.
+// from the receive loop and must not block or allocate.
 type Sink interface {
-	Observe(p histogram.Protocol, s histogram.EndState, seconds float64)
+	Observe(Lifetime)
 }
 
 // Stats is a snapshot of a Subscriber's counters. Counters only grow

@@ -4,7 +4,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ct-exporter/ct-exporter/histogram"
+	"golang.org/x/sys/unix"
+
 	"github.com/ct-exporter/ct-exporter/internal/ctnl"
 )
 
@@ -131,12 +132,11 @@ func (h *handler) destroy(f *ctnl.Flow) {
 		h.c.withoutTimestamp.Add(1)
 		return
 	}
-	p := histogram.ProtocolFromNumber(f.Protocol)
-	s := histogram.EndNone
-	if p == histogram.ProtocolTCP && f.Has(ctnl.HasTCPState) {
-		s = histogram.EndStateFromTCP(f.TCPState)
+	l := Lifetime{Protocol: f.Protocol, Seconds: seconds}
+	if f.Protocol == unix.IPPROTO_TCP && f.Has(ctnl.HasTCPState) {
+		l.TCPState = f.TCPState
 	}
-	h.sink.Observe(p, s, seconds)
+	h.sink.Observe(l)
 	h.c.observed.Add(1)
 }
 

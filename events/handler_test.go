@@ -11,16 +11,23 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ct-exporter/ct-exporter/histogram"
 	"github.com/ct-exporter/ct-exporter/internal/ctnl"
 )
 
 // observation is one lifetime handed to a sink.
-type observation struct {
-	p       histogram.Protocol
-	s       histogram.EndState
-	seconds float64
-}
+type observation = Lifetime
+
+// Protocol numbers and TCP conntrack states the tests expect.
+const (
+	protoTCP  = 6
+	protoUDP  = 17
+	protoSCTP = 132
+
+	stateNone        = 0
+	stateEstablished = 3
+	stateTimeWait    = 7
+	stateClose       = 8
+)
 
 // recordSink keeps every observation.
 type recordSink struct {
@@ -28,9 +35,9 @@ type recordSink struct {
 	obs []observation
 }
 
-func (r *recordSink) Observe(p histogram.Protocol, s histogram.EndState, seconds float64) {
+func (r *recordSink) Observe(l Lifetime) {
 	r.mu.Lock()
-	r.obs = append(r.obs, observation{p, s, seconds})
+	r.obs = append(r.obs, l)
 	r.mu.Unlock()
 }
 
@@ -43,7 +50,7 @@ func (r *recordSink) all() []observation {
 // nopSink drops observations.
 type nopSink struct{}
 
-func (nopSink) Observe(histogram.Protocol, histogram.EndState, float64) {}
+func (nopSink) Observe(Lifetime) {}
 
 // frame puts a netlink header in front of a ctnetlink body.
 func frame(typ, flags uint16, body []byte) []byte {
@@ -144,14 +151,14 @@ func TestHandlerCapturedEvents(t *testing.T) {
 	// Of the 6 DESTROY events, 3 are ASSURED TCP flows: an idle one that
 	// expired ESTABLISHED and two closed in order (IPv4 and IPv6).
 	obs := sink.all()
-	ends := map[histogram.EndState]int{}
+	ends := map[uint8]int{}
 	for _, o := range obs {
-		if o.p != histogram.ProtocolTCP || o.seconds <= 0 || o.seconds > 60 {
+		if o.Protocol != protoTCP || o.Seconds <= 0 || o.Seconds > 60 {
 			t.Errorf("observation %+v", o)
 		}
-		ends[o.s]++
+		ends[o.TCPState]++
 	}
-	if len(obs) != 3 || ends[histogram.EndEstablished] != 1 || ends[histogram.EndTimeWait] != 2 {
+	if len(obs) != 3 || ends[stateEstablished] != 1 || ends[stateTimeWait] != 2 {
 		t.Fatalf("observations %+v", obs)
 	}
 	if c.withoutTimestamp.Load() != 0 || c.observed.Load() != 3 {
@@ -171,10 +178,10 @@ func TestHandlerTimestampLifetimes(t *testing.T) {
 	h.datagram(frame(ctnl.MsgTypeCTDelete, 0, synth(6, 5, assured, 7, 0, 0)))       // no timestamp
 	h.datagram(frame(ctnl.MsgTypeCTDelete, 0, synth(6, 6, ctnl.StatusConfirmed, 2, 1e9, 2e9)))
 	want := []observation{
-		{histogram.ProtocolTCP, histogram.EndEstablished, 300},
-		{histogram.ProtocolUDP, histogram.EndNone, 2},
-		{histogram.ProtocolSCTP, histogram.EndNone, 30},
-		{histogram.ProtocolTCP, histogram.EndEstablished, 0},
+		{protoTCP, stateEstablished, 300},
+		{protoUDP, stateNone, 2},
+		{protoSCTP, stateNone, 30},
+		{protoTCP, stateEstablished, 0},
 	}
 	got := sink.all()
 	if len(got) != len(want) {
@@ -215,8 +222,8 @@ func TestHandlerFlowTableLifetimes(t *testing.T) {
 	destroy(3)
 	got := sink.all()
 	want := []observation{
-		{histogram.ProtocolTCP, histogram.EndEstablished, 5},
-		{histogram.ProtocolTCP, histogram.EndEstablished, 4},
+		{protoTCP, stateEstablished, 5},
+		{protoTCP, stateEstablished, 4},
 	}
 	if len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
 		t.Fatalf("got %+v, want %+v", got, want)
@@ -257,10 +264,10 @@ func TestHandlerMalformed(t *testing.T) {
 
 func TestHandlerDoesNotAllocate(t *testing.T) {
 	var c counters
-	h := newHandler(&c, histogram.New("self"), 16, systemClock(time.Now()))
+	h := newHandler(&c, nopSink{}, 16, systemClock(time.Now()))
 	ds := capturedDatagrams(t)
 	for _, d := range ds {
-		h.datagram(d) // creates the histogram series
+		h.datagram(d) // fills the flow table
 	}
 	allocs := testing.AllocsPerRun(100, func() {
 		for _, d := range ds {
@@ -272,11 +279,12 @@ func TestHandlerDoesNotAllocate(t *testing.T) {
 	}
 }
 
-// BenchmarkHandleDestroy measures decoding and observing one captured
-// DESTROY event into the real histogram.
+// BenchmarkHandleDestroy measures decoding one captured DESTROY event and
+// handing its lifetime to a sink (the histogram's cost is measured in
+// package histogram).
 func BenchmarkHandleDestroy(b *testing.B) {
 	var c counters
-	h := newHandler(&c, histogram.New("self"), 16, systemClock(time.Now()))
+	h := newHandler(&c, nopSink{}, 16, systemClock(time.Now()))
 	var ds [][]byte
 	for _, d := range capturedDatagrams(b) {
 		if binary.NativeEndian.Uint16(d[4:6]) == ctnl.MsgTypeCTDelete {
@@ -291,7 +299,7 @@ func BenchmarkHandleDestroy(b *testing.B) {
 
 // FuzzHandlerDatagram feeds arbitrary datagrams to the handler, in both
 // modes: it must never panic, and every observation must be a finite,
-// non-negative lifetime with bounded labels.
+// non-negative lifetime, with a TCP state only for TCP.
 func FuzzHandlerDatagram(f *testing.F) {
 	for _, d := range capturedDatagrams(f) {
 		f.Add(d, false)
@@ -307,7 +315,7 @@ func FuzzHandlerDatagram(f *testing.F) {
 		h.datagram(b)
 		h.datagram(b)
 		for _, o := range sink.all() {
-			if o.p >= histogram.NumProtocols || o.s >= histogram.NumEndStates || !(o.seconds >= 0) || o.seconds > 1<<63/1e9 {
+			if (o.TCPState != stateNone && o.Protocol != protoTCP) || !(o.Seconds >= 0) || o.Seconds > 1<<63/1e9 {
 				t.Fatalf("observation %+v", o)
 			}
 		}

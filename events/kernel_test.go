@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ct-exporter/ct-exporter/histogram"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
 	"github.com/ct-exporter/ct-exporter/internal/nstest"
 )
@@ -72,10 +71,10 @@ func TestIdleFlowsExpireEstablished(t *testing.T) {
 	arrival := time.Since(start)
 	var lo, hi float64 = 1e9, 0
 	for _, o := range sink.all() {
-		if o.p != histogram.ProtocolTCP || o.s != histogram.EndEstablished {
+		if o.Protocol != protoTCP || o.TCPState != stateEstablished {
 			t.Errorf("observation %+v, want tcp/established", o)
 		}
-		lo, hi = min(lo, o.seconds), max(hi, o.seconds)
+		lo, hi = min(lo, o.Seconds), max(hi, o.Seconds)
 	}
 	// A lifetime runs from the first SYN to the expiry, 3 s after the
 	// handshake's last ACK. The stop timestamp is backdated in jiffies
@@ -112,7 +111,7 @@ func TestOrderlyCloseEndsTimeWait(t *testing.T) {
 	}
 	waitFor(t, 60*time.Second, "n observations", func() bool { return len(sink.all()) >= n })
 	for _, o := range sink.all() {
-		if o.p != histogram.ProtocolTCP || (o.s != histogram.EndTimeWait && o.s != histogram.EndClose) || o.seconds > 3 {
+		if o.Protocol != protoTCP || (o.TCPState != stateTimeWait && o.TCPState != stateClose) || o.Seconds > 3 {
 			t.Errorf("observation %+v, want tcp/time_wait or close within 3 s", o)
 		}
 	}
@@ -146,7 +145,7 @@ func TestFlowTableModeWithoutTimestamps(t *testing.T) {
 	p.A.Conntrack(t, "-L")
 	waitFor(t, 30*time.Second, "n observations", func() bool { return len(sink.all()) >= n })
 	for _, o := range sink.all() {
-		if o.s != histogram.EndEstablished || o.seconds < 1.5 || o.seconds > 6 {
+		if o.TCPState != stateEstablished || o.Seconds < 1.5 || o.Seconds > 6 {
 			t.Errorf("observation %+v, want established, 1.5..6 s", o)
 		}
 	}

@@ -3,9 +3,6 @@ package events
 import (
 	"errors"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -28,12 +25,6 @@ const (
 	skMeminfoRmemAlloc = 0 // SK_MEMINFO_RMEM_ALLOC
 	skMeminfoDrops     = 8 // SK_MEMINFO_DROPS
 	skMeminfoVars      = 9 // SK_MEMINFO_VARS
-)
-
-// sysctl files read in the namespace.
-const (
-	sysctlTimestamp = "/proc/sys/net/netfilter/nf_conntrack_timestamp"
-	sysctlEvents    = "/proc/sys/net/netfilter/nf_conntrack_events"
 )
 
 // recvBufferSize is the user-space buffer of one receive. One event is a
@@ -208,33 +199,4 @@ func (s *eventSocket) receive(buf []byte, handle func([]byte), onOverrun func())
 		}
 		return fmt.Errorf("receive events: %w", rerr)
 	}
-}
-
-// readSysctl reads an integer sysctl inside the namespace of target.
-func readSysctl(target netns.Target, path string) (int, error) {
-	var b []byte
-	err := target.Do(func() error {
-		var err error
-		b, err = os.ReadFile(path)
-		return err
-	})
-	if err != nil {
-		return 0, fmt.Errorf("netns %s: read %s: %w", target, path, err)
-	}
-	v, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		return 0, fmt.Errorf("netns %s: %s: %w", target, path, err)
-	}
-	return v, nil
-}
-
-// writeSysctl writes a sysctl inside the namespace of target.
-func writeSysctl(target netns.Target, path, value string) error {
-	err := target.Do(func() error {
-		return os.WriteFile(path, []byte(value), 0o644)
-	})
-	if err != nil {
-		return fmt.Errorf("netns %s: write %s: %w", target, path, err)
-	}
-	return nil
 }

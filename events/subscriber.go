@@ -10,18 +10,26 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ct-exporter/ct-exporter/internal/netns"
+	"github.com/ct-exporter/ct-exporter/internal/sysctl"
 )
 
 // ErrStopped reports that the Subscriber was stopped.
 var ErrStopped = errors.New("event subscriber stopped")
+
+// ErrEnableTimestamps reports that Config.EnableTimestamps was set but
+// nf_conntrack_timestamp could not be set to 1.
+var ErrEnableTimestamps = errors.New("cannot enable conntrack timestamps")
 
 // Subscriber receives the conntrack events of one network namespace.
 type Subscriber struct {
 	target netns.Target
 	cfg    Config
 	log    *zap.Logger
-	c      counters
-	h      *handler
+	// sysctls reads and, with EnableTimestamps, writes the namespace's
+	// sysctls.
+	sysctls sysctl.Reader
+	c       counters
+	h       *handler
 
 	mu        sync.Mutex
 	sock      *eventSocket // nil between sockets
@@ -118,7 +126,7 @@ func (s *Subscriber) readDropsLocked() {
 // mode reads nf_conntrack_timestamp, after setting it if configured, and
 // returns the lifetime mode it calls for.
 func (s *Subscriber) mode() Mode {
-	v, err := readSysctl(s.target, sysctlTimestamp)
+	v, err := s.sysctls.Int(s.target, sysctl.Timestamp)
 	if err != nil {
 		s.log.Warn("cannot read nf_conntrack_timestamp, measuring lifetimes with the flow table", zap.Error(err))
 		return ModeFlowTable
@@ -132,11 +140,11 @@ func (s *Subscriber) mode() Mode {
 // open prepares the namespace and opens a socket.
 func (s *Subscriber) open() (*eventSocket, error) {
 	if s.cfg.EnableTimestamps {
-		if err := writeSysctl(s.target, sysctlTimestamp, "1"); err != nil {
-			return nil, fmt.Errorf("--conntrack.enable-timestamps: %w", err)
+		if err := s.sysctls.Write(s.target, sysctl.Timestamp, 1); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrEnableTimestamps, err)
 		}
 	}
-	if v, err := readSysctl(s.target, sysctlEvents); err == nil && v == 0 {
+	if v, err := s.sysctls.Int(s.target, sysctl.Events); err == nil && v == 0 {
 		s.log.Warn("net.netfilter.nf_conntrack_events is 0 in this namespace: the kernel sends no events, " +
 			"so no lifetimes are measured; set it to 1 (see docs/EVENTS.md)")
 	}

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ct-exporter/ct-exporter/histogram"
 	"github.com/ct-exporter/ct-exporter/internal/nstest"
 )
 
@@ -95,17 +94,17 @@ func TestUnacknowledgedDataKillsEstablishedFlow(t *testing.T) {
 		t.Fatalf("observations %+v, want one", obs)
 	}
 	o := obs[0]
-	if o.p != histogram.ProtocolTCP || o.s != histogram.EndEstablished {
+	if o.Protocol != protoTCP || o.TCPState != stateEstablished {
 		t.Fatalf("observation %+v, want tcp/established", o)
 	}
 	// The entry lived at least the cut after the blackhole started, and
 	// far less than the established timeout.
-	if o.seconds < cut || o.seconds > 60 {
-		t.Fatalf("lifetime %.3f s, want %d..60 s", o.seconds, cut)
+	if o.Seconds < cut || o.Seconds > 60 {
+		t.Fatalf("lifetime %.3f s, want %d..60 s", o.Seconds, cut)
 	}
 	if st := s.Stats(); st.Lost != 0 || st.Malformed != 0 {
 		t.Errorf("stats %+v", st)
 	}
 	t.Logf("R's entry died ESTABLISHED: lifetime %.3f s; DESTROY received %.1f s after B started dropping (unacknowledged timeout %d s, established timeout 3600 s)",
-		o.seconds, died.Seconds(), cut)
+		o.Seconds, died.Seconds(), cut)
 }

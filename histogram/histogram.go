@@ -14,12 +14,10 @@ package histogram
 
 import (
 	"math"
-	"sort"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 )
 
 // Name is the metric name of the histogram.
@@ -228,41 +226,6 @@ type Bucket struct {
 	CumulativeCount uint64
 }
 
-// BucketsFromDTO returns the classic buckets and the observation count of
-// a histogram read from an exposition.
-func BucketsFromDTO(h *dto.Histogram) ([]Bucket, uint64) {
-	out := make([]Bucket, 0, len(h.GetBucket()))
-	for _, b := range h.GetBucket() {
-		out = append(out, Bucket{UpperBound: b.GetUpperBound(), CumulativeCount: b.GetCumulativeCount()})
-	}
-	return out, h.GetSampleCount()
-}
-
-// SumBuckets adds histograms with the same bucket layout, as
-// sum without (protocol) does. Buckets whose upper bound is missing from
-// one of the inputs are dropped.
-func SumBuckets(hs ...[]Bucket) []Bucket {
-	if len(hs) == 0 {
-		return nil
-	}
-	sums := map[float64]uint64{}
-	seen := map[float64]int{}
-	for _, h := range hs {
-		for _, b := range h {
-			sums[b.UpperBound] += b.CumulativeCount
-			seen[b.UpperBound]++
-		}
-	}
-	out := make([]Bucket, 0, len(sums))
-	for ub, c := range sums {
-		if seen[ub] == len(hs) {
-			out = append(out, Bucket{UpperBound: ub, CumulativeCount: c})
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].UpperBound < out[j].UpperBound })
-	return out
-}
-
 // ShareBetween returns the share (0..1) of count observations that fell in
 // (lo, hi], from cumulative classic buckets whose upper bounds include lo
 // and hi. ok is false when count is zero or a bound is missing.
@@ -292,10 +255,4 @@ func ShareBetween(buckets []Bucket, count uint64, lo, hi float64) (share float64
 // protocols.
 func CollapseShare(buckets []Bucket, count uint64) (float64, bool) {
 	return ShareBetween(buckets, count, CollapseLow, CollapseHigh)
-}
-
-// InCollapseWindow reports whether a lifetime falls in the 250..350 s
-// window.
-func InCollapseWindow(seconds float64) bool {
-	return seconds > CollapseLow && seconds <= CollapseHigh
 }

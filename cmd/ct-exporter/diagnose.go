@@ -76,7 +76,7 @@ func (d *diagnoseCommand) run(stdout, stderr io.Writer) int {
 	}
 	targets, err := netns.TargetsFromPaths(d.common.netns)
 	if err != nil {
-		return couldNotRun(stderr, "%v", err)
+		return couldNotRun(stderr, "%v", flagError(err))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -86,7 +86,7 @@ func (d *diagnoseCommand) run(stdout, stderr io.Writer) int {
 		err = preflight.Check(checkCtx, targets)
 		cancel()
 		if err != nil {
-			return couldNotRun(stderr, "%v", err)
+			return couldNotRun(stderr, "%v", flagError(err))
 		}
 	}
 	sampler := d.sampler

@@ -13,10 +13,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/ct-exporter/ct-exporter/collector"
 	"github.com/ct-exporter/ct-exporter/diagnose"
 	"github.com/ct-exporter/ct-exporter/internal/ctnl"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
+	"github.com/ct-exporter/ct-exporter/internal/sysctl"
 )
 
 func TestExitCodeOf(t *testing.T) {
@@ -46,11 +46,11 @@ func (f fillSampler) Sample(_ context.Context, target netns.Target, _ time.Durat
 		return diagnose.Sample{}, f.err
 	}
 	start := time.Date(2026, 11, 24, 3, 0, 0, 0, time.UTC)
-	snap := collector.StatsSnapshot{Global: ctnl.GlobalStats{Entries: f.entries, MaxEntries: 1000}}
+	snap := ctnl.Snapshot{Global: ctnl.GlobalStats{Entries: f.entries, MaxEntries: 1000}}
 	return diagnose.Sample{
 		Target: target, Start: start, End: start.Add(time.Second),
 		Before: snap, After: snap,
-		Settings: collector.Settings{"nf_conntrack_tcp_timeout_established": 432000},
+		Settings: sysctl.Values{"nf_conntrack_tcp_timeout_established": 432000},
 	}, nil
 }
 

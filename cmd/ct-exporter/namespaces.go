@@ -10,9 +10,9 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
-	"github.com/ct-exporter/ct-exporter/collector"
 	"github.com/ct-exporter/ct-exporter/internal/discovery"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
+	"github.com/ct-exporter/ct-exporter/internal/watch"
 )
 
 // Defaults of the namespace discovery flags.
@@ -76,7 +76,8 @@ func (f *namespaceFlags) staticTargets(paths []string) ([]netns.Target, error) {
 	if !self && len(paths) == 0 && !f.discovering() {
 		return nil, errors.New("--no-conntrack.netns-self: nothing left to watch; add --conntrack.netns or a discovery flag")
 	}
-	return collector.StaticTargets(paths, self)
+	targets, err := watch.StaticTargets(paths, self)
+	return targets, flagError(err)
 }
 
 // checkTargets returns what the start-up checks read: the static
@@ -111,17 +112,19 @@ func (f *namespaceFlags) checkDiscoveryPrivileges() error {
 	return nil
 }
 
-// targetSet returns the set of watched namespaces over collectors. It
-// fails when discovery is on without the privileges it needs.
-func (f *namespaceFlags) targetSet(static []netns.Target, collectors map[string]collector.Collector, logger *zap.Logger) (*collector.TargetSet, error) {
+// namespaceSet returns the set of watched namespaces that starts and
+// stops watchers and makes forgetters forget with each namespace. It fails
+// when discovery is on without the privileges it needs.
+func (f *namespaceFlags) namespaceSet(static []netns.Target, watchers map[string]watch.Watcher, forgetters []watch.Forgetter, logger *zap.Logger) (*watch.Set, error) {
 	if err := f.checkDiscoveryPrivileges(); err != nil {
 		return nil, err
 	}
-	cfg := collector.TargetSetConfig{
+	cfg := watch.Config{
 		Static:     static,
 		Max:        f.max,
 		Interval:   f.interval,
-		Collectors: collectors,
+		Watchers:   watchers,
+		Forgetters: forgetters,
 		Logger:     logger,
 	}
 	if f.discovering() {
@@ -131,5 +134,5 @@ func (f *namespaceFlags) targetSet(static []netns.Target, collectors map[string]
 			SkipPID: os.Getpid(),
 		})
 	}
-	return collector.NewTargetSet(cfg)
+	return watch.New(cfg)
 }

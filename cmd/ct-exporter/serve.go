@@ -29,7 +29,9 @@ import (
 	"github.com/ct-exporter/ct-exporter/internal/caps"
 	"github.com/ct-exporter/ct-exporter/internal/logging"
 	"github.com/ct-exporter/ct-exporter/internal/preflight"
+	"github.com/ct-exporter/ct-exporter/internal/sysctl"
 	"github.com/ct-exporter/ct-exporter/internal/tablescan"
+	"github.com/ct-exporter/ct-exporter/internal/watch"
 )
 
 // defaultListenAddress is the exporter's default port.
@@ -125,7 +127,7 @@ func newServeCommand(app *kingpin.Application, common *commonFlags) *serveComman
 func (s *serveCommand) run(_ io.Writer, stderr io.Writer) int {
 	logger, err := logging.New(s.common.logLevel, s.common.logFormat, stderr)
 	if err != nil {
-		fmt.Fprintf(stderr, "ct-exporter: error: %v\n", err)
+		fmt.Fprintf(stderr, "ct-exporter: error: %v\n", flagError(err))
 		return exitUsage
 	}
 	defer logger.Sync() //nolint:errcheck // stderr may not support sync
@@ -158,44 +160,53 @@ func (s *serveCommand) run(_ io.Writer, stderr io.Writer) int {
 	err = preflight.Check(checkCtx, checkTargets(targets))
 	cancel()
 	if err != nil {
-		fmt.Fprintf(stderr, "ct-exporter: %v\n", err)
+		fmt.Fprintf(stderr, "ct-exporter: %v\n", flagError(err))
 		return exitFailure
 	}
 
-	collectors := map[string]collector.Collector{
-		"stats":    collector.NewStatsCollector(collector.NetlinkStats{}),
-		"settings": collector.NewSettingsCollector(collector.ProcSettings{}),
-	}
-	// Collectors with background work per namespace are added here.
-	collectors[collector.EventsName] = collector.NewEventsCollector(events.Config{
+	// What runs per namespace (package watch), and the collectors that
+	// read it.
+	stats := watch.NewStatsTotals(watch.KernelStats{})
+	subscribers := watch.NewSubscribers(watch.SubscriberStarter(events.Config{
 		BufferSize:       int(s.events.bufferSize),
 		FlowTableSize:    s.events.flowTableSize,
 		EnableTimestamps: s.events.enableTimestamps,
-	}, logger.With(zap.String("collector", collector.EventsName)))
+		Logger:           logger.With(zap.String("collector", collector.EventsName)),
+	}), collector.NewLifetimeSink)
+	collectors := map[string]collector.Collector{
+		"stats":              collector.NewStatsCollector(stats),
+		"settings":           collector.NewSettingsCollector(sysctl.Reader{}),
+		collector.EventsName: collector.NewEventsCollector(subscribers),
+	}
+	watchers := map[string]watch.Watcher{collector.EventsName: subscribers}
 	if s.table.interval > 0 {
-		collectors[collector.TableName] = collector.NewTableCollector(collector.TableOptions{
+		scans := watch.NewTableScans(watch.TableScanOptions{
 			Interval: s.table.interval,
 			Timeout:  s.table.timeout,
 			Scan:     tablescan.Options{TopK: s.table.topK, ByZoneMark: s.table.byZoneMark},
-		}, logger.With(zap.String("collector", collector.TableName)))
+			Logger:   logger.With(zap.String("collector", collector.TableName)),
+		})
+		collectors[collector.TableName] = collector.NewTableCollector(scans)
+		watchers[collector.TableName] = scans
 	}
 
 	// The static targets, then discovered ones: each namespace is watched
-	// by every Watcher and forgotten by every collector when it goes.
-	targetSet, err := s.namespaces.targetSet(targets, collectors, logger)
+	// by every watcher and forgotten by every one when it goes.
+	namespaces, err := s.namespaces.namespaceSet(targets, watchers, []watch.Forgetter{stats}, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "ct-exporter: %v\n", err)
 		return exitFailure
 	}
-	if err := targetSet.Start(ctx); err != nil {
-		fmt.Fprintf(stderr, "ct-exporter: %v\n", err)
+	if err := namespaces.Start(ctx); err != nil {
+		fmt.Fprintf(stderr, "ct-exporter: %v\n", flagError(err))
 		return exitFailure
 	}
-	defer targetSet.Close()
+	defer namespaces.Close()
 
-	exporter := collector.NewExporter(collectors, targetSet.Targets, s.scrapeTimeout, logger)
+	exporter := collector.NewExporter(collectors, namespaces.Targets, s.scrapeTimeout, logger)
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(targetSet.Guard(exporter), targetSet, versioncollector.NewCollector("conntrack_exporter"))
+	reg.MustRegister(collector.Guard(exporter, namespaces), collector.NewNetnsCollector(namespaces.Status),
+		versioncollector.NewCollector("conntrack_exporter"))
 	if !s.disableExporterMetrics {
 		reg.MustRegister(promcollectors.NewGoCollector(), promcollectors.NewProcessCollector(promcollectors.ProcessCollectorOpts{}))
 	}

@@ -151,3 +151,36 @@ func (c *Conn) GlobalStats(ctx context.Context) (GlobalStats, error) {
 	}
 	return g, nil
 }
+
+// Snapshot is one reading of a namespace's conntrack statistics.
+type Snapshot struct {
+	// Inode identifies the namespace; counters restart when it changes.
+	Inode uint64
+	// Global holds the entry count and the table limit.
+	Global GlobalStats
+	// CPUs holds the raw 32-bit per-CPU counters.
+	CPUs []CPUStats
+}
+
+// ReadSnapshot opens a ctnetlink socket in the namespace of target, asks
+// for the global and per-CPU statistics, and closes it.
+func ReadSnapshot(ctx context.Context, target netns.Target) (Snapshot, error) {
+	ino, err := target.Inode()
+	if err != nil {
+		return Snapshot{}, err
+	}
+	c, err := Dial(target)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	defer c.Close()
+	g, err := c.GlobalStats(ctx)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	cpus, err := c.CPUStats(ctx)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	return Snapshot{Inode: ino, Global: g, CPUs: cpus}, nil
+}

@@ -4,6 +4,7 @@
 package logging
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,11 +22,18 @@ var Levels = []string{"debug", "info", "warn", "error"}
 // Formats are the accepted --log.format values.
 var Formats = []string{"logfmt", "json"}
 
+// Errors of New for a level or format it does not know; the error wraps
+// one and quotes the value.
+var (
+	ErrUnknownLevel  = errors.New("unknown level")
+	ErrUnknownFormat = errors.New("unknown format")
+)
+
 // New returns a logger writing to w at the given level and format.
 func New(level, format string, w io.Writer) (*zap.Logger, error) {
 	var lvl zapcore.Level
 	if err := lvl.UnmarshalText([]byte(level)); err != nil || level == "" {
-		return nil, fmt.Errorf("--log.level: unknown level %q (want debug, info, warn or error)", level)
+		return nil, fmt.Errorf("log level: %w %q (want debug, info, warn or error)", ErrUnknownLevel, level)
 	}
 	cfg := zapcore.EncoderConfig{
 		TimeKey:        "ts",
@@ -47,7 +55,7 @@ func New(level, format string, w io.Writer) (*zap.Logger, error) {
 	case "json":
 		enc = zapcore.NewJSONEncoder(cfg)
 	default:
-		return nil, fmt.Errorf("--log.format: unknown format %q (want logfmt or json)", format)
+		return nil, fmt.Errorf("log format: %w %q (want logfmt or json)", ErrUnknownFormat, format)
 	}
 	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), lvl)
 	return zap.New(core, zap.AddCaller()), nil

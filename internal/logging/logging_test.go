@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 
@@ -38,12 +39,15 @@ func TestNewFormats(t *testing.T) {
 }
 
 func TestNewErrors(t *testing.T) {
-	for _, tc := range []struct{ level, format, want string }{
-		{"loud", "logfmt", `--log.level: unknown level "loud" (want debug, info, warn or error)`},
-		{"", "logfmt", `--log.level: unknown level "" (want debug, info, warn or error)`},
-		{"info", "xml", `--log.format: unknown format "xml" (want logfmt or json)`},
+	for _, tc := range []struct {
+		level, format, want string
+		is                  error
+	}{
+		{"loud", "logfmt", `log level: unknown level "loud" (want debug, info, warn or error)`, ErrUnknownLevel},
+		{"", "logfmt", `log level: unknown level "" (want debug, info, warn or error)`, ErrUnknownLevel},
+		{"info", "xml", `log format: unknown format "xml" (want logfmt or json)`, ErrUnknownFormat},
 	} {
-		if _, err := New(tc.level, tc.format, &bytes.Buffer{}); err == nil || err.Error() != tc.want {
+		if _, err := New(tc.level, tc.format, &bytes.Buffer{}); !errors.Is(err, tc.is) || err.Error() != tc.want {
 			t.Errorf("New(%q, %q) = %v, want %q", tc.level, tc.format, err, tc.want)
 		}
 	}

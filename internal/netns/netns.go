@@ -77,8 +77,23 @@ func NameFromPath(path string) string {
 	return clean
 }
 
-// TargetsFromPaths turns --conntrack.netns values into Targets. No paths
-// means the exporter's own namespace. Duplicate paths or names are errors.
+// ErrEmptyPath reports an empty namespace path.
+var ErrEmptyPath = errors.New("empty path")
+
+// SameNameError reports two namespace paths that get the same name.
+type SameNameError struct {
+	// Path gets the name Name, which Earlier got first.
+	Path, Name, Earlier string
+}
+
+// Error implements error.
+func (e *SameNameError) Error() string {
+	return fmt.Sprintf("%s: same namespace name %q as %s", e.Path, e.Name, e.Earlier)
+}
+
+// TargetsFromPaths turns namespace paths (the --conntrack.netns values)
+// into Targets. No paths means the exporter's own namespace. An empty path
+// is ErrEmptyPath; two paths with one name are a *SameNameError.
 func TargetsFromPaths(paths []string) ([]Target, error) {
 	if len(paths) == 0 {
 		return []Target{Self()}, nil
@@ -87,11 +102,11 @@ func TargetsFromPaths(paths []string) ([]Target, error) {
 	targets := make([]Target, 0, len(paths))
 	for _, p := range paths {
 		if p == "" {
-			return nil, errors.New("--conntrack.netns: empty path")
+			return nil, ErrEmptyPath
 		}
 		name := NameFromPath(p)
 		if prev, ok := seenName[name]; ok {
-			return nil, fmt.Errorf("--conntrack.netns=%s: same namespace name %q as %s", p, name, prev)
+			return nil, &SameNameError{Path: p, Name: name, Earlier: prev}
 		}
 		seenName[name] = p
 		targets = append(targets, Target{Name: name, Path: filepath.Clean(p)})

@@ -38,8 +38,13 @@ func TestTargetsFromPaths(t *testing.T) {
 	if err != nil || len(got) != 2 || got[0].Name != "a" || got[1].Name != "pid-7" || got[1].Path != "/proc/7/ns/net" {
 		t.Fatalf("two paths: %v, %v", got, err)
 	}
-	if _, err := netns.TargetsFromPaths([]string{""}); err == nil {
-		t.Error("empty path accepted")
+	if _, err := netns.TargetsFromPaths([]string{""}); !errors.Is(err, netns.ErrEmptyPath) {
+		t.Errorf("empty path: %v, want ErrEmptyPath", err)
+	}
+	_, err = netns.TargetsFromPaths([]string{"/run/netns/a", "/var/run/netns/a"})
+	var same *netns.SameNameError
+	if !errors.As(err, &same) || same.Path != "/var/run/netns/a" || same.Name != "a" || same.Earlier != "/run/netns/a" {
+		t.Errorf("same name twice: %v", err)
 	}
 }
 

@@ -2,6 +2,7 @@ package preflight
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -17,13 +18,17 @@ func TestCheckPathErrors(t *testing.T) {
 	if err := os.WriteFile(plain, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for path, want := range map[string]string{
-		missing: "--conntrack.netns=" + missing + ": no such network namespace; create it (ip netns add NAME) or fix the path",
-		plain:   "--conntrack.netns=" + plain + ": not a network namespace file; pass /run/netns/NAME or /proc/PID/ns/net",
+	for path, tc := range map[string]struct {
+		reason error
+		want   string
+	}{
+		missing: {ErrNoNamespace, missing + ": no such network namespace; create it (ip netns add NAME) or fix the path"},
+		plain:   {ErrNotNamespace, plain + ": not a network namespace file; pass /run/netns/NAME or /proc/PID/ns/net"},
 	} {
 		err := Check(context.Background(), []netns.Target{{Name: "x", Path: path}})
-		if err == nil || err.Error() != want {
-			t.Errorf("Check(%s) = %v, want %q", path, err, want)
+		var pe *PathError
+		if !errors.As(err, &pe) || pe.Path != path || !errors.Is(err, tc.reason) || err.Error() != tc.want {
+			t.Errorf("Check(%s) = %v, want %q", path, err, tc.want)
 		}
 	}
 }

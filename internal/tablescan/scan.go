@@ -3,13 +3,12 @@ package tablescan
 import (
 	"context"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
+	"math"
 	"time"
 
 	"github.com/ct-exporter/ct-exporter/internal/ctnl"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
+	"github.com/ct-exporter/ct-exporter/internal/sysctl"
 )
 
 // Scan is the Result of one scan of a namespace with its timing.
@@ -60,7 +59,7 @@ func (s *Scanner) Scan(ctx context.Context, target netns.Target) (*Scan, error) 
 	}
 	defer func() { <-s.sem }()
 	start := time.Now()
-	t, err := ReadTimeouts(target)
+	t, err := readTimeouts(target)
 	if err != nil {
 		return nil, fmt.Errorf("table scan: %w", err)
 	}
@@ -86,50 +85,28 @@ func (s *Scanner) Scan(ctx context.Context, target netns.Target) (*Scan, error) 
 	return &Scan{Result: s.agg.Result(), Start: start, End: time.Now(), Dump: info}, nil
 }
 
-// timeoutSysctls are the per-namespace files Timeouts are read from.
-const (
-	sysctlDir            = "/proc/sys/net/netfilter/"
-	sysctlEstablished    = "nf_conntrack_tcp_timeout_established"
-	sysctlMaxRetrans     = "nf_conntrack_tcp_timeout_max_retrans"
-	sysctlUnacknowledged = "nf_conntrack_tcp_timeout_unacknowledged"
-)
-
-// ReadTimeouts reads the TCP timeout sysctls of the namespace of target.
-// They are per namespace, so they are read from a thread inside it.
-func ReadTimeouts(target netns.Target) (Timeouts, error) {
-	var t Timeouts
-	err := target.Do(func() error {
-		for _, v := range []struct {
-			name string
-			dst  *uint32
-		}{
-			{sysctlEstablished, &t.Established},
-			{sysctlMaxRetrans, &t.MaxRetrans},
-			{sysctlUnacknowledged, &t.Unacknowledged},
-		} {
-			n, err := readUint32(sysctlDir + v.name)
-			if err != nil {
-				return err
-			}
-			*v.dst = n
+// readTimeouts reads the TCP timeout sysctls of the namespace of target.
+func readTimeouts(target netns.Target) (Timeouts, error) {
+	var (
+		r sysctl.Reader
+		t Timeouts
+	)
+	for _, v := range []struct {
+		name string
+		dst  *uint32
+	}{
+		{sysctl.TCPTimeoutEstablished, &t.Established},
+		{sysctl.TCPTimeoutMaxRetrans, &t.MaxRetrans},
+		{sysctl.TCPTimeoutUnacknowledged, &t.Unacknowledged},
+	} {
+		n, err := r.Int(target, v.name)
+		if err != nil {
+			return Timeouts{}, fmt.Errorf("tcp timeouts: %w", err)
 		}
-		return nil
-	})
-	if err != nil {
-		return Timeouts{}, fmt.Errorf("netns %s: tcp timeouts: %w", target, err)
+		if n < 0 || n > math.MaxUint32 {
+			return Timeouts{}, fmt.Errorf("tcp timeouts: netns %s: %s=%d out of range", target, v.name, n)
+		}
+		*v.dst = uint32(n)
 	}
 	return t, nil
-}
-
-// readUint32 reads a file holding one unsigned decimal number.
-func readUint32(path string) (uint32, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32)
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", path, err)
-	}
-	return uint32(v), nil
 }

@@ -1,4 +1,4 @@
-package collector
+package watch
 
 import (
 	"context"
@@ -13,17 +13,17 @@ import (
 	"github.com/ct-exporter/ct-exporter/internal/nstest"
 )
 
-func TestTargetSetRealNamespaces(t *testing.T) {
+func TestSetRealNamespaces(t *testing.T) {
 	nstest.RequireRoot(t)
 	static, a, b := nstest.NewNamespace(t), nstest.NewNamespace(t), nstest.NewNamespace(t)
 	w := newFakeWatcher()
 	scanner := discovery.New(discovery.Options{Dirs: []string{"/run/netns"}, Proc: true, SkipPID: os.Getpid()})
-	set, err := NewTargetSet(TargetSetConfig{
+	set, err := New(Config{
 		Static:     []netns.Target{netns.Self(), static.Target()},
 		Discoverer: scanner,
 		Max:        1000,
 		Interval:   time.Hour,
-		Collectors: map[string]Collector{"w": w},
+		Watchers:   map[string]Watcher{"w": w},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +91,7 @@ func TestTargetSetRealNamespaces(t *testing.T) {
 	}
 }
 
-func TestTargetSetStaticPathsOfOneNamespace(t *testing.T) {
+func TestSetStaticPathsOfOneNamespace(t *testing.T) {
 	nstest.RequireRoot(t)
 	n := nstest.NewNamespace(t)
 	cmd := nstest.Run(t, "sh", "-c", "ip netns exec "+n.Name+" sleep 60 >/dev/null 2>&1 & echo $!")
@@ -111,7 +111,7 @@ func TestTargetSetStaticPathsOfOneNamespace(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	set, err := NewTargetSet(TargetSetConfig{
+	set, err := New(Config{
 		Static: []netns.Target{n.Target(), viaProc}, Max: 10, Interval: time.Hour,
 	})
 	if err != nil {
@@ -124,7 +124,7 @@ func TestTargetSetStaticPathsOfOneNamespace(t *testing.T) {
 	set.Close()
 
 	// The exporter's own namespace named by a path: watched once, by path.
-	set, err = NewTargetSet(TargetSetConfig{
+	set, err = New(Config{
 		Static: []netns.Target{netns.Self(), {Name: "host", Path: "/proc/1/ns/net"}}, Max: 10, Interval: time.Hour,
 	})
 	if err != nil {

@@ -1,4 +1,4 @@
-package collector
+package watch
 
 import (
 	"context"
@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/sys/unix"
 
 	"github.com/ct-exporter/ct-exporter/internal/discovery"
@@ -52,11 +50,6 @@ type fakeWatcher struct {
 
 func newFakeWatcher() *fakeWatcher {
 	return &fakeWatcher{watching: map[string]netns.Target{}, refuse: map[string]bool{}}
-}
-
-func (w *fakeWatcher) Describe(chan<- *prometheus.Desc) {}
-func (w *fakeWatcher) Update(context.Context, netns.Target, chan<- prometheus.Metric) error {
-	return nil
 }
 
 func (w *fakeWatcher) Watch(_ context.Context, t netns.Target) error {
@@ -107,13 +100,9 @@ func (w *fakeWatcher) names() []string {
 	return out
 }
 
-// forgetOnly hides Watch so the collector is only a Forgetter.
+// forgetOnly hides Watch so the watcher is only a Forgetter.
 type forgetOnly struct{ f *fakeWatcher }
 
-func (o forgetOnly) Describe(chan<- *prometheus.Desc) {}
-func (o forgetOnly) Update(context.Context, netns.Target, chan<- prometheus.Metric) error {
-	return nil
-}
 func (o forgetOnly) Forget(t netns.Target) { o.f.Forget(t) }
 
 // nsFile makes a file to stand for a namespace found under /proc: the
@@ -148,10 +137,10 @@ func targetNames(ts []netns.Target) []string {
 	return out
 }
 
-// harness is a TargetSet over one fake watcher, one fake forgetter and a
+// harness is a Set over one fake watcher, one fake forgetter and a
 // fake discoverer.
 type harness struct {
-	set    *TargetSet
+	set    *Set
 	w      *fakeWatcher
 	forget *fakeWatcher
 	disc   *fakeDiscoverer
@@ -160,12 +149,13 @@ type harness struct {
 func newHarness(t *testing.T, static []netns.Target, max int, res discovery.Result) *harness {
 	t.Helper()
 	h := &harness{w: newFakeWatcher(), forget: newFakeWatcher(), disc: &fakeDiscoverer{res: res}}
-	set, err := NewTargetSet(TargetSetConfig{
+	set, err := New(Config{
 		Static:     static,
 		Discoverer: h.disc,
 		Max:        max,
 		Interval:   time.Hour, // rescans are driven by the test
-		Collectors: map[string]Collector{"watcher": h.w, "forgetter": forgetOnly{h.forget}},
+		Watchers:   map[string]Watcher{"watcher": h.w},
+		Forgetters: []Forgetter{forgetOnly{h.forget}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -206,10 +196,14 @@ func TestStaticTargets(t *testing.T) {
 		{name: "self and a path", paths: []string{"/run/netns/a"}, self: true,
 			want: []netns.Target{netns.Self(), {Name: "a", Path: "/run/netns/a"}}},
 		{name: "a path named self", paths: []string{"/run/netns/self"}, self: true,
-			err: `--conntrack.netns=/run/netns/self: name "self" is the exporter's own namespace`},
+			err: `/run/netns/self: name "self" is the exporter's own namespace`},
 		{name: "duplicate", paths: []string{"/run/netns/a", "/var/run/netns/a"}, err: "same namespace name"},
 	} {
 		got, err := StaticTargets(tc.paths, tc.self)
+		var selfName *SelfNameError
+		if tc.name == "a path named self" && (!errors.As(err, &selfName) || !errors.Is(err, ErrSelfName) || selfName.Path != "/run/netns/self") {
+			t.Errorf("%s: err = %v, want a *SelfNameError", tc.name, err)
+		}
 		if tc.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
 				t.Errorf("%s: err = %v, want %q", tc.name, err, tc.err)
@@ -222,18 +216,18 @@ func TestStaticTargets(t *testing.T) {
 	}
 }
 
-func TestNewTargetSetRejectsBadConfig(t *testing.T) {
-	if _, err := NewTargetSet(TargetSetConfig{Max: 0, Interval: time.Second}); err == nil ||
-		err.Error() != "--conntrack.netns-max=0: must be at least 1" {
+func TestNewRejectsBadConfig(t *testing.T) {
+	if _, err := New(Config{Max: 0, Interval: time.Second}); !errors.Is(err, ErrMaxTooSmall) ||
+		err.Error() != "namespace limit 0: must be at least 1" {
 		t.Errorf("Max 0: %v", err)
 	}
-	if _, err := NewTargetSet(TargetSetConfig{Max: 1}); err == nil ||
-		err.Error() != "--conntrack.netns-discover-interval=0s: must be positive" {
+	if _, err := New(Config{Max: 1}); !errors.Is(err, ErrIntervalInvalid) ||
+		err.Error() != "rescan interval 0s: must be positive" {
 		t.Errorf("Interval 0: %v", err)
 	}
 }
 
-func TestTargetSetAddsAndDropsDiscoveredNamespaces(t *testing.T) {
+func TestSetAddsAndDropsDiscoveredNamespaces(t *testing.T) {
 	pathA, inoA := nsFile(t, "a")
 	pathP, inoP := nsFile(t, "p")
 	res := discovery.Result{Namespaces: []discovery.Namespace{
@@ -264,22 +258,14 @@ func TestTargetSetAddsAndDropsDiscoveredNamespaces(t *testing.T) {
 		t.Errorf("held path %s: inode %d, %v; want %d", pTarget.Path, st.Ino, err, inoP)
 	}
 
-	want := fmt.Sprintf(`
-# HELP conntrack_exporter_watched_namespaces Network namespaces watched now: static, the exporter's own, and discovered.
-# TYPE conntrack_exporter_watched_namespaces gauge
-conntrack_exporter_watched_namespaces 3
-# HELP conntrack_exporter_netns_over_limit Discovered network namespaces not watched at the last rescan because --conntrack.netns-max was reached.
-# TYPE conntrack_exporter_netns_over_limit gauge
-conntrack_exporter_netns_over_limit 0
-# HELP conntrack_netns_info One series per watched network namespace (value 1): where it was found, its inode, and the lowest process ID in it with that process's command and cgroup when known.
-# TYPE conntrack_netns_info gauge
-conntrack_netns_info{cgroup="",comm="",inode="%d",netns="a",pid="",source="dir"} 1
-conntrack_netns_info{cgroup="/",comm="init",inode="%d",netns="self",pid="1",source="self"} 1
-conntrack_netns_info{cgroup="/kubepods/pod1",comm="pause",inode="%d",netns="%s",pid="42",source="proc"} 1
-`, inoA, selfInode(t), inoP, nameP)
-	if err := testutil.CollectAndCompare(h.set, strings.NewReader(want),
-		"conntrack_exporter_watched_namespaces", "conntrack_exporter_netns_over_limit", "conntrack_netns_info"); err != nil {
-		t.Error(err)
+	status := h.set.Status()
+	wantInfo := []NamespaceInfo{
+		{Name: "self", Source: "self", Inode: selfInode(t), PID: 1, Comm: "init", Cgroup: "/"},
+		{Name: "a", Source: "dir", Inode: inoA},
+		{Name: nameP, Source: "proc", Inode: inoP, PID: 42, Comm: "pause", Cgroup: "/kubepods/pod1"},
+	}
+	if !slices.Equal(status.Namespaces, wantInfo) || status.OverLimit != 0 || !status.Discovery {
+		t.Errorf("Status = %+v, want namespaces %+v and none over the limit", status, wantInfo)
 	}
 
 	// A rescan that finds the same keeps everything as it is.
@@ -314,7 +300,7 @@ conntrack_netns_info{cgroup="/kubepods/pod1",comm="pause",inode="%d",netns="%s",
 	h.set.Rescan()
 }
 
-func TestTargetSetCap(t *testing.T) {
+func TestSetCap(t *testing.T) {
 	var nss []discovery.Namespace
 	for i := range 5 {
 		p, ino := nsFile(t, fmt.Sprint(i))
@@ -322,18 +308,7 @@ func TestTargetSetCap(t *testing.T) {
 	}
 	h := newHarness(t, []netns.Target{netns.Self()}, 3, discovery.Result{Namespaces: nss})
 	h.check(t, "self", "n0", "n1")
-	overLimit := func() float64 {
-		return testutil.ToFloat64(prometheus.CollectorFunc(func(ch chan<- prometheus.Metric) {
-			m := make(chan prometheus.Metric, 100)
-			h.set.Collect(m)
-			close(m)
-			for x := range m {
-				if strings.Contains(x.Desc().String(), "netns_over_limit") {
-					ch <- x
-				}
-			}
-		}))
-	}
+	overLimit := func() int { return h.set.Status().OverLimit }
 	if v := overLimit(); v != 3 {
 		t.Errorf("over limit %v, want 3", v)
 	}
@@ -354,7 +329,7 @@ func TestTargetSetCap(t *testing.T) {
 	}
 }
 
-func TestTargetSetKeepsWhatAFailedSourceCouldNotSee(t *testing.T) {
+func TestSetKeepsWhatAFailedSourceCouldNotSee(t *testing.T) {
 	pathA, inoA := nsFile(t, "a")
 	pathP, inoP := nsFile(t, "p")
 	a := discovery.Namespace{Inode: inoA, Name: "a", Path: pathA, Source: discovery.SourceDir}
@@ -366,22 +341,12 @@ func TestTargetSetKeepsWhatAFailedSourceCouldNotSee(t *testing.T) {
 	h.disc.set(discovery.Result{Failed: map[discovery.Source]bool{discovery.SourceProc: true}}, errors.New("scan /proc: EMFILE"))
 	h.set.Rescan()
 	h.check(t, p.Name)
-	errs := testutil.ToFloat64(prometheus.CollectorFunc(func(ch chan<- prometheus.Metric) {
-		m := make(chan prometheus.Metric, 100)
-		h.set.Collect(m)
-		close(m)
-		for x := range m {
-			if strings.Contains(x.Desc().String(), "discovery_errors_total") {
-				ch <- x
-			}
-		}
-	}))
-	if errs != 1 {
+	if errs := h.set.Status().ScanErrors; errs != 1 {
 		t.Errorf("discovery errors %v, want 1", errs)
 	}
 }
 
-func TestTargetSetKeepsTheNameWhileItsDirectoryCannotBeRead(t *testing.T) {
+func TestSetKeepsTheNameWhileItsDirectoryCannotBeRead(t *testing.T) {
 	pathA, inoA := nsFile(t, "a")
 	a := discovery.Namespace{Inode: inoA, Name: "a", Path: pathA, Source: discovery.SourceDir}
 	h := newHarness(t, nil, 10, discovery.Result{Namespaces: []discovery.Namespace{a}})
@@ -399,7 +364,7 @@ func TestTargetSetKeepsTheNameWhileItsDirectoryCannotBeRead(t *testing.T) {
 	}
 }
 
-func TestTargetSetWithoutSelfSkipsOwnNamespace(t *testing.T) {
+func TestSetWithoutSelfSkipsOwnNamespace(t *testing.T) {
 	pathA, inoA := nsFile(t, "a")
 	res := discovery.Result{Namespaces: []discovery.Namespace{
 		{Inode: selfInode(t), Name: "host", Path: "/run/netns/host", Source: discovery.SourceDir},
@@ -409,7 +374,7 @@ func TestTargetSetWithoutSelfSkipsOwnNamespace(t *testing.T) {
 	h.check(t, "a")
 }
 
-func TestTargetSetRenamesAProcNamespaceThatGetsAName(t *testing.T) {
+func TestSetRenamesAProcNamespaceThatGetsAName(t *testing.T) {
 	pathP, inoP := nsFile(t, "p")
 	p := discovery.Namespace{Inode: inoP, Name: discovery.InodeName(inoP), Path: pathP, Source: discovery.SourceProc}
 	h := newHarness(t, nil, 10, discovery.Result{Namespaces: []discovery.Namespace{p}})
@@ -425,7 +390,7 @@ func TestTargetSetRenamesAProcNamespaceThatGetsAName(t *testing.T) {
 	}
 }
 
-func TestTargetSetNameCollision(t *testing.T) {
+func TestSetNameCollision(t *testing.T) {
 	pathA, inoA := nsFile(t, "a")
 	// A directory namespace called "self" cannot take the exporter's name.
 	h := newHarness(t, []netns.Target{netns.Self()}, 10, discovery.Result{Namespaces: []discovery.Namespace{
@@ -434,14 +399,14 @@ func TestTargetSetNameCollision(t *testing.T) {
 	h.check(t, "self", discovery.InodeName(inoA))
 }
 
-func TestTargetSetRetriesAWatcherThatFailed(t *testing.T) {
+func TestSetRetriesAWatcherThatFailed(t *testing.T) {
 	pathA, inoA := nsFile(t, "a")
 	res := discovery.Result{Namespaces: []discovery.Namespace{{Inode: inoA, Name: "a", Path: pathA, Source: discovery.SourceDir}}}
 	w := newFakeWatcher()
 	w.setRefuse("a", true)
-	set, err := NewTargetSet(TargetSetConfig{
+	set, err := New(Config{
 		Discoverer: &fakeDiscoverer{res: res}, Max: 10, Interval: time.Hour,
-		Collectors: map[string]Collector{"w": w},
+		Watchers: map[string]Watcher{"w": w},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -465,12 +430,12 @@ func TestTargetSetRetriesAWatcherThatFailed(t *testing.T) {
 	}
 }
 
-func TestTargetSetStaticWatchFailureStopsStart(t *testing.T) {
+func TestSetStaticWatchFailureStopsStart(t *testing.T) {
 	w := newFakeWatcher()
 	w.setRefuse("self", true)
-	set, err := NewTargetSet(TargetSetConfig{
+	set, err := New(Config{
 		Static: []netns.Target{netns.Self()}, Max: 10, Interval: time.Hour,
-		Collectors: map[string]Collector{"events": w},
+		Watchers: map[string]Watcher{"events": w},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -485,29 +450,27 @@ func TestTargetSetStaticWatchFailureStopsStart(t *testing.T) {
 	set.Close()
 }
 
-// blockingCollector is a guarded collector whose Collect waits until
-// released.
-type blockingCollector struct {
+// blockingReader holds the set like a scrape, until released.
+type blockingReader struct {
 	started chan struct{}
 	release chan struct{}
 }
 
-func (b *blockingCollector) Describe(chan<- *prometheus.Desc) {}
-func (b *blockingCollector) Collect(chan<- prometheus.Metric) {
+func (b *blockingReader) read(s *Set) {
+	defer s.Hold()()
 	close(b.started)
 	<-b.release
 }
 
-func TestTargetSetForgetsOnlyAfterRunningScrapes(t *testing.T) {
+func TestSetForgetsOnlyAfterRunningScrapes(t *testing.T) {
 	pathA, inoA := nsFile(t, "a")
 	h := newHarness(t, nil, 10, discovery.Result{Namespaces: []discovery.Namespace{{Inode: inoA, Name: "a", Path: pathA, Source: discovery.SourceDir}}})
 	h.w.takeLog()
-	b := &blockingCollector{started: make(chan struct{}), release: make(chan struct{})}
+	b := &blockingReader{started: make(chan struct{}), release: make(chan struct{})}
 	scrapeDone := make(chan struct{})
 	go func() {
 		defer close(scrapeDone)
-		ch := make(chan prometheus.Metric)
-		h.set.Guard(b).Collect(ch)
+		b.read(h.set)
 	}()
 	<-b.started
 
@@ -538,7 +501,7 @@ func TestTargetSetForgetsOnlyAfterRunningScrapes(t *testing.T) {
 	}
 }
 
-func TestTargetSetConcurrentScrapesAndRescans(t *testing.T) {
+func TestSetConcurrentScrapesAndRescans(t *testing.T) {
 	var nss []discovery.Namespace
 	for i := range 8 {
 		p, ino := nsFile(t, fmt.Sprint(i))
@@ -550,9 +513,9 @@ func TestTargetSetConcurrentScrapesAndRescans(t *testing.T) {
 	}
 	h := newHarness(t, []netns.Target{netns.Self()}, 6, discovery.Result{Namespaces: nss})
 	h.set.Close() // stopped by the test instead of the harness
-	set, err := NewTargetSet(TargetSetConfig{
+	set, err := New(Config{
 		Static: []netns.Target{netns.Self()}, Discoverer: h.disc, Max: 6, Interval: time.Millisecond,
-		Collectors: map[string]Collector{"w": newFakeWatcher()},
+		Watchers: map[string]Watcher{"w": newFakeWatcher()},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -560,13 +523,17 @@ func TestTargetSetConcurrentScrapesAndRescans(t *testing.T) {
 	if err := set.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	exporter := set.Guard(prometheus.CollectorFunc(func(chan<- prometheus.Metric) {
+	scrape := func() {
+		defer set.Hold()()
 		for _, tg := range set.Targets() {
 			if tg.Name == "" {
 				t.Error("empty target")
 			}
 		}
-	}))
+		if st := set.Status(); len(st.Namespaces) > 6 {
+			t.Errorf("%d namespaces watched, at most 6", len(st.Namespaces))
+		}
+	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for range 4 {
@@ -579,9 +546,7 @@ func TestTargetSetConcurrentScrapesAndRescans(t *testing.T) {
 					return
 				default:
 				}
-				exporter.Collect(nil)
-				ch := make(chan prometheus.Metric, 100)
-				set.Collect(ch)
+				scrape()
 			}
 		}()
 	}

@@ -1,0 +1,102 @@
+package collector
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ct-exporter/ct-exporter/internal/watch"
+)
+
+// NetnsStatus returns the status of the set of watched namespaces;
+// (*watch.Set).Status is one.
+type NetnsStatus func() *watch.Status
+
+// NetnsCollector exports the set of watched network namespaces itself:
+// conntrack_exporter_watched_namespaces, one conntrack_netns_info series
+// per namespace and, with discovery, conntrack_exporter_netns_over_limit,
+// conntrack_exporter_netns_discovery_errors_total and
+// conntrack_exporter_netns_discovery_duration_seconds. It is a
+// prometheus.Collector of its own, not run per namespace.
+type NetnsCollector struct {
+	status NetnsStatus
+
+	watchedDesc, overLimitDesc, scanErrorsDesc, scanDurationDesc, infoDesc *prometheus.Desc
+}
+
+// NewNetnsCollector returns a NetnsCollector reading status.
+func NewNetnsCollector(status NetnsStatus) *NetnsCollector {
+	return &NetnsCollector{
+		status: status,
+		watchedDesc: prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "exporter", "watched_namespaces"),
+			"Network namespaces watched now: static, the exporter's own, and discovered.", nil, nil),
+		overLimitDesc: prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "exporter", "netns_over_limit"),
+			"Discovered network namespaces not watched at the last rescan because --conntrack.netns-max was reached.", nil, nil),
+		scanErrorsDesc: prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "exporter", "netns_discovery_errors_total"),
+			"Rescans whose namespace discovery failed in part; what they could not read was kept as it was.", nil, nil),
+		scanDurationDesc: prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "exporter", "netns_discovery_duration_seconds"),
+			"How long the last rescan of network namespaces took.", nil, nil),
+		infoDesc: prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "netns", "info"),
+			"One series per watched network namespace (value 1): where it was found, its inode, and the lowest process ID in it with that process's command and cgroup when known.",
+			[]string{NetnsLabel, "source", "inode", "pid", "comm", "cgroup"}, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *NetnsCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.watchedDesc
+	ch <- c.overLimitDesc
+	ch <- c.scanErrorsDesc
+	ch <- c.scanDurationDesc
+	ch <- c.infoDesc
+}
+
+// Collect implements prometheus.Collector.
+func (c *NetnsCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.status()
+	ch <- prometheus.MustNewConstMetric(c.watchedDesc, prometheus.GaugeValue, float64(len(st.Namespaces)))
+	if st.Discovery {
+		ch <- prometheus.MustNewConstMetric(c.overLimitDesc, prometheus.GaugeValue, float64(st.OverLimit))
+		ch <- prometheus.MustNewConstMetric(c.scanErrorsDesc, prometheus.CounterValue, float64(st.ScanErrors))
+		ch <- prometheus.MustNewConstMetric(c.scanDurationDesc, prometheus.GaugeValue, st.LastScan.Seconds())
+	}
+	for _, ns := range st.Namespaces {
+		var inode, pid string
+		if ns.Inode != 0 {
+			inode = strconv.FormatUint(ns.Inode, 10)
+		}
+		if ns.PID != 0 {
+			pid = strconv.Itoa(ns.PID)
+		}
+		ch <- prometheus.MustNewConstMetric(c.infoDesc, prometheus.GaugeValue, 1, ns.Name, ns.Source, inode, pid, ns.Comm, ns.Cgroup)
+	}
+}
+
+// Holder holds off forgetting namespaces while a scrape reads them;
+// *watch.Set is one.
+type Holder interface {
+	Hold() (release func())
+}
+
+// Guard wraps the collector that reads the watched namespaces (the
+// Exporter) so that each Collect holds h: a namespace dropped from the set
+// is forgotten only once the scrapes that may still be using it are done.
+func Guard(c prometheus.Collector, h Holder) prometheus.Collector {
+	return guarded{c: c, h: h}
+}
+
+// guarded is a collector whose Collect holds off forgetting.
+type guarded struct {
+	c prometheus.Collector
+	h Holder
+}
+
+// Describe implements prometheus.Collector.
+func (g guarded) Describe(ch chan<- *prometheus.Desc) { g.c.Describe(ch) }
+
+// Collect implements prometheus.Collector.
+func (g guarded) Collect(ch chan<- prometheus.Metric) {
+	release := g.h.Hold()
+	defer release()
+	g.c.Collect(ch)
+}

@@ -1,0 +1,166 @@
+// Package sysctl reads (and, on explicit request, writes) the conntrack
+// sysctls of a network namespace. The kernel shows under /proc/sys the
+// values of the reading thread's namespace, so every read and write runs
+// on a thread that entered the namespace of its target.
+package sysctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/ct-exporter/ct-exporter/internal/netns"
+)
+
+// Dir is where the kernel shows the conntrack sysctls of the reading
+// thread's network namespace.
+const Dir = "/proc/sys/net/netfilter"
+
+// Names of sysctls that more than one part of the exporter reads.
+const (
+	Events                   = "nf_conntrack_events"
+	Timestamp                = "nf_conntrack_timestamp"
+	TCPTimeoutEstablished    = "nf_conntrack_tcp_timeout_established"
+	TCPTimeoutMaxRetrans     = "nf_conntrack_tcp_timeout_max_retrans"
+	TCPTimeoutUnacknowledged = "nf_conntrack_tcp_timeout_unacknowledged"
+)
+
+// TCPTimeoutPrefix starts the name of each TCP timeout sysctl; the TCP
+// state follows it (nf_conntrack_tcp_timeout_established).
+const TCPTimeoutPrefix = "nf_conntrack_tcp_timeout_"
+
+// ErrNoSysctls reports a directory without any of the conntrack sysctls
+// asked for: conntrack is not available in the namespace.
+var ErrNoSysctls = errors.New("no conntrack sysctls")
+
+// Values maps sysctl file names under Dir (for example
+// "nf_conntrack_tcp_timeout_established") to their values. A sysctl the
+// kernel does not have is absent.
+type Values map[string]int64
+
+// Has reports whether the kernel has the sysctl name.
+func (v Values) Has(name string) bool {
+	_, ok := v[name]
+	return ok
+}
+
+// Conntrack returns the names of every conntrack sysctl the exporter
+// reports: the TCP and UDP timeouts, the table size and the switches that
+// change how the table behaves. Each call returns a new slice.
+func Conntrack() []string {
+	names := make([]string, 0, 24)
+	for _, state := range TCPTimeoutStates() {
+		names = append(names, TCPTimeoutPrefix+state)
+	}
+	return append(names,
+		"nf_conntrack_udp_timeout",
+		"nf_conntrack_udp_timeout_stream",
+		"nf_conntrack_buckets",
+		Events,
+		Timestamp,
+		"nf_conntrack_acct",
+		"nf_conntrack_checksum",
+		"nf_conntrack_tcp_be_liberal",
+		"nf_conntrack_tcp_loose",
+		"nf_conntrack_tcp_ignore_invalid_rst",
+		"nf_conntrack_tcp_max_retrans",
+		"nf_conntrack_icmp_timeout",
+		"nf_conntrack_icmpv6_timeout",
+		"nf_conntrack_generic_timeout",
+	)
+}
+
+// TCPTimeoutStates returns the TCP states that have a timeout sysctl, in
+// the kernel's order, as the suffix of their sysctl names. Each call
+// returns a new slice.
+func TCPTimeoutStates() []string {
+	return []string{
+		"syn_sent", "syn_recv", "established", "fin_wait", "close_wait",
+		"last_ack", "time_wait", "close", "max_retrans", "unacknowledged",
+	}
+}
+
+// Reader reads the sysctls of a namespace. The zero value reads Dir.
+type Reader struct {
+	// Dir overrides Dir, for tests.
+	Dir string
+}
+
+// dir returns the directory the sysctls are read from.
+func (r Reader) dir() string {
+	if r.Dir == "" {
+		return Dir
+	}
+	return r.Dir
+}
+
+// Read reads the named sysctls of the namespace of target. A name the
+// kernel does not have is left out of the result; when none of them
+// exists, the error wraps ErrNoSysctls.
+func (r Reader) Read(_ context.Context, target netns.Target, names ...string) (Values, error) {
+	out := Values{}
+	err := target.Do(func() error {
+		for _, name := range names {
+			v, err := readInt(filepath.Join(r.dir(), name))
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("netns %s: %w", target, err)
+			}
+			out[name] = v
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(out) == 0 && len(names) > 0 {
+		return nil, fmt.Errorf("netns %s: %w under %s", target, ErrNoSysctls, r.dir())
+	}
+	return out, nil
+}
+
+// Int reads one sysctl of the namespace of target. A sysctl the kernel
+// does not have is an error that wraps os.ErrNotExist.
+func (r Reader) Int(target netns.Target, name string) (int64, error) {
+	var v int64
+	err := target.Do(func() error {
+		var err error
+		v, err = readInt(filepath.Join(r.dir(), name))
+		if err != nil {
+			return fmt.Errorf("netns %s: %w", target, err)
+		}
+		return nil
+	})
+	return v, err
+}
+
+// Write sets one sysctl in the namespace of target. The exporter writes
+// only where the operator asked for it explicitly.
+func (r Reader) Write(target netns.Target, name string, value int64) error {
+	path := filepath.Join(r.dir(), name)
+	return target.Do(func() error {
+		if err := os.WriteFile(path, []byte(strconv.FormatInt(value, 10)), 0o644); err != nil {
+			return fmt.Errorf("netns %s: write %s: %w", target, path, err)
+		}
+		return nil
+	})
+}
+
+// readInt reads a file holding one decimal integer.
+func readInt(path string) (int64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", filepath.Base(path), err)
+	}
+	v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("parse %s: %w", filepath.Base(path), err)
+	}
+	return v, nil
+}

@@ -1,0 +1,89 @@
+package sysctl
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/ct-exporter/ct-exporter/internal/netns"
+)
+
+func dirWith(t *testing.T, values map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, v := range values {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(v+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func TestReadSkipsMissing(t *testing.T) {
+	r := Reader{Dir: dirWith(t, map[string]string{Timestamp: "1", TCPTimeoutEstablished: "432000"})}
+	got, err := r.Read(context.Background(), netns.Self(), Timestamp, Events, TCPTimeoutEstablished)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[Timestamp] != 1 || got[TCPTimeoutEstablished] != 432000 || got.Has(Events) {
+		t.Fatalf("got %v", got)
+	}
+}
+
+func TestReadErrors(t *testing.T) {
+	r := Reader{Dir: dirWith(t, nil)}
+	if _, err := r.Read(context.Background(), netns.Self(), Conntrack()...); !errors.Is(err, ErrNoSysctls) {
+		t.Errorf("empty directory: %v, want ErrNoSysctls", err)
+	}
+	r = Reader{Dir: dirWith(t, map[string]string{Events: "often"})}
+	if _, err := r.Read(context.Background(), netns.Self(), Events); err == nil {
+		t.Error("a value that is not an integer read without error")
+	}
+	if _, err := r.Int(netns.Self(), Timestamp); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing sysctl: %v, want os.ErrNotExist", err)
+	}
+}
+
+func TestWriteThenInt(t *testing.T) {
+	r := Reader{Dir: dirWith(t, map[string]string{Timestamp: "0"})}
+	if err := r.Write(netns.Self(), Timestamp, 1); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := r.Int(netns.Self(), Timestamp); err != nil || v != 1 {
+		t.Fatalf("after writing 1: %d, %v", v, err)
+	}
+}
+
+func TestConntrackNamesAreDistinct(t *testing.T) {
+	names := Conntrack()
+	sorted := slices.Clone(names)
+	slices.Sort(sorted)
+	if len(slices.Compact(sorted)) != len(names) {
+		t.Fatalf("duplicate names in %v", names)
+	}
+	for _, must := range []string{Events, Timestamp, TCPTimeoutEstablished, TCPTimeoutMaxRetrans, TCPTimeoutUnacknowledged} {
+		if !slices.Contains(names, must) {
+			t.Errorf("%s missing from Conntrack()", must)
+		}
+	}
+}
+
+// TestReadsTheKernel reads the real sysctls of the exporter's namespace.
+func TestReadsTheKernel(t *testing.T) {
+	if _, err := os.Stat(filepath.Join(Dir, Timestamp)); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("conntrack sysctls missing in CI: %v", err)
+		}
+		t.Skip("no conntrack sysctls here")
+	}
+	got, err := Reader{}.Read(context.Background(), netns.Self(), Conntrack()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Has(TCPTimeoutEstablished) || got[TCPTimeoutEstablished] <= 0 {
+		t.Fatalf("established timeout %v", got)
+	}
+}
