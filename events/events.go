@@ -29,6 +29,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/ct-exporter/ct-exporter/internal/topk"
 )
 
 // Defaults of Config.
@@ -68,6 +70,11 @@ type Config struct {
 	ModeCheckInterval time.Duration
 	// RetryMin and RetryMax bound the backoff between restarts.
 	RetryMin, RetryMax time.Duration
+	// TopWindow configures the sliding windows of the Subscriber's
+	// Attribution; the zero value is a 5-minute window in 1-minute steps.
+	// Options that topk.WindowOptions.Validate rejects fall back to the
+	// zero value, with a warning.
+	TopWindow topk.WindowOptions
 	// Logger receives restarts and warnings; nil logs nothing.
 	Logger *zap.Logger
 }

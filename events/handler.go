@@ -38,8 +38,11 @@ type handler struct {
 	c     *counters
 	sink  Sink
 	table *flowTable
-	now   clock
-	flow  ctnl.Flow // scratch space, reused for every message
+	// attr counts every DESTROY event by source and silent end; nil
+	// counts nothing.
+	attr *Attribution
+	now  clock
+	flow ctnl.Flow // scratch space, reused for every message
 }
 
 func newHandler(c *counters, sink Sink, tableSize int, now clock) *handler {
@@ -100,7 +103,7 @@ func (h *handler) message(hdr ctnl.Header, data []byte) error {
 	return nil
 }
 
-// destroy observes the lifetime of an ended flow.
+// destroy attributes an ended flow and observes its lifetime.
 func (h *handler) destroy(f *ctnl.Flow) {
 	var (
 		tableStart int64
@@ -109,6 +112,9 @@ func (h *handler) destroy(f *ctnl.Flow) {
 	if f.Has(ctnl.HasID) && h.table.Len() > 0 {
 		tableStart, inTable = h.table.Remove(f.ID)
 		h.syncTable()
+	}
+	if h.attr != nil {
+		h.attr.observe(f)
 	}
 	if !f.Assured() {
 		return

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/binary"
 	"encoding/hex"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ct-exporter/ct-exporter/internal/ctnl"
+	"github.com/ct-exporter/ct-exporter/internal/topk"
 )
 
 // observation is one lifetime handed to a sink.
@@ -262,9 +264,69 @@ func TestHandlerMalformed(t *testing.T) {
 	}
 }
 
+// newAttributedHandler returns a handler that also attributes DESTROY
+// events, as a Subscriber's does.
+func newAttributedHandler(t testing.TB, c *counters, sink Sink, tableSize int, now clock, opts topk.WindowOptions) *handler {
+	t.Helper()
+	attr, err := NewAttribution(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHandler(c, sink, tableSize, now)
+	h.attr = attr
+	return h
+}
+
+// synthAddrs is a DESTROY event of a TCP flow between src and dst:dport
+// that ended in tcpState with the given status.
+func synthAddrs(src, dst [4]byte, sport, dport uint16, status uint32, tcpState byte) []byte {
+	be16 := func(v uint16) []byte { return binary.BigEndian.AppendUint16(nil, v) }
+	ip := append(attr(1, src[:]), attr(2, dst[:])...)
+	proto := append(append(attr(1, []byte{protoTCP}), attr(2, be16(sport))...), attr(3, be16(dport))...)
+	b := []byte{2, 0, 0, 0}
+	b = append(b, attr(1|0x8000, append(attr(1|0x8000, ip), attr(2|0x8000, proto)...))...)
+	b = append(b, attr(3, be32(status))...)
+	b = append(b, attr(4|0x8000, attr(1|0x8000, attr(1, []byte{tcpState})))...)
+	return frame(ctnl.MsgTypeCTDelete, 0, b)
+}
+
+func TestHandlerAttribution(t *testing.T) {
+	var c counters
+	now := time.Unix(1000, 0)
+	h := newAttributedHandler(t, &c, nopSink{}, 16, (&fakeClock{}).now,
+		topk.WindowOptions{Window: 5 * time.Minute, Now: func() time.Time { return now }})
+	churner, quiet := [4]byte{10, 0, 0, 1}, [4]byte{10, 0, 0, 2}
+	server := [4]byte{10, 0, 1, 1}
+	// The churner ends 10 flows in order; the quiet client 2 that die
+	// silently on port 5432 and 1 that never got a reply (not ASSURED).
+	for i := range 10 {
+		h.datagram(synthAddrs(churner, server, uint16(40000+i), 80, assured, stateTimeWait))
+	}
+	h.datagram(synthAddrs(quiet, server, 50000, 5432, assured, stateEstablished))
+	h.datagram(synthAddrs(quiet, server, 50001, 5432, assured, stateEstablished))
+	h.datagram(synthAddrs(quiet, server, 50002, 5432, ctnl.StatusConfirmed, stateEstablished))
+	if m := c.malformed.Load(); m != 0 {
+		t.Fatalf("%d malformed", m)
+	}
+	ends, silent := h.attr.Top(1)
+	if len(ends.Items) != 1 || ends.Items[0].Key.Addr() != netip.AddrFrom4(churner) || ends.Items[0].Count != 10 ||
+		ends.Other != 3 || ends.Total != 13 || ends.MaxError != 0 {
+		t.Fatalf("ends = %+v", ends)
+	}
+	if len(silent.Items) != 1 || silent.Items[0].Key.Addr() != netip.AddrFrom4(server) || silent.Items[0].Key.Port() != 5432 ||
+		silent.Items[0].Count != 2 || silent.Other != 0 || silent.Total != 2 {
+		t.Fatalf("silent = %+v", silent)
+	}
+	// Five minutes later the window has moved past all of it.
+	now = now.Add(5 * time.Minute)
+	if ends, silent := h.attr.Top(1); ends.Total != 0 || silent.Total != 0 {
+		t.Fatalf("after the window: ends %+v, silent %+v", ends, silent)
+	}
+}
+
 func TestHandlerDoesNotAllocate(t *testing.T) {
 	var c counters
-	h := newHandler(&c, nopSink{}, 16, systemClock(time.Now()))
+	h := newAttributedHandler(t, &c, nopSink{}, 16, systemClock(time.Now()), topk.WindowOptions{})
 	ds := capturedDatagrams(t)
 	for _, d := range ds {
 		h.datagram(d) // fills the flow table
@@ -279,12 +341,12 @@ func TestHandlerDoesNotAllocate(t *testing.T) {
 	}
 }
 
-// BenchmarkHandleDestroy measures decoding one captured DESTROY event and
-// handing its lifetime to a sink (the histogram's cost is measured in
-// package histogram).
+// BenchmarkHandleDestroy measures decoding one captured DESTROY event,
+// attributing it and handing its lifetime to a sink (the histogram's cost
+// is measured in package histogram).
 func BenchmarkHandleDestroy(b *testing.B) {
 	var c counters
-	h := newHandler(&c, nopSink{}, 16, systemClock(time.Now()))
+	h := newAttributedHandler(b, &c, nopSink{}, 16, systemClock(time.Now()), topk.WindowOptions{})
 	var ds [][]byte
 	for _, d := range capturedDatagrams(b) {
 		if binary.NativeEndian.Uint16(d[4:6]) == ctnl.MsgTypeCTDelete {
@@ -311,9 +373,12 @@ func FuzzHandlerDatagram(f *testing.F) {
 			c.mode.Store(int32(ModeFlowTable))
 		}
 		sink := &recordSink{}
-		h := newHandler(&c, sink, 4, (&fakeClock{mono: 5e9, wall: 7e9}).now)
+		h := newAttributedHandler(t, &c, sink, 4, (&fakeClock{mono: 5e9, wall: 7e9}).now, topk.WindowOptions{})
 		h.datagram(b)
 		h.datagram(b)
+		if ends, silent := h.attr.Top(3); ends.Total > c.events[EventDestroy].Load() || silent.Total > ends.Total {
+			t.Fatalf("attributed %d ends, %d silent, of %d DESTROY events", ends.Total, silent.Total, c.events[EventDestroy].Load())
+		}
 		for _, o := range sink.all() {
 			if (o.TCPState != stateNone && o.Protocol != protoTCP) || !(o.Seconds >= 0) || o.Seconds > 1<<63/1e9 {
 				t.Fatalf("observation %+v", o)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ct-exporter/ct-exporter/internal/netns"
 	"github.com/ct-exporter/ct-exporter/internal/sysctl"
+	"github.com/ct-exporter/ct-exporter/internal/topk"
 )
 
 // ErrStopped reports that the Subscriber was stopped.
@@ -52,8 +53,19 @@ func New(target netns.Target, cfg Config, sink Sink) *Subscriber {
 		log:    cfg.Logger.With(zap.String("netns", target.Name)),
 	}
 	s.h = newHandler(&s.c, sink, cfg.FlowTableSize, systemClock(time.Now()))
+	attr, err := NewAttribution(cfg.TopWindow)
+	if err != nil {
+		s.log.Warn("top-k window options rejected; using the default window", zap.Error(err))
+		attr, _ = NewAttribution(topk.WindowOptions{})
+	}
+	s.h.attr = attr
 	return s
 }
+
+// Attribution returns the Subscriber's top sources of flow ends and top
+// destinations of silent ends over its sliding window. It is safe to read
+// while the Subscriber runs.
+func (s *Subscriber) Attribution() *Attribution { return s.h.attr }
 
 // Start opens the socket and starts receiving in the background. It
 // returns the error of the first attempt, and then nothing starts. Later

@@ -1,0 +1,47 @@
+package events
+
+import (
+	"github.com/ct-exporter/ct-exporter/internal/ctnl"
+	"github.com/ct-exporter/ct-exporter/internal/topk"
+)
+
+// Attribution says who ends flows, over a sliding window of DESTROY
+// events: the original-direction sources of every flow that ended (who
+// churns connections), and the original-direction destination address and
+// port of every flow that reached ESTABLISHED and ended still ESTABLISHED,
+// with no FIN or RST seen (whose connections die silently). Memory is
+// bounded by the window's capacity, whatever the number of distinct flows.
+type Attribution struct {
+	ends, silent *topk.Window
+}
+
+// NewAttribution returns an Attribution over windows configured by opts;
+// the error wraps topk.ErrOptions.
+func NewAttribution(opts topk.WindowOptions) (*Attribution, error) {
+	ends, err := topk.NewWindow(opts)
+	if err != nil {
+		return nil, err
+	}
+	silent, err := topk.NewWindow(opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Attribution{ends: ends, silent: silent}, nil
+}
+
+// observe counts one DESTROY event. It allocates nothing.
+func (a *Attribution) observe(f *ctnl.Flow) {
+	if f.Has(ctnl.HasAddrs) {
+		a.ends.Add(topk.AddrKey(f.Src))
+	}
+	if f.SilentEnd() {
+		a.silent.Add(topk.AddrPortKey(f.Dst, f.DstPort))
+	}
+}
+
+// Top returns the k sources that ended the most flows in the window, and
+// the k destinations (address and port) with the most silent ends, each
+// with the remainder and total of the window.
+func (a *Attribution) Top(k int) (ends, silent topk.WindowTop) {
+	return a.ends.Top(k), a.silent.Top(k)
+}
