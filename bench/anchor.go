@@ -21,8 +21,8 @@ import (
 	"github.com/mdlayher/netlink"
 	"github.com/ti-mo/conntrack"
 
+	"github.com/ct-exporter/ct-exporter/internal/lab"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
-	"github.com/ct-exporter/ct-exporter/internal/nstest"
 )
 
 // Anchor names, as the tables print them.
@@ -91,7 +91,7 @@ func parseNetlinkSockets(b []byte) ([]netlinkSocket, error) {
 
 // conntrackListeners returns the ctnetlink sockets of the namespace that
 // are subscribed to DESTROY events.
-func conntrackListeners(ns *nstest.Namespace) ([]netlinkSocket, error) {
+func conntrackListeners(ns *lab.Namespace) ([]netlinkSocket, error) {
 	b, err := ns.ReadFile("/proc/thread-self/net/netlink")
 	if err != nil {
 		return nil, err
@@ -117,13 +117,13 @@ type EventCounts struct {
 	// (sk_drops): events lost because its buffer was full.
 	Drops uint64
 	// Usage is the listener's CPU time and peak RSS.
-	Usage Usage
+	Usage lab.Usage
 }
 
 // EventAnchor is conntrack -E running inside a namespace, its events
 // counted by type.
 type EventAnchor struct {
-	ns     *nstest.Namespace
+	ns     *lab.Namespace
 	cmd    *exec.Cmd
 	onLine func(line []byte)
 	stderr bytes.Buffer
@@ -137,7 +137,7 @@ type EventAnchor struct {
 // "DESTROY") in the namespace and returns once its socket is subscribed,
 // so that no event of the drill comes too early for it. onLine, if not
 // nil, sees every line conntrack prints.
-func StartEventAnchor(lab *Lab, ns *nstest.Namespace, onLine func(line []byte), args ...string) (*EventAnchor, error) {
+func StartEventAnchor(l *Lab, ns *lab.Namespace, onLine func(line []byte), args ...string) (*EventAnchor, error) {
 	a := &EventAnchor{ns: ns, onLine: onLine, done: make(chan struct{})}
 	a.cmd = exec.Command("ip", append([]string{"netns", "exec", ns.Name, "conntrack", "-E"}, args...)...)
 	a.cmd.Stderr = &a.stderr
@@ -145,7 +145,7 @@ func StartEventAnchor(lab *Lab, ns *nstest.Namespace, onLine func(line []byte), 
 	if err != nil {
 		return nil, fmt.Errorf("conntrack -E: %w", err)
 	}
-	if err := lab.Start(a.cmd); err != nil {
+	if err := l.Start(a.cmd); err != nil {
 		return nil, fmt.Errorf("conntrack -E: %w", err)
 	}
 	go a.read(out)
@@ -273,7 +273,7 @@ func (a *EventAnchor) Snapshot() (EventCounts, error) {
 	if err != nil {
 		return EventCounts{}, err
 	}
-	u, err := ProcUsage(a.cmd.Process.Pid)
+	u, err := lab.ProcUsage(a.cmd.Process.Pid)
 	if err != nil {
 		return EventCounts{}, fmt.Errorf("conntrack -E: %w", err)
 	}
@@ -298,7 +298,7 @@ func (c EventCounts) Sub(earlier EventCounts) EventCounts {
 // conntrack -E and returns what it counted.
 func (a *EventAnchor) Stop() (EventCounts, error) {
 	sock, sockErr := a.socket()
-	live, liveErr := ProcUsage(a.cmd.Process.Pid)
+	live, liveErr := lab.ProcUsage(a.cmd.Process.Pid)
 	_ = a.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-a.done:
@@ -308,7 +308,7 @@ func (a *EventAnchor) Stop() (EventCounts, error) {
 	}
 	c := a.Counts()
 	c.Drops = sock.Drops
-	c.Usage = Usage{CPU: ExitedCPU(a.cmd), PeakRSS: live.PeakRSS}
+	c.Usage = lab.Usage{CPU: lab.ExitedCPU(a.cmd), PeakRSS: live.PeakRSS}
 	if sockErr != nil {
 		return c, fmt.Errorf("conntrack -E drop count: %w", sockErr)
 	}
@@ -321,7 +321,7 @@ func (a *EventAnchor) Stop() (EventCounts, error) {
 // ToolRun is one timed run of a command-line tool.
 type ToolRun struct {
 	Wall  time.Duration
-	Usage Usage
+	Usage lab.Usage
 	// Count is the number of entries the tool said it showed.
 	Count int
 }
@@ -335,7 +335,7 @@ const GNUTime = "/usr/bin/time"
 
 // RunConntrackList runs conntrack -L > /dev/null in the namespace, under
 // GNU time for its peak RSS, and times it.
-func RunConntrackList(ctx context.Context, lab *Lab, ns *nstest.Namespace) (ToolRun, error) {
+func RunConntrackList(ctx context.Context, l *Lab, ns *lab.Namespace) (ToolRun, error) {
 	f, err := os.CreateTemp("", "ct-drill-time")
 	if err != nil {
 		return ToolRun{}, fmt.Errorf("conntrack -L: %w", err)
@@ -346,11 +346,11 @@ func RunConntrackList(ctx context.Context, lab *Lab, ns *nstest.Namespace) (Tool
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	start := time.Now()
-	if err := lab.Start(cmd); err != nil {
+	if err := l.Start(cmd); err != nil {
 		return ToolRun{}, err
 	}
 	err = cmd.Wait()
-	run := ToolRun{Wall: time.Since(start), Usage: Usage{CPU: ExitedCPU(cmd)}}
+	run := ToolRun{Wall: time.Since(start), Usage: lab.Usage{CPU: lab.ExitedCPU(cmd)}}
 	if err != nil {
 		return run, fmt.Errorf("conntrack -L: %w: %s", err, stderr.String())
 	}
@@ -438,7 +438,7 @@ func tiMoDump(path string) (ChildReport, error) {
 		return ChildReport{}, fmt.Errorf("dump: %w", err)
 	}
 	runtime.ReadMemStats(&after)
-	peak, err := SelfPeakRSS()
+	peak, err := lab.SelfPeakRSS()
 	if err != nil {
 		return ChildReport{}, err
 	}
@@ -453,7 +453,7 @@ func tiMoDump(path string) (ChildReport, error) {
 
 // RunTiMoDump runs the ti-mo/conntrack Dump anchor in a child process
 // (env.Self), so that its peak RSS is its own.
-func RunTiMoDump(ctx context.Context, env *Env, ns *nstest.Namespace) (ChildReport, ToolRun, error) {
+func RunTiMoDump(ctx context.Context, env *Env, ns *lab.Namespace) (ChildReport, ToolRun, error) {
 	cmd := exec.CommandContext(ctx, env.Self)
 	cmd.Env = append(os.Environ(), ChildEnv+"="+childTiMoDump, childNetnsEnv+"="+ns.Path)
 	var stdout, stderr bytes.Buffer
@@ -463,7 +463,7 @@ func RunTiMoDump(ctx context.Context, env *Env, ns *nstest.Namespace) (ChildRepo
 		return ChildReport{}, ToolRun{}, err
 	}
 	err := cmd.Wait()
-	run := ToolRun{Wall: time.Since(start), Usage: Usage{CPU: ExitedCPU(cmd)}}
+	run := ToolRun{Wall: time.Since(start), Usage: lab.Usage{CPU: lab.ExitedCPU(cmd)}}
 	if err != nil {
 		return ChildReport{}, run, fmt.Errorf("ti-mo/conntrack dump child: %w: %s", err, stderr.String())
 	}

@@ -192,27 +192,6 @@ func TestWriteTableAndMarkdown(t *testing.T) {
 	}
 }
 
-func TestParseStat(t *testing.T) {
-	stat := []byte("1234 (ct exporter) S 1 1234 1234 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 9 0 100 0 0")
-	cpu, err := parseStatCPU(stat, 100)
-	if err != nil || cpu != 3*time.Second {
-		t.Fatalf("parseStatCPU = %v, %v; want 3s", cpu, err)
-	}
-	if _, err := parseStatCPU([]byte("garbage"), 100); err == nil {
-		t.Fatal("parseStatCPU of garbage succeeded")
-	}
-	status := []byte("Name:\tct-exporter\nVmPeak:\t  100 kB\nVmHWM:\t   17408 kB\nVmRSS:\t 16000 kB\n")
-	if v, err := parseStatusKB(status, "VmHWM"); err != nil || v != 17408*1024 {
-		t.Fatalf("parseStatusKB = %v, %v", v, err)
-	}
-	if _, err := parseStatusKB(status, "VmSwap"); err == nil {
-		t.Fatal("missing key parsed")
-	}
-	if clockTicks() <= 0 {
-		t.Fatal("no clock tick")
-	}
-}
-
 func TestParseNetlinkSockets(t *testing.T) {
 	text := []byte(`sk               Eth Pid        Groups   Rmem     Wmem     Dump  Locks    Drops    Inode
 000000009642b5d8 12  13066      00000000 0        0        0     2        0        279161

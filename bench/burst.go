@@ -6,7 +6,7 @@ import (
 	"math"
 	"time"
 
-	"github.com/ct-exporter/ct-exporter/internal/nstest"
+	"github.com/ct-exporter/ct-exporter/internal/lab"
 )
 
 // Burst creates --size ASSURED ESTABLISHED entries over ctnetlink in a
@@ -68,7 +68,7 @@ func (Burst) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 
 	r := &Result{Params: p}
 	r.Params.Size = n
-	entries := nstest.EstablishedEntries(n, 600)
+	entries := lab.EstablishedEntries(n, 600)
 	start := time.Now()
 	created, refused, err := ns.Insert(entries)
 	if err != nil {
@@ -146,7 +146,7 @@ func (Burst) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 
 // deleteAtRate deletes the entries over ctnetlink, rate per second, in
 // chunks every 10 ms.
-func deleteAtRate(ctx context.Context, ns *nstest.Namespace, entries []nstest.Entry, rate float64) error {
+func deleteAtRate(ctx context.Context, ns *lab.Namespace, entries []lab.Entry, rate float64) error {
 	const tick = 10 * time.Millisecond
 	start := time.Now()
 	done := 0

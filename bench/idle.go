@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ct-exporter/ct-exporter/internal/nstest"
+	"github.com/ct-exporter/ct-exporter/internal/lab"
 )
 
 // IdleExpiry opens --size real TCP connections from a client namespace to
@@ -100,7 +100,7 @@ func (IdleExpiry) Run(ctx context.Context, env *Env, p Params) (*Result, error) 
 	if err != nil {
 		return nil, err
 	}
-	if err := nstest.LinkPair(client, idleClient+"/24", server, idleServer+"/24"); err != nil {
+	if err := lab.LinkPair(client, idleClient+"/24", server, idleServer+"/24"); err != nil {
 		return nil, err
 	}
 	secs := strconv.Itoa(int(timeout.Seconds()))
@@ -234,7 +234,7 @@ func (IdleExpiry) Run(ctx context.Context, env *Env, p Params) (*Result, error) 
 // idleConnections opens n TCP connections from client to a listener in
 // server with keepalives off, and returns both ends once every one is
 // established.
-func idleConnections(server, client *nstest.Namespace, n int) ([]net.Conn, error) {
+func idleConnections(server, client *lab.Namespace, n int) ([]net.Conn, error) {
 	var l net.Listener
 	lc := net.ListenConfig{KeepAlive: -1}
 	err := server.Target().Do(func() error {

@@ -10,8 +10,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
-	"github.com/ct-exporter/ct-exporter/internal/nstest"
+	"github.com/ct-exporter/ct-exporter/internal/lab"
 )
 
 // NamespacePrefix starts the name of every namespace a drill creates.
@@ -29,7 +30,7 @@ type Lab struct {
 	log io.Writer
 
 	mu         sync.Mutex
-	namespaces []*nstest.Namespace
+	namespaces []*lab.Namespace
 	children   []*exec.Cmd
 	restores   []func() error
 	closed     bool
@@ -84,13 +85,13 @@ func (l *Lab) Start(cmd *exec.Cmd) error {
 
 // Namespace creates a namespace whose name starts with NamespacePrefix,
 // tracking connections when track is set. Close removes it.
-func (l *Lab) Namespace(track bool) (*nstest.Namespace, error) {
+func (l *Lab) Namespace(track bool) (*lab.Namespace, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
 		return nil, errors.New("lab is closed")
 	}
-	n, err := nstest.CreateNamespace(NamespacePrefix, track)
+	n, err := lab.CreateNamespace(NamespacePrefix, track)
 	if n != nil {
 		l.namespaces = append(l.namespaces, n)
 	}
@@ -185,4 +186,10 @@ func (l *Lab) Close() error {
 	}
 	close(l.spawn)
 	return errors.Join(errs...)
+}
+
+// childAttr makes a child process die with the drill process, so that an
+// anchor or an exporter never outlives a killed drill.
+func childAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }

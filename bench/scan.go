@@ -7,7 +7,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/ct-exporter/ct-exporter/internal/nstest"
+	"github.com/ct-exporter/ct-exporter/internal/lab"
 )
 
 // Scan fills a namespace with --size ASSURED ESTABLISHED entries and
@@ -64,7 +64,7 @@ func (Scan) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 	r.AddFact("nf_conntrack_max during the drill", float64(limit), "entries")
 	env.Logf("scan: filling %s with %d entries", ns.Name, p.Size)
 	start := time.Now()
-	created, refused, err := ns.Insert(nstest.EstablishedEntries(p.Size, 3600))
+	created, refused, err := ns.Insert(lab.EstablishedEntries(p.Size, 3600))
 	if err != nil {
 		return nil, err
 	}
@@ -135,7 +135,7 @@ type exporterScan struct {
 // exporterScans runs ct-exporter with the table scan on and measures
 // scanRounds scans: the first at startup, then one per interval. A second
 // exporter with the scan off gives the baseline RSS.
-func exporterScans(ctx context.Context, env *Env, ns *nstest.Namespace, size int) (exporterScan, error) {
+func exporterScans(ctx context.Context, env *Env, ns *lab.Namespace, size int) (exporterScan, error) {
 	var es exporterScan
 	base, err := StartExporter(ctx, env.Lab, env.Exporter, []string{ns.Path}, append([]string{"--table.interval=0"}, env.ExporterArgs...)...)
 	if err != nil {
@@ -164,7 +164,7 @@ func exporterScans(ctx context.Context, env *Env, ns *nstest.Namespace, size int
 	sel := map[string]string{"netns": ns.Name}
 	var (
 		durations  []float64
-		usages     []Usage
+		usages     []lab.Usage
 		allocs     []float64
 		lastStamp  float64
 		lastResult Metrics

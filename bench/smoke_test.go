@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ct-exporter/ct-exporter/internal/lab"
 	"github.com/ct-exporter/ct-exporter/internal/nstest"
 )
 
@@ -43,13 +44,9 @@ func (w *testLog) Write(p []byte) (int, error) {
 // and that the drill left no namespace behind.
 func TestDrillsSmoke(t *testing.T) {
 	nstest.RequireRoot(t, "conntrack", GNUTime)
-	root, err := ModuleRoot(".")
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	binary, err := BuildExporter(ctx, root, t.TempDir())
+	binary, err := lab.BuildExporter(ctx, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
