@@ -23,6 +23,7 @@ import (
 
 	"github.com/ct-exporter/ct-exporter/internal/lab"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
+	"github.com/ct-exporter/ct-exporter/internal/tablescan"
 )
 
 // Anchor names, as the tables print them.
@@ -32,6 +33,7 @@ const (
 	AnchorCount  = "conntrack -C"
 	AnchorStats  = "conntrack -S"
 	AnchorTiMo   = "ti-mo/conntrack Dump"
+	AnchorFloor  = "raw ctnetlink dump (floor)"
 	AnchorSysctl = "sysctl"
 	AnchorDrill  = "drill"
 )
@@ -378,8 +380,23 @@ const ChildEnv = "CT_DRILL_CHILD"
 // childNetnsEnv names the namespace file the child works in.
 const childNetnsEnv = "CT_DRILL_NETNS"
 
-// childTiMoDump is the child that dumps a table with ti-mo/conntrack.
-const childTiMoDump = "timo-dump"
+// The child anchors, by the value of ChildEnv.
+const (
+	// childTiMoDump dumps a table with ti-mo/conntrack's Dump.
+	childTiMoDump = "timo-dump"
+	// childFloor reads a table with lab.CountDump, the floor.
+	childFloor = "floor"
+	// childTableScan runs the exporter's table scan alone.
+	childTableScan = "table-scan"
+)
+
+// children are the child anchors' readers of the table of the namespace
+// file they are given: each returns the entries it saw.
+var children = map[string]func(ctx context.Context, target netns.Target) (int, error){
+	childTiMoDump:  tiMoDump,
+	childFloor:     floorDump,
+	childTableScan: tableScan,
+}
 
 // ChildReport is what a child anchor prints on stdout, as JSON.
 type ChildReport struct {
@@ -398,44 +415,36 @@ func IsChild() bool { return os.Getenv(ChildEnv) != "" }
 // stdout and returns the exit code. The drill tool's main, and the
 // TestMain of tests that run drills, call it first when IsChild.
 func RunChild() int {
-	switch os.Getenv(ChildEnv) {
-	case childTiMoDump:
-		rep, err := tiMoDump(os.Getenv(childNetnsEnv))
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "timo-dump:", err)
-			return 1
-		}
-		if err := json.NewEncoder(os.Stdout).Encode(rep); err != nil {
-			fmt.Fprintln(os.Stderr, "timo-dump:", err)
-			return 1
-		}
-		return 0
+	name := os.Getenv(ChildEnv)
+	read, ok := children[name]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "%s=%q: unknown child\n", ChildEnv, name)
+		return 2
 	}
-	fmt.Fprintf(os.Stderr, "%s=%q: unknown child\n", ChildEnv, os.Getenv(ChildEnv))
-	return 2
+	path := os.Getenv(childNetnsEnv)
+	rep, err := measureChild(read, netns.Target{Name: netns.NameFromPath(path), Path: path})
+	if err == nil {
+		err = json.NewEncoder(os.Stdout).Encode(rep)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		return 1
+	}
+	return 0
 }
 
-// tiMoDump dumps the table of the namespace at path with
-// ti-mo/conntrack's Dump, the way a program built on that library reads
-// a table, and reports time and allocations.
-func tiMoDump(path string) (ChildReport, error) {
-	f, err := netns.Target{Name: netns.NameFromPath(path), Path: path}.Open()
-	if err != nil {
-		return ChildReport{}, err
-	}
-	defer f.Close()
-	c, err := conntrack.Dial(&netlink.Config{NetNS: int(f.Fd())})
-	if err != nil {
-		return ChildReport{}, fmt.Errorf("dial: %w", err)
-	}
-	defer c.Close()
+// measureChild runs one read of a table in this process and reports its
+// time, its allocations and the process's peak RSS.
+func measureChild(read func(context.Context, netns.Target) (int, error), target netns.Target) (ChildReport, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	start := time.Now()
-	flows, err := c.Dump(nil)
+	n, err := read(ctx, target)
 	took := time.Since(start)
 	if err != nil {
-		return ChildReport{}, fmt.Errorf("dump: %w", err)
+		return ChildReport{}, err
 	}
 	runtime.ReadMemStats(&after)
 	peak, err := lab.SelfPeakRSS()
@@ -443,7 +452,7 @@ func tiMoDump(path string) (ChildReport, error) {
 		return ChildReport{}, err
 	}
 	return ChildReport{
-		Entries:    len(flows),
+		Entries:    n,
 		Seconds:    took.Seconds(),
 		AllocBytes: after.TotalAlloc - before.TotalAlloc,
 		Mallocs:    after.Mallocs - before.Mallocs,
@@ -451,11 +460,49 @@ func tiMoDump(path string) (ChildReport, error) {
 	}, nil
 }
 
-// RunTiMoDump runs the ti-mo/conntrack Dump anchor in a child process
-// (env.Self), so that its peak RSS is its own.
-func RunTiMoDump(ctx context.Context, env *Env, ns *lab.Namespace) (ChildReport, ToolRun, error) {
+// tiMoDump dumps the table with ti-mo/conntrack's Dump, the way a program
+// built on that library reads a table.
+func tiMoDump(_ context.Context, target netns.Target) (int, error) {
+	f, err := target.Open()
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	c, err := conntrack.Dial(&netlink.Config{NetNS: int(f.Fd())})
+	if err != nil {
+		return 0, fmt.Errorf("ti-mo/conntrack dial: %w", err)
+	}
+	defer c.Close()
+	flows, err := c.Dump(nil)
+	if err != nil {
+		return 0, fmt.Errorf("ti-mo/conntrack dump: %w", err)
+	}
+	return len(flows), nil
+}
+
+// floorDump reads the table with one raw ctnetlink dump into a reused
+// 1 MiB buffer, counted, not decoded (lab.CountDump).
+func floorDump(_ context.Context, target netns.Target) (int, error) {
+	n, err := lab.CountDump(target, make([]byte, lab.FloorBufferSize))
+	return int(n), err
+}
+
+// tableScan runs the exporter's table scan (package tablescan, with the
+// exporter's default top K) alone in a process.
+func tableScan(ctx context.Context, target netns.Target) (int, error) {
+	s, err := tablescan.NewScanner(tablescan.Options{TopK: tablescan.DefaultTopK}).Scan(ctx, target)
+	if err != nil {
+		return 0, err
+	}
+	return int(s.Total), nil
+}
+
+// RunChildAnchor runs a child anchor (childTiMoDump, childFloor,
+// childTableScan) on the namespace in a child process (env.Self), so
+// that its peak RSS is its own.
+func RunChildAnchor(ctx context.Context, env *Env, ns *lab.Namespace, child string) (ChildReport, ToolRun, error) {
 	cmd := exec.CommandContext(ctx, env.Self)
-	cmd.Env = append(os.Environ(), ChildEnv+"="+childTiMoDump, childNetnsEnv+"="+ns.Path)
+	cmd.Env = append(os.Environ(), ChildEnv+"="+child, childNetnsEnv+"="+ns.Path)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
@@ -465,11 +512,11 @@ func RunTiMoDump(ctx context.Context, env *Env, ns *lab.Namespace) (ChildReport,
 	err := cmd.Wait()
 	run := ToolRun{Wall: time.Since(start), Usage: lab.Usage{CPU: lab.ExitedCPU(cmd)}}
 	if err != nil {
-		return ChildReport{}, run, fmt.Errorf("ti-mo/conntrack dump child: %w: %s", err, stderr.String())
+		return ChildReport{}, run, fmt.Errorf("%s child: %w: %s", child, err, stderr.String())
 	}
 	var rep ChildReport
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
-		return ChildReport{}, run, fmt.Errorf("ti-mo/conntrack dump child: %w: %q", err, stdout.String())
+		return ChildReport{}, run, fmt.Errorf("%s child: %w: %q", child, err, stdout.String())
 	}
 	run.Count, run.Usage.PeakRSS = rep.Entries, rep.PeakRSS
 	return rep, run, nil

@@ -278,12 +278,22 @@ var smokeChecks = map[string]func(t *testing.T, r *Result){
 	},
 	"scan": func(t *testing.T, r *Result) {
 		size := float64(r.Params.Size)
-		for _, a := range []string{AnchorList, AnchorTiMo} {
+		for _, a := range []string{AnchorList, AnchorTiMo, AnchorFloor} {
 			if got := same(t, r, "entries seen", a); *got.Exporter != size {
 				t.Errorf("entries seen = %v, want %v", *got.Exporter, size)
 			}
 			positive(t, r, "scan wall time", a)
+		}
+		if got := same(t, r, "entries seen, alone in a process", AnchorFloor); *got.Exporter != size {
+			t.Errorf("entries seen by the scan alone = %v, want %v", *got.Exporter, size)
+		}
+		for _, a := range []string{AnchorList, AnchorTiMo} {
 			positive(t, r, "peak RSS", a)
+		}
+		positive(t, r, "peak RSS, alone in a process", AnchorFloor)
+		positive(t, r, "scan wall time, alone in a process", AnchorFloor)
+		if got := row(t, r, "scrape p99 between scans", ""); *got.Exporter <= 0 {
+			t.Errorf("scrape p99 between scans = %v", *got.Exporter)
 		}
 	},
 }
