@@ -231,7 +231,7 @@ type Drill interface {
 
 // Drills returns every drill, in the order the tool lists them.
 func Drills() []Drill {
-	return []Drill{Burst{}, Churn{}, Fill{}, Scan{}, IdleExpiry{}}
+	return []Drill{Burst{}, Churn{}, Fill{}, Scan{}, IdleExpiry{}, Namespaces{}}
 }
 
 // Lookup returns the drill of the given name.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -31,6 +32,8 @@ type Lab struct {
 
 	mu         sync.Mutex
 	namespaces []*lab.Namespace
+	dirs       []string
+	mounts     []string
 	children   []*exec.Cmd
 	restores   []func() error
 	closed     bool
@@ -101,6 +104,43 @@ func (l *Lab) Namespace(track bool) (*lab.Namespace, error) {
 	return n, nil
 }
 
+// NetnsDir creates an empty directory for namespace files, a directory
+// the exporter can discover namespaces in (--conntrack.netns-discover).
+// Close unmounts what Expose put there and removes it.
+func (l *Lab) NetnsDir() (string, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return "", errors.New("lab is closed")
+	}
+	dir, err := os.MkdirTemp("", NamespacePrefix+"dir-")
+	if err != nil {
+		return "", fmt.Errorf("namespace directory: %w", err)
+	}
+	l.dirs = append(l.dirs, dir)
+	return dir, nil
+}
+
+// Expose makes the namespace appear in dir under its name, with a bind
+// mount of its file, as a container runtime's namespace directory holds
+// it. Close unmounts it.
+func (l *Lab) Expose(dir string, ns *lab.Namespace) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return errors.New("lab is closed")
+	}
+	dst := filepath.Join(dir, ns.Name)
+	if err := os.WriteFile(dst, nil, 0o444); err != nil {
+		return fmt.Errorf("expose %s: %w", ns.Name, err)
+	}
+	if _, err := lab.CombinedOutput("mount", "--bind", ns.Path, dst); err != nil {
+		return fmt.Errorf("expose %s: %w", ns.Name, err)
+	}
+	l.mounts = append(l.mounts, dst)
+	return nil
+}
+
 // Created returns the paths of the namespaces the Lab created.
 func (l *Lab) Created() []string {
 	l.mu.Lock()
@@ -158,8 +198,9 @@ func (l *Lab) EnsureConntrackMax(n int) (int, error) {
 	return n, nil
 }
 
-// Close kills the children still running, removes every namespace the Lab
-// created and restores nf_conntrack_max. It is safe to call more than
+// Close kills the children still running, unmounts what Expose mounted,
+// removes the directories of NetnsDir and every namespace the Lab created,
+// and restores nf_conntrack_max. It is safe to call more than
 // once and from a signal handler's goroutine.
 func (l *Lab) Close() error {
 	l.mu.Lock()
@@ -173,6 +214,16 @@ func (l *Lab) Close() error {
 		// Kill of a process that has already been waited for is a
 		// harmless error.
 		_ = c.Process.Kill()
+	}
+	for i := len(l.mounts) - 1; i >= 0; i-- {
+		if _, err := lab.CombinedOutput("umount", l.mounts[i]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, dir := range l.dirs {
+		if err := os.RemoveAll(dir); err != nil {
+			errs = append(errs, fmt.Errorf("remove %s: %w", dir, err))
+		}
 	}
 	for i := len(l.namespaces) - 1; i >= 0; i-- {
 		if err := l.namespaces[i].Remove(); err != nil {

@@ -276,6 +276,19 @@ var smokeChecks = map[string]func(t *testing.T, r *Result){
 			t.Errorf("conntrack -E mean delta-time %v s, timeout %v s", *life.AnchorValue, timeout)
 		}
 	},
+	"namespaces": func(t *testing.T, r *Result) {
+		watched := row(t, r, "watched namespaces", AnchorOwnOnly)
+		if want := float64(r.Params.Size + 1); *watched.Exporter != want || *watched.AnchorValue != 1 {
+			t.Errorf("watched namespaces: %v, own only %v; want %v and 1", *watched.Exporter, *watched.AnchorValue, want)
+		}
+		for _, m := range []string{"scrape p50", "scrape p99", "RSS", "goroutines", "open fds"} {
+			positive(t, r, m, AnchorOwnOnly)
+		}
+		// More namespaces, more series: each namespace has its own.
+		if s := row(t, r, "series per scrape", AnchorOwnOnly); *s.Exporter <= *s.AnchorValue {
+			t.Errorf("series: %v watching %v namespaces, %v watching one", *s.Exporter, *watched.Exporter, *s.AnchorValue)
+		}
+	},
 	"scan": func(t *testing.T, r *Result) {
 		size := float64(r.Params.Size)
 		for _, a := range []string{AnchorList, AnchorTiMo, AnchorFloor} {
