@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -263,48 +262,4 @@ func (ms Metrics) Histogram(name string, want map[string]string) (count uint64, 
 		return 0, 0, fmt.Errorf("%s%v: %w", name, want, ErrNoSeries)
 	}
 	return count, sum, nil
-}
-
-// HistogramQuantile estimates quantile q (0..1) of the histogram series
-// whose labels include want from their merged classic buckets, by linear
-// interpolation inside the bucket, as histogram_quantile does.
-func (ms Metrics) HistogramQuantile(name string, want map[string]string, q float64) (float64, error) {
-	mf, ok := ms[name]
-	if !ok {
-		return 0, fmt.Errorf("%s%v: %w", name, want, ErrNoSeries)
-	}
-	cum := map[float64]uint64{}
-	var total uint64
-	found := false
-	for _, m := range mf.GetMetric() {
-		if m.Histogram == nil || !matches(m, want) {
-			continue
-		}
-		found = true
-		total += m.GetHistogram().GetSampleCount()
-		for _, b := range m.GetHistogram().GetBucket() {
-			cum[b.GetUpperBound()] += b.GetCumulativeCount()
-		}
-	}
-	if !found || total == 0 {
-		return 0, fmt.Errorf("%s%v: no observations: %w", name, want, ErrNoSeries)
-	}
-	bounds := make([]float64, 0, len(cum))
-	for b := range cum {
-		bounds = append(bounds, b)
-	}
-	slices.Sort(bounds)
-	rank := q * float64(total)
-	lower, below := 0.0, uint64(0)
-	for _, b := range bounds {
-		c := cum[b]
-		if float64(c) >= rank {
-			if c == below {
-				return b, nil
-			}
-			return lower + (b-lower)*(rank-float64(below))/float64(c-below), nil
-		}
-		lower, below = b, c
-	}
-	return lower, nil
 }

@@ -107,13 +107,6 @@ func (n *Namespace) Delete(t testing.TB) {
 	}
 }
 
-// EnableConntrack loads lab.TrackingRuleset, whose ct state match makes
-// the kernel track connections in the namespace.
-func (n *Namespace) EnableConntrack(t testing.TB) {
-	t.Helper()
-	n.Nft(t, lab.TrackingRuleset)
-}
-
 // Nft loads an nftables ruleset in the namespace.
 func (n *Namespace) Nft(t testing.TB, ruleset string) {
 	t.Helper()
