@@ -28,20 +28,9 @@ const msgCTNewEntry = 1<<8 | 0
 // enough), its entry messages counted and not decoded. It returns the
 // number of entries. It is the floor the table scan is measured against.
 func CountDump(target netns.Target, buf []byte) (uint64, error) {
-	fd := -1
-	err := target.Do(func() error {
-		var err error
-		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
-		if err != nil {
-			return err
-		}
-		return unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
-	})
+	fd, err := ctnetlinkSocket(target)
 	if err != nil {
-		if fd >= 0 {
-			unix.Close(fd)
-		}
-		return 0, fmt.Errorf("netns %s: ctnetlink socket: %w", target, err)
+		return 0, err
 	}
 	defer unix.Close(fd)
 	const seq = 1

@@ -260,8 +260,14 @@ func (n *Namespace) CounterSums() (map[string]uint64, error) {
 
 // ctnetlinkSocket opens a ctnetlink socket inside the namespace.
 func (n *Namespace) ctnetlinkSocket() (int, error) {
+	return ctnetlinkSocket(n.Target())
+}
+
+// ctnetlinkSocket opens a bound ctnetlink socket inside the target
+// namespace.
+func ctnetlinkSocket(target netns.Target) (int, error) {
 	fd := -1
-	err := n.Target().Do(func() error {
+	err := target.Do(func() error {
 		var err error
 		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
 		if err != nil {
@@ -273,7 +279,7 @@ func (n *Namespace) ctnetlinkSocket() (int, error) {
 		if fd >= 0 {
 			unix.Close(fd)
 		}
-		return -1, fmt.Errorf("ctnetlink socket in %s: %w", n.Name, err)
+		return -1, fmt.Errorf("ctnetlink socket in %s: %w", target, err)
 	}
 	return fd, nil
 }
