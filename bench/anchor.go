@@ -21,8 +21,9 @@ import (
 	"github.com/mdlayher/netlink"
 	"github.com/ti-mo/conntrack"
 
+	"github.com/ct-exporter/ct-exporter/internal/lab"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
-	"github.com/ct-exporter/ct-exporter/internal/nstest"
+	"github.com/ct-exporter/ct-exporter/internal/tablescan"
 )
 
 // Anchor names, as the tables print them.
@@ -32,6 +33,7 @@ const (
 	AnchorCount  = "conntrack -C"
 	AnchorStats  = "conntrack -S"
 	AnchorTiMo   = "ti-mo/conntrack Dump"
+	AnchorFloor  = "raw ctnetlink dump (floor)"
 	AnchorSysctl = "sysctl"
 	AnchorDrill  = "drill"
 )
@@ -91,7 +93,7 @@ func parseNetlinkSockets(b []byte) ([]netlinkSocket, error) {
 
 // conntrackListeners returns the ctnetlink sockets of the namespace that
 // are subscribed to DESTROY events.
-func conntrackListeners(ns *nstest.Namespace) ([]netlinkSocket, error) {
+func conntrackListeners(ns *lab.Namespace) ([]netlinkSocket, error) {
 	b, err := ns.ReadFile("/proc/thread-self/net/netlink")
 	if err != nil {
 		return nil, err
@@ -117,13 +119,13 @@ type EventCounts struct {
 	// (sk_drops): events lost because its buffer was full.
 	Drops uint64
 	// Usage is the listener's CPU time and peak RSS.
-	Usage Usage
+	Usage lab.Usage
 }
 
 // EventAnchor is conntrack -E running inside a namespace, its events
 // counted by type.
 type EventAnchor struct {
-	ns     *nstest.Namespace
+	ns     *lab.Namespace
 	cmd    *exec.Cmd
 	onLine func(line []byte)
 	stderr bytes.Buffer
@@ -137,7 +139,7 @@ type EventAnchor struct {
 // "DESTROY") in the namespace and returns once its socket is subscribed,
 // so that no event of the drill comes too early for it. onLine, if not
 // nil, sees every line conntrack prints.
-func StartEventAnchor(lab *Lab, ns *nstest.Namespace, onLine func(line []byte), args ...string) (*EventAnchor, error) {
+func StartEventAnchor(l *Lab, ns *lab.Namespace, onLine func(line []byte), args ...string) (*EventAnchor, error) {
 	a := &EventAnchor{ns: ns, onLine: onLine, done: make(chan struct{})}
 	a.cmd = exec.Command("ip", append([]string{"netns", "exec", ns.Name, "conntrack", "-E"}, args...)...)
 	a.cmd.Stderr = &a.stderr
@@ -145,7 +147,7 @@ func StartEventAnchor(lab *Lab, ns *nstest.Namespace, onLine func(line []byte), 
 	if err != nil {
 		return nil, fmt.Errorf("conntrack -E: %w", err)
 	}
-	if err := lab.Start(a.cmd); err != nil {
+	if err := l.Start(a.cmd); err != nil {
 		return nil, fmt.Errorf("conntrack -E: %w", err)
 	}
 	go a.read(out)
@@ -273,7 +275,7 @@ func (a *EventAnchor) Snapshot() (EventCounts, error) {
 	if err != nil {
 		return EventCounts{}, err
 	}
-	u, err := ProcUsage(a.cmd.Process.Pid)
+	u, err := lab.ProcUsage(a.cmd.Process.Pid)
 	if err != nil {
 		return EventCounts{}, fmt.Errorf("conntrack -E: %w", err)
 	}
@@ -298,7 +300,7 @@ func (c EventCounts) Sub(earlier EventCounts) EventCounts {
 // conntrack -E and returns what it counted.
 func (a *EventAnchor) Stop() (EventCounts, error) {
 	sock, sockErr := a.socket()
-	live, liveErr := ProcUsage(a.cmd.Process.Pid)
+	live, liveErr := lab.ProcUsage(a.cmd.Process.Pid)
 	_ = a.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-a.done:
@@ -308,7 +310,7 @@ func (a *EventAnchor) Stop() (EventCounts, error) {
 	}
 	c := a.Counts()
 	c.Drops = sock.Drops
-	c.Usage = Usage{CPU: ExitedCPU(a.cmd), PeakRSS: live.PeakRSS}
+	c.Usage = lab.Usage{CPU: lab.ExitedCPU(a.cmd), PeakRSS: live.PeakRSS}
 	if sockErr != nil {
 		return c, fmt.Errorf("conntrack -E drop count: %w", sockErr)
 	}
@@ -321,7 +323,7 @@ func (a *EventAnchor) Stop() (EventCounts, error) {
 // ToolRun is one timed run of a command-line tool.
 type ToolRun struct {
 	Wall  time.Duration
-	Usage Usage
+	Usage lab.Usage
 	// Count is the number of entries the tool said it showed.
 	Count int
 }
@@ -335,7 +337,7 @@ const GNUTime = "/usr/bin/time"
 
 // RunConntrackList runs conntrack -L > /dev/null in the namespace, under
 // GNU time for its peak RSS, and times it.
-func RunConntrackList(ctx context.Context, lab *Lab, ns *nstest.Namespace) (ToolRun, error) {
+func RunConntrackList(ctx context.Context, l *Lab, ns *lab.Namespace) (ToolRun, error) {
 	f, err := os.CreateTemp("", "ct-drill-time")
 	if err != nil {
 		return ToolRun{}, fmt.Errorf("conntrack -L: %w", err)
@@ -346,11 +348,11 @@ func RunConntrackList(ctx context.Context, lab *Lab, ns *nstest.Namespace) (Tool
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	start := time.Now()
-	if err := lab.Start(cmd); err != nil {
+	if err := l.Start(cmd); err != nil {
 		return ToolRun{}, err
 	}
 	err = cmd.Wait()
-	run := ToolRun{Wall: time.Since(start), Usage: Usage{CPU: ExitedCPU(cmd)}}
+	run := ToolRun{Wall: time.Since(start), Usage: lab.Usage{CPU: lab.ExitedCPU(cmd)}}
 	if err != nil {
 		return run, fmt.Errorf("conntrack -L: %w: %s", err, stderr.String())
 	}
@@ -378,8 +380,23 @@ const ChildEnv = "CT_DRILL_CHILD"
 // childNetnsEnv names the namespace file the child works in.
 const childNetnsEnv = "CT_DRILL_NETNS"
 
-// childTiMoDump is the child that dumps a table with ti-mo/conntrack.
-const childTiMoDump = "timo-dump"
+// The child anchors, by the value of ChildEnv.
+const (
+	// childTiMoDump dumps a table with ti-mo/conntrack's Dump.
+	childTiMoDump = "timo-dump"
+	// childFloor reads a table with lab.CountDump, the floor.
+	childFloor = "floor"
+	// childTableScan runs the exporter's table scan alone.
+	childTableScan = "table-scan"
+)
+
+// children are the child anchors' readers of the table of the namespace
+// file they are given: each returns the entries it saw.
+var children = map[string]func(ctx context.Context, target netns.Target) (int, error){
+	childTiMoDump:  tiMoDump,
+	childFloor:     floorDump,
+	childTableScan: tableScan,
+}
 
 // ChildReport is what a child anchor prints on stdout, as JSON.
 type ChildReport struct {
@@ -398,52 +415,44 @@ func IsChild() bool { return os.Getenv(ChildEnv) != "" }
 // stdout and returns the exit code. The drill tool's main, and the
 // TestMain of tests that run drills, call it first when IsChild.
 func RunChild() int {
-	switch os.Getenv(ChildEnv) {
-	case childTiMoDump:
-		rep, err := tiMoDump(os.Getenv(childNetnsEnv))
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "timo-dump:", err)
-			return 1
-		}
-		if err := json.NewEncoder(os.Stdout).Encode(rep); err != nil {
-			fmt.Fprintln(os.Stderr, "timo-dump:", err)
-			return 1
-		}
-		return 0
+	name := os.Getenv(ChildEnv)
+	read, ok := children[name]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "%s=%q: unknown child\n", ChildEnv, name)
+		return 2
 	}
-	fmt.Fprintf(os.Stderr, "%s=%q: unknown child\n", ChildEnv, os.Getenv(ChildEnv))
-	return 2
+	path := os.Getenv(childNetnsEnv)
+	rep, err := measureChild(read, netns.Target{Name: netns.NameFromPath(path), Path: path})
+	if err == nil {
+		err = json.NewEncoder(os.Stdout).Encode(rep)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		return 1
+	}
+	return 0
 }
 
-// tiMoDump dumps the table of the namespace at path with
-// ti-mo/conntrack's Dump, the way a program built on that library reads
-// a table, and reports time and allocations.
-func tiMoDump(path string) (ChildReport, error) {
-	f, err := netns.Target{Name: netns.NameFromPath(path), Path: path}.Open()
-	if err != nil {
-		return ChildReport{}, err
-	}
-	defer f.Close()
-	c, err := conntrack.Dial(&netlink.Config{NetNS: int(f.Fd())})
-	if err != nil {
-		return ChildReport{}, fmt.Errorf("dial: %w", err)
-	}
-	defer c.Close()
+// measureChild runs one read of a table in this process and reports its
+// time, its allocations and the process's peak RSS.
+func measureChild(read func(context.Context, netns.Target) (int, error), target netns.Target) (ChildReport, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	start := time.Now()
-	flows, err := c.Dump(nil)
+	n, err := read(ctx, target)
 	took := time.Since(start)
 	if err != nil {
-		return ChildReport{}, fmt.Errorf("dump: %w", err)
+		return ChildReport{}, err
 	}
 	runtime.ReadMemStats(&after)
-	peak, err := SelfPeakRSS()
+	peak, err := lab.SelfPeakRSS()
 	if err != nil {
 		return ChildReport{}, err
 	}
 	return ChildReport{
-		Entries:    len(flows),
+		Entries:    n,
 		Seconds:    took.Seconds(),
 		AllocBytes: after.TotalAlloc - before.TotalAlloc,
 		Mallocs:    after.Mallocs - before.Mallocs,
@@ -451,11 +460,49 @@ func tiMoDump(path string) (ChildReport, error) {
 	}, nil
 }
 
-// RunTiMoDump runs the ti-mo/conntrack Dump anchor in a child process
-// (env.Self), so that its peak RSS is its own.
-func RunTiMoDump(ctx context.Context, env *Env, ns *nstest.Namespace) (ChildReport, ToolRun, error) {
+// tiMoDump dumps the table with ti-mo/conntrack's Dump, the way a program
+// built on that library reads a table.
+func tiMoDump(_ context.Context, target netns.Target) (int, error) {
+	f, err := target.Open()
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	c, err := conntrack.Dial(&netlink.Config{NetNS: int(f.Fd())})
+	if err != nil {
+		return 0, fmt.Errorf("ti-mo/conntrack dial: %w", err)
+	}
+	defer c.Close()
+	flows, err := c.Dump(nil)
+	if err != nil {
+		return 0, fmt.Errorf("ti-mo/conntrack dump: %w", err)
+	}
+	return len(flows), nil
+}
+
+// floorDump reads the table with one raw ctnetlink dump into a reused
+// 1 MiB buffer, counted, not decoded (lab.CountDump).
+func floorDump(_ context.Context, target netns.Target) (int, error) {
+	n, err := lab.CountDump(target, make([]byte, lab.FloorBufferSize))
+	return int(n), err
+}
+
+// tableScan runs the exporter's table scan (package tablescan, with the
+// exporter's default top K) alone in a process.
+func tableScan(ctx context.Context, target netns.Target) (int, error) {
+	s, err := tablescan.NewScanner(tablescan.Options{TopK: tablescan.DefaultTopK}).Scan(ctx, target)
+	if err != nil {
+		return 0, err
+	}
+	return int(s.Total), nil
+}
+
+// RunChildAnchor runs a child anchor (childTiMoDump, childFloor,
+// childTableScan) on the namespace in a child process (env.Self), so
+// that its peak RSS is its own.
+func RunChildAnchor(ctx context.Context, env *Env, ns *lab.Namespace, child string) (ChildReport, ToolRun, error) {
 	cmd := exec.CommandContext(ctx, env.Self)
-	cmd.Env = append(os.Environ(), ChildEnv+"="+childTiMoDump, childNetnsEnv+"="+ns.Path)
+	cmd.Env = append(os.Environ(), ChildEnv+"="+child, childNetnsEnv+"="+ns.Path)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
@@ -463,13 +510,13 @@ func RunTiMoDump(ctx context.Context, env *Env, ns *nstest.Namespace) (ChildRepo
 		return ChildReport{}, ToolRun{}, err
 	}
 	err := cmd.Wait()
-	run := ToolRun{Wall: time.Since(start), Usage: Usage{CPU: ExitedCPU(cmd)}}
+	run := ToolRun{Wall: time.Since(start), Usage: lab.Usage{CPU: lab.ExitedCPU(cmd)}}
 	if err != nil {
-		return ChildReport{}, run, fmt.Errorf("ti-mo/conntrack dump child: %w: %s", err, stderr.String())
+		return ChildReport{}, run, fmt.Errorf("%s child: %w: %s", child, err, stderr.String())
 	}
 	var rep ChildReport
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
-		return ChildReport{}, run, fmt.Errorf("ti-mo/conntrack dump child: %w: %q", err, stdout.String())
+		return ChildReport{}, run, fmt.Errorf("%s child: %w: %q", child, err, stdout.String())
 	}
 	run.Count, run.Usage.PeakRSS = rep.Entries, rep.PeakRSS
 	return rep, run, nil

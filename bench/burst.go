@@ -6,7 +6,7 @@ import (
 	"math"
 	"time"
 
-	"github.com/ct-exporter/ct-exporter/internal/nstest"
+	"github.com/ct-exporter/ct-exporter/internal/lab"
 )
 
 // Burst creates --size ASSURED ESTABLISHED entries over ctnetlink in a
@@ -68,14 +68,14 @@ func (Burst) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 
 	r := &Result{Params: p}
 	r.Params.Size = n
-	entries := nstest.EstablishedEntries(n, 600)
-	start := time.Now()
-	created, refused, err := ns.Insert(entries)
+	idle, err := exp.Usage()
 	if err != nil {
 		return nil, err
 	}
-	if created != n {
-		return nil, fmt.Errorf("created %d of %d entries: %v", created, n, refused)
+	load := NewDestroyBurst(n, p.Rate)
+	start := time.Now()
+	if err := load.Create(ns); err != nil {
+		return nil, err
 	}
 	r.AddFact("entries created over ctnetlink", float64(n), "entries")
 	r.AddFact("create time", time.Since(start).Seconds(), "s")
@@ -93,19 +93,16 @@ func (Burst) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 		return nil, err
 	}
 
-	start = time.Now()
 	if p.Rate > 0 {
 		env.Logf("burst: deleting %d entries at %g/s", n, p.Rate)
-		if err := deleteAtRate(ctx, ns, entries, p.Rate); err != nil {
-			return nil, err
-		}
 	} else {
 		env.Logf("burst: flushing %d entries", n)
-		if err := ns.Flush(); err != nil {
-			return nil, err
-		}
 	}
-	removal := time.Since(start)
+	start = time.Now()
+	removal, err := load.Remove(ctx, ns)
+	if err != nil {
+		return nil, err
+	}
 	c1, _, err := waitEvents(ctx, exp, ns.Name, c0, float64(n), 2*time.Minute)
 	if err != nil {
 		return nil, err
@@ -136,6 +133,9 @@ func (Burst) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 		NewRow("CPU while the events came", "s", used.CPU.Seconds(), AnchorEvents+" (whole run)", ev.Usage.CPU.Seconds()),
 		NewRow("CPU per 1000 events", "s", perThousand(used.CPU, d.destroy), AnchorEvents+" (whole run)", perThousand(ev.Usage.CPU, float64(ev.Destroy))),
 		NewRow("peak RSS", "bytes", float64(used.PeakRSS), AnchorEvents, float64(ev.Usage.PeakRSS)),
+		ExporterRow("RSS before the entries were created", "bytes", float64(idle.RSS)),
+		ExporterRow("RSS with every entry alive", "bytes", float64(u0.RSS)),
+		ExporterRow("RSS after the events", "bytes", float64(u1.RSS)),
 	)
 	r.Notes = append(r.Notes,
 		"nf_conntrack_timestamp=1 in the namespace; both listeners subscribe to DESTROY only; the exporter runs with its default flags (--events.buffer-size=128MiB), conntrack -E with its defaults.",
@@ -144,9 +144,57 @@ func (Burst) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 	return r, nil
 }
 
+// DestroyBurst is the load of the burst drill: ASSURED ESTABLISHED
+// entries created over ctnetlink, then removed all at once with one flush
+// or one by one at a rate. With the event extension on (a ctnetlink event
+// listener existed when they were created), every removal sends one
+// DESTROY event, so the burst sends exactly len(Entries) events. Tests of
+// the event subscriber drive the same load.
+type DestroyBurst struct {
+	// Entries are the entries created and removed.
+	Entries []lab.Entry
+	// Rate is the removals per second; 0 removes all with one flush.
+	Rate float64
+}
+
+// NewDestroyBurst returns a burst of n entries, removed at rate per
+// second (0: one flush).
+func NewDestroyBurst(n int, rate float64) *DestroyBurst {
+	return &DestroyBurst{Entries: lab.EstablishedEntries(n, 600), Rate: rate}
+}
+
+// Create creates the burst's entries in the namespace; the kernel must
+// accept every one.
+func (b *DestroyBurst) Create(ns *lab.Namespace) error {
+	created, refused, err := ns.Insert(b.Entries)
+	if err != nil {
+		return err
+	}
+	if created != len(b.Entries) {
+		return fmt.Errorf("created %d of %d entries: %v", created, len(b.Entries), refused)
+	}
+	return nil
+}
+
+// Remove removes the entries, with one flush of the namespace's table or
+// at b.Rate per second, and returns how long the removal took.
+func (b *DestroyBurst) Remove(ctx context.Context, ns *lab.Namespace) (time.Duration, error) {
+	start := time.Now()
+	if b.Rate <= 0 {
+		if err := ns.Flush(); err != nil {
+			return 0, err
+		}
+		return time.Since(start), nil
+	}
+	if err := deleteAtRate(ctx, ns, b.Entries, b.Rate); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
 // deleteAtRate deletes the entries over ctnetlink, rate per second, in
 // chunks every 10 ms.
-func deleteAtRate(ctx context.Context, ns *nstest.Namespace, entries []nstest.Entry, rate float64) error {
+func deleteAtRate(ctx context.Context, ns *lab.Namespace, entries []lab.Entry, rate float64) error {
 	const tick = 10 * time.Millisecond
 	start := time.Now()
 	done := 0

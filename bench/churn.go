@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/ct-exporter/ct-exporter/internal/ctnl"
-	"github.com/ct-exporter/ct-exporter/internal/nstest"
+	"github.com/ct-exporter/ct-exporter/internal/lab"
 )
 
 // Churn opens and closes real TCP connections at a target rate, from a
@@ -57,31 +57,31 @@ const (
 
 // churnTopology is the three namespaces of the churn drill.
 type churnTopology struct {
-	client, router, server *nstest.Namespace
+	client, router, server *lab.Namespace
 }
 
 // newChurnTopology builds client -- router -- server. Only the router
 // tracks connections; it forwards between its two links.
-func newChurnTopology(lab *Lab) (*churnTopology, error) {
+func newChurnTopology(l *Lab) (*churnTopology, error) {
 	var t churnTopology
 	var err error
-	if t.client, err = lab.Namespace(false); err != nil {
+	if t.client, err = l.Namespace(false); err != nil {
 		return nil, err
 	}
-	if t.router, err = lab.Namespace(true); err != nil {
+	if t.router, err = l.Namespace(true); err != nil {
 		return nil, err
 	}
-	if t.server, err = lab.Namespace(false); err != nil {
+	if t.server, err = l.Namespace(false); err != nil {
 		return nil, err
 	}
-	if err := nstest.LinkPair(t.client, churnClient+"/24", t.router, churnRouterClient+"/24"); err != nil {
+	if err := lab.LinkPair(t.client, churnClient+"/24", t.router, churnRouterClient+"/24"); err != nil {
 		return nil, err
 	}
-	if err := nstest.LinkPair(t.router, churnRouterServer+"/24", t.server, churnServer+"/24"); err != nil {
+	if err := lab.LinkPair(t.router, churnRouterServer+"/24", t.server, churnServer+"/24"); err != nil {
 		return nil, err
 	}
 	steps := []struct {
-		ns   *nstest.Namespace
+		ns   *lab.Namespace
 		args []string
 	}{
 		{t.client, []string{"ip", "route", "add", "default", "via", churnRouterClient}},
@@ -93,7 +93,7 @@ func newChurnTopology(lab *Lab) (*churnTopology, error) {
 		}
 	}
 	sysctls := []struct {
-		ns         *nstest.Namespace
+		ns         *lab.Namespace
 		key, value string
 	}{
 		{t.router, "net.ipv4.ip_forward", "1"},
@@ -115,7 +115,7 @@ func newChurnTopology(lab *Lab) (*churnTopology, error) {
 
 // churnServerListen listens on churnServerPorts ports of the server
 // namespace; every accepted connection is read to its end and closed.
-func churnServerListen(ns *nstest.Namespace) (addrs []string, closeAll func(), err error) {
+func churnServerListen(ns *lab.Namespace) (addrs []string, closeAll func(), err error) {
 	var ls []net.Listener
 	closeAll = func() {
 		for _, l := range ls {
@@ -161,7 +161,7 @@ func churnServerListen(ns *nstest.Namespace) (addrs []string, closeAll func(), e
 
 // churnWarmUp opens and closes one connection to each address from the
 // client namespace.
-func churnWarmUp(client *nstest.Namespace, addrs []string) error {
+func churnWarmUp(client *lab.Namespace, addrs []string) error {
 	return client.Target().Do(func() error {
 		for _, a := range addrs {
 			c, err := net.DialTimeout("tcp", a, 5*time.Second)
@@ -185,7 +185,7 @@ type churnStats struct {
 // rate per second until ctx ends or duration passed. Workers run on
 // threads inside the client namespace; a pacer hands out one token per
 // connection.
-func churnLoad(ctx context.Context, client *nstest.Namespace, addrs []string, rate float64, duration time.Duration) (*churnStats, time.Duration, error) {
+func churnLoad(ctx context.Context, client *lab.Namespace, addrs []string, rate float64, duration time.Duration) (*churnStats, time.Duration, error) {
 	st := &churnStats{}
 	workers := max(8, min(256, int(rate/100)))
 	tokens := make(chan struct{}, 4*workers)
@@ -436,7 +436,7 @@ func perThousand(cpu time.Duration, n float64) float64 {
 // It dumps the table to count it: the kernel reaps the expired entries a
 // dump walks past (and sends their DESTROY events) instead of leaving
 // them to the garbage collector's next pass.
-func waitEmpty(ctx context.Context, ns *nstest.Namespace, max time.Duration) {
+func waitEmpty(ctx context.Context, ns *lab.Namespace, max time.Duration) {
 	end := time.Now().Add(max)
 	for time.Now().Before(end) && ctx.Err() == nil {
 		if n, err := dumpCount(ctx, ns); err == nil && n == 0 {
@@ -448,7 +448,7 @@ func waitEmpty(ctx context.Context, ns *nstest.Namespace, max time.Duration) {
 
 // dumpCount dumps the namespace's table and returns how many entries the
 // kernel sent.
-func dumpCount(ctx context.Context, ns *nstest.Namespace) (uint64, error) {
+func dumpCount(ctx context.Context, ns *lab.Namespace) (uint64, error) {
 	c, err := ctnl.Dial(ns.Target())
 	if err != nil {
 		return 0, err

@@ -121,11 +121,6 @@ func ExporterRow(metric, unit string, exporter float64) Row {
 	return Row{Metric: metric, Unit: unit, Exporter: &exporter}
 }
 
-// AnchorRow returns a row with an anchor's value only.
-func AnchorRow(metric, unit, anchor string, value float64) Row {
-	return Row{Metric: metric, Unit: unit, Anchor: anchor, AnchorValue: &value}
-}
-
 // Fact is something the drill did or saw, not a comparison: entries
 // created, the rate reached, the table limit.
 type Fact struct {
@@ -231,19 +226,7 @@ type Drill interface {
 
 // Drills returns every drill, in the order the tool lists them.
 func Drills() []Drill {
-	return []Drill{Burst{}, Churn{}, Fill{}, Scan{}, IdleExpiry{}}
-}
-
-// Lookup returns the drill of the given name.
-func Lookup(name string) (Drill, error) {
-	var names []string
-	for _, d := range Drills() {
-		if d.Name() == name {
-			return d, nil
-		}
-		names = append(names, d.Name())
-	}
-	return nil, fmt.Errorf("unknown drill %q (drills: %s)", name, strings.Join(names, ", "))
+	return []Drill{Burst{}, Churn{}, Fill{}, Scan{}, IdleExpiry{}, Namespaces{}}
 }
 
 // Run runs drill d with parameters p (zero fields from its defaults) and

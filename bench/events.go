@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/ct-exporter/ct-exporter/internal/nstest"
+	"github.com/ct-exporter/ct-exporter/internal/lab"
 )
 
 // eventCounters are the exporter's event metrics of one namespace at one
@@ -90,7 +90,7 @@ func waitEvents(ctx context.Context, exp *Exporter, netnsName string, base event
 // waitSubscribed waits until a socket of the namespace listens to
 // DESTROY events: the exporter's subscriber, started before any other
 // listener.
-func waitSubscribed(ctx context.Context, ns *nstest.Namespace, timeout time.Duration) error {
+func waitSubscribed(ctx context.Context, ns *lab.Namespace, timeout time.Duration) error {
 	end := time.Now().Add(timeout)
 	for {
 		socks, err := conntrackListeners(ns)
@@ -114,7 +114,7 @@ func waitSubscribed(ctx context.Context, ns *nstest.Namespace, timeout time.Dura
 // startWatched creates a tracking namespace with kernel timestamps on,
 // starts the exporter watching it and waits for its event subscriber,
 // then starts conntrack -E -e DESTROY beside it.
-func startWatched(ctx context.Context, env *Env, ns *nstest.Namespace, onLine func([]byte), anchorArgs ...string) (*Exporter, *EventAnchor, error) {
+func startWatched(ctx context.Context, env *Env, ns *lab.Namespace, onLine func([]byte), anchorArgs ...string) (*Exporter, *EventAnchor, error) {
 	// Timestamps before the exporter starts, so that its subscriber is
 	// in the timestamp lifetime mode from the first event.
 	if err := ns.SetSysctl("net.netfilter.nf_conntrack_timestamp", "1"); err != nil {

@@ -10,8 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -19,6 +17,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/ct-exporter/ct-exporter/internal/lab"
 )
 
 // Exporter is a ct-exporter process started by a drill, listening on a
@@ -54,34 +54,6 @@ func (b *tailBuffer) String() string {
 	return strings.Join(b.lines, "\n")
 }
 
-// BuildExporter builds ./cmd/ct-exporter of the module in moduleDir into
-// dir and returns the binary's path.
-func BuildExporter(ctx context.Context, moduleDir, dir string) (string, error) {
-	out := filepath.Join(dir, "ct-exporter")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/ct-exporter")
-	cmd.Dir = moduleDir
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/ct-exporter: %w: %s", err, b)
-	}
-	return out, nil
-}
-
-// ModuleRoot returns the directory of go.mod above dir.
-func ModuleRoot(dir string) (string, error) {
-	dir, err := filepath.Abs(dir)
-	if err != nil {
-		return "", err
-	}
-	for d := dir; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d, nil
-		}
-		if filepath.Dir(d) == d {
-			return "", fmt.Errorf("no go.mod above %s", dir)
-		}
-	}
-}
-
 // freeLoopbackAddr returns a loopback address whose port is free now.
 func freeLoopbackAddr() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -95,7 +67,7 @@ func freeLoopbackAddr() (string, error) {
 // StartExporter starts the ct-exporter binary watching the namespace
 // files in netnsPaths, with extra flags, and waits until it is ready. The
 // Lab kills it on Close if Stop was not called.
-func StartExporter(ctx context.Context, lab *Lab, binary string, netnsPaths []string, extra ...string) (*Exporter, error) {
+func StartExporter(ctx context.Context, l *Lab, binary string, netnsPaths []string, extra ...string) (*Exporter, error) {
 	addr, err := freeLoopbackAddr()
 	if err != nil {
 		return nil, err
@@ -116,7 +88,7 @@ func StartExporter(ctx context.Context, lab *Lab, binary string, netnsPaths []st
 	if err != nil {
 		return nil, fmt.Errorf("ct-exporter: %w", err)
 	}
-	if err := lab.Start(e.cmd); err != nil {
+	if err := l.Start(e.cmd); err != nil {
 		return nil, fmt.Errorf("ct-exporter: %w", err)
 	}
 	go func() {
@@ -156,10 +128,10 @@ func (e *Exporter) PID() int { return e.cmd.Process.Pid }
 
 // Usage returns the exporter's CPU time so far and its peak resident
 // set.
-func (e *Exporter) Usage() (Usage, error) {
-	u, err := ProcUsage(e.PID())
+func (e *Exporter) Usage() (lab.Usage, error) {
+	u, err := lab.ProcUsage(e.PID())
 	if err != nil {
-		return Usage{}, fmt.Errorf("ct-exporter: %w", err)
+		return lab.Usage{}, fmt.Errorf("ct-exporter: %w", err)
 	}
 	return u, nil
 }
@@ -290,48 +262,4 @@ func (ms Metrics) Histogram(name string, want map[string]string) (count uint64, 
 		return 0, 0, fmt.Errorf("%s%v: %w", name, want, ErrNoSeries)
 	}
 	return count, sum, nil
-}
-
-// HistogramQuantile estimates quantile q (0..1) of the histogram series
-// whose labels include want from their merged classic buckets, by linear
-// interpolation inside the bucket, as histogram_quantile does.
-func (ms Metrics) HistogramQuantile(name string, want map[string]string, q float64) (float64, error) {
-	mf, ok := ms[name]
-	if !ok {
-		return 0, fmt.Errorf("%s%v: %w", name, want, ErrNoSeries)
-	}
-	cum := map[float64]uint64{}
-	var total uint64
-	found := false
-	for _, m := range mf.GetMetric() {
-		if m.Histogram == nil || !matches(m, want) {
-			continue
-		}
-		found = true
-		total += m.GetHistogram().GetSampleCount()
-		for _, b := range m.GetHistogram().GetBucket() {
-			cum[b.GetUpperBound()] += b.GetCumulativeCount()
-		}
-	}
-	if !found || total == 0 {
-		return 0, fmt.Errorf("%s%v: no observations: %w", name, want, ErrNoSeries)
-	}
-	bounds := make([]float64, 0, len(cum))
-	for b := range cum {
-		bounds = append(bounds, b)
-	}
-	slices.Sort(bounds)
-	rank := q * float64(total)
-	lower, below := 0.0, uint64(0)
-	for _, b := range bounds {
-		c := cum[b]
-		if float64(c) >= rank {
-			if c == below {
-				return b, nil
-			}
-			return lower + (b-lower)*(rank-float64(below))/float64(c-below), nil
-		}
-		lower, below = b, c
-	}
-	return lower, nil
 }

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/ct-exporter/ct-exporter/internal/nstest"
+	"github.com/ct-exporter/ct-exporter/internal/lab"
 )
 
 // Fill fills one namespace's table with ASSURED ESTABLISHED entries over
@@ -69,7 +69,7 @@ func (Fill) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 	r := &Result{}
 	env.Logf("filling %s with %d entries", ns.Name, size)
 	start := time.Now()
-	created, refused, err := ns.Insert(nstest.EstablishedEntries(size, 3600))
+	created, refused, err := ns.Insert(lab.EstablishedEntries(size, 3600))
 	took := time.Since(start)
 	if err != nil {
 		return nil, err
@@ -169,7 +169,7 @@ func statRows(m Metrics, netnsName string, sums map[string]uint64, keys ...strin
 
 // probe opens n TCP connections over loopback inside the namespace, each
 // given 300 ms, and returns how many did not connect.
-func probe(ns *nstest.Namespace, n int) (failed int, err error) {
+func probe(ns *lab.Namespace, n int) (failed int, err error) {
 	err = ns.Target().Do(func() error {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {

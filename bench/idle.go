@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ct-exporter/ct-exporter/internal/nstest"
+	"github.com/ct-exporter/ct-exporter/internal/lab"
 )
 
 // IdleExpiry opens --size real TCP connections from a client namespace to
@@ -100,7 +100,7 @@ func (IdleExpiry) Run(ctx context.Context, env *Env, p Params) (*Result, error) 
 	if err != nil {
 		return nil, err
 	}
-	if err := nstest.LinkPair(client, idleClient+"/24", server, idleServer+"/24"); err != nil {
+	if err := lab.LinkPair(client, idleClient+"/24", server, idleServer+"/24"); err != nil {
 		return nil, err
 	}
 	secs := strconv.Itoa(int(timeout.Seconds()))
@@ -134,7 +134,7 @@ func (IdleExpiry) Run(ctx context.Context, env *Env, p Params) (*Result, error) 
 	}
 	sel := map[string]string{"netns": server.Name, "end_state": "established"}
 
-	conns, err := idleConnections(server, client, p.Size)
+	conns, err := openConnections(server, client, idleServer, p.Size)
 	defer func() {
 		for _, c := range conns {
 			c.Close()
@@ -231,19 +231,19 @@ func (IdleExpiry) Run(ctx context.Context, env *Env, p Params) (*Result, error) 
 	return r, nil
 }
 
-// idleConnections opens n TCP connections from client to a listener in
-// server with keepalives off, and returns both ends once every one is
-// established.
-func idleConnections(server, client *nstest.Namespace, n int) ([]net.Conn, error) {
+// openConnections opens n TCP connections from client to a listener on
+// host in server (the same namespace for loopback) with keepalives off,
+// and returns both ends once every one is established.
+func openConnections(server, client *lab.Namespace, host string, n int) ([]net.Conn, error) {
 	var l net.Listener
 	lc := net.ListenConfig{KeepAlive: -1}
 	err := server.Target().Do(func() error {
 		var err error
-		l, err = lc.Listen(context.Background(), "tcp", net.JoinHostPort(idleServer, "0"))
+		l, err = lc.Listen(context.Background(), "tcp", net.JoinHostPort(host, "0"))
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("idle-expiry listener: %w", err)
+		return nil, fmt.Errorf("listener in %s: %w", server.Name, err)
 	}
 	defer l.Close()
 	accepted := make(chan net.Conn, n)
@@ -269,14 +269,14 @@ func idleConnections(server, client *nstest.Namespace, n int) ([]net.Conn, error
 		return nil
 	})
 	if err != nil {
-		return conns, fmt.Errorf("idle-expiry connections: %w", err)
+		return conns, fmt.Errorf("connections from %s: %w", client.Name, err)
 	}
 	for range n {
 		select {
 		case c := <-accepted:
 			conns = append(conns, c)
 		case <-time.After(10 * time.Second):
-			return conns, fmt.Errorf("idle-expiry: accepted %d of %d connections", len(conns)-n, n)
+			return conns, fmt.Errorf("%s accepted %d of %d connections", server.Name, len(conns)-n, n)
 		}
 	}
 	return conns, nil

@@ -6,12 +6,14 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
-	"github.com/ct-exporter/ct-exporter/internal/nstest"
+	"github.com/ct-exporter/ct-exporter/internal/lab"
 )
 
 // NamespacePrefix starts the name of every namespace a drill creates.
@@ -29,7 +31,9 @@ type Lab struct {
 	log io.Writer
 
 	mu         sync.Mutex
-	namespaces []*nstest.Namespace
+	namespaces []*lab.Namespace
+	dirs       []string
+	mounts     []string
 	children   []*exec.Cmd
 	restores   []func() error
 	closed     bool
@@ -84,13 +88,13 @@ func (l *Lab) Start(cmd *exec.Cmd) error {
 
 // Namespace creates a namespace whose name starts with NamespacePrefix,
 // tracking connections when track is set. Close removes it.
-func (l *Lab) Namespace(track bool) (*nstest.Namespace, error) {
+func (l *Lab) Namespace(track bool) (*lab.Namespace, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
 		return nil, errors.New("lab is closed")
 	}
-	n, err := nstest.CreateNamespace(NamespacePrefix, track)
+	n, err := lab.CreateNamespace(NamespacePrefix, track)
 	if n != nil {
 		l.namespaces = append(l.namespaces, n)
 	}
@@ -98,6 +102,43 @@ func (l *Lab) Namespace(track bool) (*nstest.Namespace, error) {
 		return nil, fmt.Errorf("create namespace: %w", err)
 	}
 	return n, nil
+}
+
+// NetnsDir creates an empty directory for namespace files, a directory
+// the exporter can discover namespaces in (--conntrack.netns-discover).
+// Close unmounts what Expose put there and removes it.
+func (l *Lab) NetnsDir() (string, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return "", errors.New("lab is closed")
+	}
+	dir, err := os.MkdirTemp("", NamespacePrefix+"dir-")
+	if err != nil {
+		return "", fmt.Errorf("namespace directory: %w", err)
+	}
+	l.dirs = append(l.dirs, dir)
+	return dir, nil
+}
+
+// Expose makes the namespace appear in dir under its name, with a bind
+// mount of its file, as a container runtime's namespace directory holds
+// it. Close unmounts it.
+func (l *Lab) Expose(dir string, ns *lab.Namespace) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return errors.New("lab is closed")
+	}
+	dst := filepath.Join(dir, ns.Name)
+	if err := os.WriteFile(dst, nil, 0o444); err != nil {
+		return fmt.Errorf("expose %s: %w", ns.Name, err)
+	}
+	if _, err := lab.CombinedOutput("mount", "--bind", ns.Path, dst); err != nil {
+		return fmt.Errorf("expose %s: %w", ns.Name, err)
+	}
+	l.mounts = append(l.mounts, dst)
+	return nil
 }
 
 // Created returns the paths of the namespaces the Lab created.
@@ -157,8 +198,9 @@ func (l *Lab) EnsureConntrackMax(n int) (int, error) {
 	return n, nil
 }
 
-// Close kills the children still running, removes every namespace the Lab
-// created and restores nf_conntrack_max. It is safe to call more than
+// Close kills the children still running, unmounts what Expose mounted,
+// removes the directories of NetnsDir and every namespace the Lab created,
+// and restores nf_conntrack_max. It is safe to call more than
 // once and from a signal handler's goroutine.
 func (l *Lab) Close() error {
 	l.mu.Lock()
@@ -173,6 +215,16 @@ func (l *Lab) Close() error {
 		// harmless error.
 		_ = c.Process.Kill()
 	}
+	for i := len(l.mounts) - 1; i >= 0; i-- {
+		if _, err := lab.CombinedOutput("umount", l.mounts[i]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, dir := range l.dirs {
+		if err := os.RemoveAll(dir); err != nil {
+			errs = append(errs, fmt.Errorf("remove %s: %w", dir, err))
+		}
+	}
 	for i := len(l.namespaces) - 1; i >= 0; i-- {
 		if err := l.namespaces[i].Remove(); err != nil {
 			errs = append(errs, err)
@@ -185,4 +237,10 @@ func (l *Lab) Close() error {
 	}
 	close(l.spawn)
 	return errors.Join(errs...)
+}
+
+// childAttr makes a child process die with the drill process, so that an
+// anchor or an exporter never outlives a killed drill.
+func childAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ct-exporter/ct-exporter/internal/lab"
 	"github.com/ct-exporter/ct-exporter/internal/nstest"
 )
 
@@ -43,13 +44,9 @@ func (w *testLog) Write(p []byte) (int, error) {
 // and that the drill left no namespace behind.
 func TestDrillsSmoke(t *testing.T) {
 	nstest.RequireRoot(t, "conntrack", GNUTime)
-	root, err := ModuleRoot(".")
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	binary, err := BuildExporter(ctx, root, t.TempDir())
+	binary, err := lab.BuildExporter(ctx, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,14 +276,37 @@ var smokeChecks = map[string]func(t *testing.T, r *Result){
 			t.Errorf("conntrack -E mean delta-time %v s, timeout %v s", *life.AnchorValue, timeout)
 		}
 	},
+	"namespaces": func(t *testing.T, r *Result) {
+		watched := row(t, r, "watched namespaces", AnchorOwnOnly)
+		if want := float64(r.Params.Size + 1); *watched.Exporter != want || *watched.AnchorValue != 1 {
+			t.Errorf("watched namespaces: %v, own only %v; want %v and 1", *watched.Exporter, *watched.AnchorValue, want)
+		}
+		for _, m := range []string{"scrape p50", "scrape p99", "RSS", "goroutines", "open fds"} {
+			positive(t, r, m, AnchorOwnOnly)
+		}
+		// More namespaces, more series: each namespace has its own.
+		if s := row(t, r, "series per scrape", AnchorOwnOnly); *s.Exporter <= *s.AnchorValue {
+			t.Errorf("series: %v watching %v namespaces, %v watching one", *s.Exporter, *watched.Exporter, *s.AnchorValue)
+		}
+	},
 	"scan": func(t *testing.T, r *Result) {
 		size := float64(r.Params.Size)
-		for _, a := range []string{AnchorList, AnchorTiMo} {
+		for _, a := range []string{AnchorList, AnchorTiMo, AnchorFloor} {
 			if got := same(t, r, "entries seen", a); *got.Exporter != size {
 				t.Errorf("entries seen = %v, want %v", *got.Exporter, size)
 			}
 			positive(t, r, "scan wall time", a)
+		}
+		if got := same(t, r, "entries seen, alone in a process", AnchorFloor); *got.Exporter != size {
+			t.Errorf("entries seen by the scan alone = %v, want %v", *got.Exporter, size)
+		}
+		for _, a := range []string{AnchorList, AnchorTiMo} {
 			positive(t, r, "peak RSS", a)
+		}
+		positive(t, r, "peak RSS, alone in a process", AnchorFloor)
+		positive(t, r, "scan wall time, alone in a process", AnchorFloor)
+		if got := row(t, r, "scrape p99 between scans", ""); *got.Exporter <= 0 {
+			t.Errorf("scrape p99 between scans = %v", *got.Exporter)
 		}
 	},
 }

@@ -22,6 +22,7 @@ tools=(
   curl:curl
   file:file
   setcap:libcap2-bin
+  ping:iputils-ping
 )
 missing=()
 for pair in "${tools[@]}"; do

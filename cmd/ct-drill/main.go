@@ -32,6 +32,7 @@ import (
 	"github.com/alecthomas/kingpin/v2"
 
 	"github.com/ct-exporter/ct-exporter/bench"
+	"github.com/ct-exporter/ct-exporter/internal/lab"
 )
 
 // Exit codes.
@@ -207,9 +208,9 @@ func runDrills(o options, d bench.Drill, runs []bench.Params, args []string, std
 	if o.quiet {
 		progress = io.Discard
 	}
-	lab := bench.NewLab(progress)
+	owned := bench.NewLab(progress)
 	defer func() {
-		if err := lab.Close(); err != nil {
+		if err := owned.Close(); err != nil {
 			fmt.Fprintf(stderr, "ct-drill: clean-up: %v\n", err)
 		}
 	}()
@@ -238,7 +239,7 @@ func runDrills(o options, d bench.Drill, runs []bench.Params, args []string, std
 		case <-time.After(20 * time.Second):
 		}
 		fmt.Fprintln(stderr, "ct-drill: forced clean-up")
-		if err := lab.Close(); err != nil {
+		if err := owned.Close(); err != nil {
 			fmt.Fprintf(stderr, "ct-drill: clean-up: %v\n", err)
 		}
 		os.Exit(exitInterrupted)
@@ -252,15 +253,13 @@ func runDrills(o options, d bench.Drill, runs []bench.Params, args []string, std
 			return exitFailure
 		}
 		defer os.RemoveAll(dir)
-		wd, _ := os.Getwd()
-		root, err := bench.ModuleRoot(wd)
-		if err != nil {
-			fmt.Fprintf(stderr, "ct-drill: %v; run it from the ct-exporter checkout or pass --exporter=PATH\n", err)
-			return exitFailure
-		}
-		fmt.Fprintf(progress, "building ct-exporter from %s\n", root)
-		if binary, err = bench.BuildExporter(ctx, root, dir); err != nil {
-			fmt.Fprintf(stderr, "ct-drill: %v\n", err)
+		fmt.Fprintln(progress, "building ct-exporter")
+		if binary, err = lab.BuildExporter(ctx, dir); err != nil {
+			if errors.Is(err, lab.ErrNoModule) {
+				fmt.Fprintf(stderr, "ct-drill: %v; run it from the ct-exporter checkout or pass --exporter=PATH\n", err)
+			} else {
+				fmt.Fprintf(stderr, "ct-drill: %v\n", err)
+			}
 			return exitFailure
 		}
 	}
@@ -269,7 +268,7 @@ func runDrills(o options, d bench.Drill, runs []bench.Params, args []string, std
 		fmt.Fprintf(stderr, "ct-drill: %v\n", err)
 		return exitFailure
 	}
-	env := &bench.Env{Lab: lab, Exporter: binary, ExporterArgs: o.exporterArgs, Self: self, Log: progress}
+	env := &bench.Env{Lab: owned, Exporter: binary, ExporterArgs: o.exporterArgs, Self: self, Log: progress}
 	report := &bench.Report{Machine: bench.ThisMachine(), Command: "ct-drill " + strings.Join(args, " ")}
 	code := exitOK
 	for _, p := range runs {

@@ -1,16 +1,13 @@
-// Package nstest builds throwaway network namespaces for tests that run
-// against the real kernel: namespaces with conntrack switched on, veth
+// Package nstest wraps package lab for tests that run against the real
+// kernel: throwaway network namespaces with conntrack switched on, veth
 // pairs between them, TCP connections across them, and tables filled over
-// ctnetlink.
+// ctnetlink, each step failing the test instead of returning an error.
 //
 // Every namespace a test creates is deleted by t.Cleanup, whether the test
 // passes or fails. Nothing here changes a global sysctl.
 package nstest
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"net"
 	"os"
 	"os/exec"
@@ -18,11 +15,34 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ct-exporter/ct-exporter/internal/netns"
+	"github.com/ct-exporter/ct-exporter/internal/lab"
 )
 
+// Entry describes one conntrack entry to create over ctnetlink.
+type Entry = lab.Entry
+
+// TCP states as ctnetlink numbers them (enum tcp_conntrack).
+const (
+	TCPNone        = lab.TCPNone
+	TCPSynSent     = lab.TCPSynSent
+	TCPSynRecv     = lab.TCPSynRecv
+	TCPEstablished = lab.TCPEstablished
+	TCPFinWait     = lab.TCPFinWait
+	TCPCloseWait   = lab.TCPCloseWait
+	TCPLastAck     = lab.TCPLastAck
+	TCPTimeWait    = lab.TCPTimeWait
+	TCPClose       = lab.TCPClose
+)
+
+// EstablishedEntries returns count distinct ASSURED ESTABLISHED TCP
+// entries (see lab.EstablishedEntries).
+func EstablishedEntries(count int, timeout uint32) []Entry {
+	return lab.EstablishedEntries(count, timeout)
+}
+
 // InCI reports whether the tests run in continuous integration, where
-// kernel tests must run rather than skip.
+// kernel tests must run rather than skip: CI is set to anything but "",
+// "0" or "false" (CI=true, CI=1).
 func InCI() bool {
 	v := strings.ToLower(os.Getenv("CI"))
 	return v != "" && v != "0" && v != "false"
@@ -52,72 +72,46 @@ func RequireRoot(t testing.TB, tools ...string) {
 	t.Skip(msg)
 }
 
-// Namespace is a named network namespace created for one test.
+// Namespace is a named network namespace created for one test; the
+// error-returning steps of lab.Namespace (Insert, Output, Flush, ...) are
+// promoted from it.
 type Namespace struct {
-	// Name is the name under /run/netns.
-	Name string
-	// Path is the namespace file, /run/netns/Name.
-	Path string
-
-	deleted bool
-}
-
-// Target returns the exporter's view of the namespace.
-func (n *Namespace) Target() netns.Target {
-	return netns.Target{Name: n.Name, Path: n.Path}
+	*lab.Namespace
 }
 
 // NewNamespace creates an empty network namespace with loopback up and
-// conntrack switched on (an nftables rule that matches on ct state), and
-// deletes it when the test ends.
+// conntrack switched on (lab.TrackingRuleset), and deletes it when the
+// test ends.
 func NewNamespace(t testing.TB) *Namespace {
 	t.Helper()
-	var b [4]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		t.Fatalf("random name: %v", err)
+	n, err := lab.CreateNamespace("ctx-", true)
+	if n != nil {
+		t.Cleanup(func() {
+			if err := n.Remove(); err != nil {
+				t.Error(err)
+			}
+		})
 	}
-	n := &Namespace{Name: "ctx-" + hex.EncodeToString(b[:])}
-	n.Path = "/run/netns/" + n.Name
-	Run(t, "ip", "netns", "add", n.Name)
-	t.Cleanup(func() {
-		if n.deleted {
-			return
-		}
-		if out, err := exec.Command("ip", "netns", "del", n.Name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", n.Name, err, out)
-		}
-	})
-	n.Exec(t, "ip", "link", "set", "lo", "up")
-	n.EnableConntrack(t)
-	return n
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Namespace{Namespace: n}
 }
 
 // Delete removes the namespace before the test ends, as an operator or a
 // container runtime would.
 func (n *Namespace) Delete(t testing.TB) {
 	t.Helper()
-	Run(t, "ip", "netns", "del", n.Name)
-	n.deleted = true
-}
-
-// EnableConntrack loads an nftables ruleset whose ct state match makes the
-// kernel track connections in the namespace.
-func (n *Namespace) EnableConntrack(t testing.TB) {
-	t.Helper()
-	n.Nft(t, `table inet ctx {
-	chain input { type filter hook input priority 0; policy accept; ct state established,related,new accept; }
-	chain output { type filter hook output priority 0; policy accept; ct state established,related,new accept; }
-	chain forward { type filter hook forward priority 0; policy accept; ct state established,related,new accept; }
-}`)
+	if err := n.Remove(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // Nft loads an nftables ruleset in the namespace.
 func (n *Namespace) Nft(t testing.TB, ruleset string) {
 	t.Helper()
-	cmd := exec.Command("ip", "netns", "exec", n.Name, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(ruleset)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("nft in %s: %v: %s\n%s", n.Name, err, out, ruleset)
+	if err := n.LoadRuleset(ruleset); err != nil {
+		t.Fatalf("%v\n%s", err, ruleset)
 	}
 }
 
@@ -125,14 +119,21 @@ func (n *Namespace) Nft(t testing.TB, ruleset string) {
 // fails the test if the command fails.
 func (n *Namespace) Exec(t testing.TB, name string, args ...string) string {
 	t.Helper()
-	return Run(t, "ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
+	out, err := n.Output(name, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // Sysctl sets a per-namespace sysctl such as
-// net.netfilter.nf_conntrack_tcp_timeout_established inside the namespace.
+// net.netfilter.nf_conntrack_tcp_timeout_established inside the namespace;
+// a key global to the machine fails the test.
 func (n *Namespace) Sysctl(t testing.TB, key, value string) {
 	t.Helper()
-	n.Exec(t, "sysctl", "-q", "-w", key+"="+value)
+	if err := n.SetSysctl(key, value); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // Conntrack runs the conntrack command inside the namespace.
@@ -145,13 +146,11 @@ func (n *Namespace) Conntrack(t testing.TB, args ...string) string {
 // error.
 func Run(t testing.TB, name string, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	out, err := lab.CombinedOutput(name, args...)
 	if err != nil {
-		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+		t.Fatal(err)
 	}
-	return string(out)
+	return out
 }
 
 // Listen opens a TCP listener inside the namespace.
@@ -205,16 +204,9 @@ func NewPair(t testing.TB) *Pair {
 // address.
 func Link(t testing.TB, a *Namespace, aCIDR string, b *Namespace, bCIDR string) {
 	t.Helper()
-	var r [3]byte
-	if _, err := rand.Read(r[:]); err != nil {
-		t.Fatalf("random name: %v", err)
+	if err := lab.LinkPair(a.Namespace, aCIDR, b.Namespace, bCIDR); err != nil {
+		t.Fatal(err)
 	}
-	va, vb := "va"+hex.EncodeToString(r[:]), "vb"+hex.EncodeToString(r[:])
-	Run(t, "ip", "link", "add", va, "netns", a.Name, "type", "veth", "peer", "name", vb, "netns", b.Name)
-	a.Exec(t, "ip", "addr", "add", aCIDR, "dev", va)
-	b.Exec(t, "ip", "addr", "add", bCIDR, "dev", vb)
-	a.Exec(t, "ip", "link", "set", va, "up")
-	b.Exec(t, "ip", "link", "set", vb, "up")
 }
 
 // Connect opens n TCP connections from A to a listener in B and returns
@@ -274,4 +266,17 @@ func (n *Namespace) ConntrackStats(t testing.TB) map[string]float64 {
 		out[k] = float64(v)
 	}
 	return out
+}
+
+// CreateEntries creates the entries in the namespace's table over
+// ctnetlink (lab.Namespace.Insert) and returns how many the kernel
+// accepted and the first error it returned for the others (nil when all
+// were accepted). A failure of the socket fails the test.
+func (n *Namespace) CreateEntries(t testing.TB, entries []Entry) (created int, firstErr error) {
+	t.Helper()
+	created, refused, err := n.Insert(entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return created, refused
 }

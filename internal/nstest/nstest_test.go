@@ -34,3 +34,15 @@ func TestCreateEntriesAndConnect(t *testing.T) {
 		t.Fatalf("B: conntrack -C = %d, want 1003", got)
 	}
 }
+
+func TestInCI(t *testing.T) {
+	for value, want := range map[string]bool{
+		"true": true, "1": true, "TRUE": true, "yes": true,
+		"": false, "0": false, "false": false, "False": false,
+	} {
+		t.Setenv("CI", value)
+		if got := InCI(); got != want {
+			t.Errorf("CI=%q: InCI() = %v, want %v", value, got, want)
+		}
+	}
+}

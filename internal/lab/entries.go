@@ -1,9 +1,8 @@
-package nstest
+package lab
 
 import (
 	"encoding/binary"
 	"net/netip"
-	"testing"
 
 	"golang.org/x/sys/unix"
 )
@@ -123,21 +122,6 @@ func createMessage(e Entry, seq uint32) []byte {
 		a = a.put(ctaStatus, be32(statusConfirmed|statusAssured|statusSeenReply))
 	}
 	return request(msgCTNew, unix.NLM_F_REQUEST|unix.NLM_F_ACK|unix.NLM_F_CREATE|unix.NLM_F_EXCL, seq, family, a)
-}
-
-// CreateEntries creates the entries in the namespace's table over
-// ctnetlink, in batches, and returns how many the kernel accepted and the
-// first error it returned for the others (nil when all were accepted).
-// Entries with Assured set are created ASSURED in the same request, so
-// that neither early_drop nor the garbage collector of a nearly full table
-// evicts them first. A failure of the socket fails the test.
-func (n *Namespace) CreateEntries(t testing.TB, entries []Entry) (created int, firstErr error) {
-	t.Helper()
-	created, refused, err := n.Insert(entries)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return created, refused
 }
 
 // EstablishedEntries returns count distinct ASSURED ESTABLISHED TCP

@@ -1,14 +1,17 @@
-package nstest
+package lab_test
 
 import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/ct-exporter/ct-exporter/internal/lab"
+	"github.com/ct-exporter/ct-exporter/internal/nstest"
 )
 
 func TestLabNamespaceEntriesAndRemoval(t *testing.T) {
-	RequireRoot(t, "conntrack")
-	n, err := CreateNamespace("ctx-", true)
+	nstest.RequireRoot(t, "conntrack")
+	n, err := lab.CreateNamespace("ctx-", true)
 	if n != nil {
 		t.Cleanup(func() {
 			if err := n.Remove(); err != nil {
@@ -19,7 +22,7 @@ func TestLabNamespaceEntriesAndRemoval(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	entries := EstablishedEntries(3000, 600)
+	entries := lab.EstablishedEntries(3000, 600)
 	created, refused, err := n.Insert(entries)
 	if err != nil || refused != nil || created != len(entries) {
 		t.Fatalf("Insert: created %d of %d, refused %v, err %v", created, len(entries), refused, err)
@@ -77,28 +80,25 @@ func TestLabNamespaceEntriesAndRemoval(t *testing.T) {
 }
 
 func TestLabLinkPair(t *testing.T) {
-	RequireRoot(t)
-	a, err := CreateNamespace("ctx-", false)
+	nstest.RequireRoot(t, "ping")
+	a, err := lab.CreateNamespace("ctx-", false)
 	if a != nil {
 		t.Cleanup(func() { a.Remove() })
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := CreateNamespace("ctx-", false)
+	b, err := lab.CreateNamespace("ctx-", false)
 	if b != nil {
 		t.Cleanup(func() { b.Remove() })
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := LinkPair(a, "198.18.0.1/24", b, "198.18.0.2/24"); err != nil {
+	if err := lab.LinkPair(a, "198.18.0.1/24", b, "198.18.0.2/24"); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := a.Output("ping", "-c", "1", "-W", "2", "198.18.0.2"); err != nil {
-		if _, lookErr := os.Stat("/usr/bin/ping"); lookErr != nil {
-			t.Skip("no ping")
-		}
 		t.Fatalf("ping across the pair: %v: %s", err, out)
 	}
 }
@@ -111,7 +111,7 @@ func TestGlobalSysctl(t *testing.T) {
 		"net.netfilter.nf_conntrack_tcp_timeout_established": false,
 		"net.ipv4.ip_forward":                                false,
 	} {
-		if got := GlobalSysctl(key); got != want {
+		if got := lab.GlobalSysctl(key); got != want {
 			t.Errorf("GlobalSysctl(%q) = %v, want %v", key, got, want)
 		}
 	}

@@ -1,4 +1,14 @@
-package nstest
+// Package lab builds throwaway network namespaces on the real kernel for
+// the kernel tests and the drills: namespaces with conntrack switched on,
+// veth pairs between them, tables filled, emptied and counted over
+// ctnetlink, the ct-exporter binary built from the module, and the CPU
+// time and memory of the processes a drill starts.
+//
+// Every function returns an error instead of failing a test, so that a
+// standalone program (ct-drill) can use it; package nstest wraps it for
+// tests. Nothing here changes a global sysctl: SetSysctl refuses the keys
+// that are one value for the whole machine.
+package lab
 
 import (
 	"context"
@@ -16,12 +26,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ct-exporter/ct-exporter/internal/ctnl"
+	"github.com/ct-exporter/ct-exporter/internal/netns"
 )
-
-// This file holds the harness without testing.TB: every function returns
-// an error instead of failing a test, so that a standalone program (the
-// drills of package bench) can build the same namespaces and tables as the
-// kernel tests do, and remove them itself.
 
 // TrackingRuleset is the nftables ruleset whose ct state match makes the
 // kernel track every connection of a namespace: input, output and
@@ -55,6 +61,21 @@ func RandomName(prefix string) (string, error) {
 		return "", fmt.Errorf("random name: %w", err)
 	}
 	return prefix + hex.EncodeToString(b[:]), nil
+}
+
+// Namespace is a named network namespace under /run/netns.
+type Namespace struct {
+	// Name is the name under /run/netns.
+	Name string
+	// Path is the namespace file, /run/netns/Name.
+	Path string
+
+	deleted bool
+}
+
+// Target returns the exporter's view of the namespace.
+func (n *Namespace) Target() netns.Target {
+	return netns.Target{Name: n.Name, Path: n.Path}
 }
 
 // CreateNamespace creates an empty network namespace named prefix plus
@@ -178,7 +199,7 @@ func (n *Namespace) ReadFile(path string) ([]byte, error) {
 }
 
 // LinkPair joins two namespaces with a veth pair and gives each end an
-// address, like Link.
+// address.
 func LinkPair(a *Namespace, aCIDR string, b *Namespace, bCIDR string) error {
 	va, err := RandomName("va")
 	if err != nil {
@@ -239,8 +260,14 @@ func (n *Namespace) CounterSums() (map[string]uint64, error) {
 
 // ctnetlinkSocket opens a ctnetlink socket inside the namespace.
 func (n *Namespace) ctnetlinkSocket() (int, error) {
+	return ctnetlinkSocket(n.Target())
+}
+
+// ctnetlinkSocket opens a bound ctnetlink socket inside the target
+// namespace.
+func ctnetlinkSocket(target netns.Target) (int, error) {
 	fd := -1
-	err := n.Target().Do(func() error {
+	err := target.Do(func() error {
 		var err error
 		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
 		if err != nil {
@@ -252,16 +279,17 @@ func (n *Namespace) ctnetlinkSocket() (int, error) {
 		if fd >= 0 {
 			unix.Close(fd)
 		}
-		return -1, fmt.Errorf("ctnetlink socket in %s: %w", n.Name, err)
+		return -1, fmt.Errorf("ctnetlink socket in %s: %w", target, err)
 	}
 	return fd, nil
 }
 
-// Insert creates the entries in the namespace's table over ctnetlink, like
-// CreateEntries: created is how many the kernel accepted, refused the
-// first error it returned for the others (nil when it accepted all).
-// Entries with Assured set are created ASSURED. err reports a failure of
-// the socket.
+// Insert creates the entries in the namespace's table over ctnetlink, 256
+// requests to a datagram: created is how many the kernel accepted, refused
+// the first error it returned for the others (nil when it accepted all).
+// Entries with Assured set are created ASSURED in the same request, so
+// that neither early_drop nor the garbage collector of a nearly full table
+// evicts them first. err reports a failure of the socket.
 func (n *Namespace) Insert(entries []Entry) (created int, refused, err error) {
 	fd, err := n.ctnetlinkSocket()
 	if err != nil {

@@ -1,4 +1,4 @@
-package bench
+package lab
 
 import (
 	"bufio"
@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -20,12 +19,18 @@ type Usage struct {
 	CPU time.Duration
 	// PeakRSS is the largest resident set, in bytes (VmHWM).
 	PeakRSS uint64
+	// RSS is the resident set at the reading, in bytes (VmRSS); 0 when
+	// not read.
+	RSS uint64
+	// Threads is the number of threads at the reading; 0 when not read.
+	Threads uint64
 }
 
 // Sub returns the CPU time spent between an earlier reading and u; the
-// peak is u's.
+// memory and threads are u's.
 func (u Usage) Sub(earlier Usage) Usage {
-	return Usage{CPU: u.CPU - earlier.CPU, PeakRSS: u.PeakRSS}
+	u.CPU -= earlier.CPU
+	return u
 }
 
 // atClkTck is AT_CLKTCK, the auxiliary vector entry of the clock tick.
@@ -54,7 +59,8 @@ func clockTicks() int64 {
 
 // ProcUsage reads the CPU time of a running process, all its threads
 // (including those that have ended) summed, from /proc/PID/stat, and its
-// peak resident set from VmHWM in /proc/PID/status.
+// resident set, peak resident set and threads from VmRSS, VmHWM and
+// Threads in /proc/PID/status.
 func ProcUsage(pid int) (Usage, error) {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -68,11 +74,19 @@ func ProcUsage(pid int) (Usage, error) {
 	if err != nil {
 		return Usage{}, fmt.Errorf("process %d: %w", pid, err)
 	}
-	hwm, err := parseStatusKB(status, "VmHWM")
-	if err != nil {
-		return Usage{}, fmt.Errorf("process %d: %w", pid, err)
+	u := Usage{CPU: cpu}
+	for _, f := range []struct {
+		key   string
+		unit  uint64
+		value *uint64
+	}{{"VmHWM", 1024, &u.PeakRSS}, {"VmRSS", 1024, &u.RSS}, {"Threads", 1, &u.Threads}} {
+		v, err := statusField(status, f.key)
+		if err != nil {
+			return Usage{}, fmt.Errorf("process %d: %w", pid, err)
+		}
+		*f.value = v * f.unit
 	}
-	return Usage{CPU: cpu, PeakRSS: hwm}, nil
+	return u, nil
 }
 
 // parseStatCPU returns utime+stime of a /proc/PID/stat line.
@@ -99,9 +113,9 @@ func parseStatCPU(stat []byte, ticks int64) (time.Duration, error) {
 	return time.Duration(total) * time.Second / time.Duration(ticks), nil
 }
 
-// parseStatusKB returns a "Key:   123 kB" value of /proc/PID/status in
-// bytes.
-func parseStatusKB(status []byte, key string) (uint64, error) {
+// statusField returns the number of a "Key:   123 kB" or "Key: 123" line
+// of /proc/PID/status, without its unit.
+func statusField(status []byte, key string) (uint64, error) {
 	sc := bufio.NewScanner(bytes.NewReader(status))
 	for sc.Scan() {
 		k, v, ok := strings.Cut(sc.Text(), ":")
@@ -113,7 +127,7 @@ func parseStatusKB(status []byte, key string) (uint64, error) {
 		if err != nil {
 			return 0, fmt.Errorf("status %s: %w", key, err)
 		}
-		return n * 1024, nil
+		return n, nil
 	}
 	return 0, fmt.Errorf("status: no %s", key)
 }
@@ -139,11 +153,9 @@ func SelfPeakRSS() (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("own peak RSS: %w", err)
 	}
-	return parseStatusKB(status, "VmHWM")
-}
-
-// childAttr makes a child process die with the drill process, so that an
-// anchor or an exporter never outlives a killed drill.
-func childAttr() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	kb, err := statusField(status, "VmHWM")
+	if err != nil {
+		return 0, fmt.Errorf("own peak RSS: %w", err)
+	}
+	return kb * 1024, nil
 }

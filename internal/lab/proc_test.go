@@ -1,0 +1,48 @@
+package lab
+
+import (
+	"os"
+	"testing"
+	"time"
+)
+
+func TestParseStat(t *testing.T) {
+	stat := []byte("1234 (ct exporter) S 1 1234 1234 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 9 0 100 0 0")
+	cpu, err := parseStatCPU(stat, 100)
+	if err != nil || cpu != 3*time.Second {
+		t.Fatalf("parseStatCPU = %v, %v; want 3s", cpu, err)
+	}
+	if _, err := parseStatCPU([]byte("garbage"), 100); err == nil {
+		t.Fatal("parseStatCPU of garbage succeeded")
+	}
+	status := []byte("Name:\tct-exporter\nVmPeak:\t  100 kB\nVmHWM:\t   17408 kB\nVmRSS:\t 16000 kB\nThreads:\t7\n")
+	if v, err := statusField(status, "VmHWM"); err != nil || v != 17408 {
+		t.Fatalf("statusField(VmHWM) = %v, %v", v, err)
+	}
+	if v, err := statusField(status, "Threads"); err != nil || v != 7 {
+		t.Fatalf("statusField(Threads) = %v, %v", v, err)
+	}
+	if _, err := statusField(status, "VmSwap"); err == nil {
+		t.Fatal("missing key parsed")
+	}
+	if clockTicks() <= 0 {
+		t.Fatal("no clock tick")
+	}
+}
+
+func TestProcUsageOfSelf(t *testing.T) {
+	u, err := ProcUsage(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.PeakRSS == 0 || u.RSS == 0 || u.RSS > u.PeakRSS || u.Threads == 0 {
+		t.Fatalf("ProcUsage(self) = %+v", u)
+	}
+	peak, err := SelfPeakRSS()
+	if err != nil || peak < u.PeakRSS {
+		t.Fatalf("SelfPeakRSS = %v, %v; ProcUsage peak %v", peak, err, u.PeakRSS)
+	}
+	if _, err := ProcUsage(-1); err == nil {
+		t.Fatal("ProcUsage of no process succeeded")
+	}
+}
