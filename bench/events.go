@@ -27,19 +27,19 @@ func (c eventCounters) sub(earlier eventCounters) eventCounters {
 
 // sumOrZero is Metrics.Sum with a missing series read as 0; a missing
 // family is still an error.
-func sumOrZero(m Metrics, name string, want map[string]string) (float64, error) {
+func sumOrZero(m lab.Metrics, name string, want map[string]string) (float64, error) {
 	if _, ok := m[name]; !ok {
-		return 0, fmt.Errorf("ct-exporter exports no %s: %w", name, ErrNoSeries)
+		return 0, fmt.Errorf("ct-exporter exports no %s: %w", name, lab.ErrNoSeries)
 	}
 	v, err := m.Sum(name, want)
-	if errors.Is(err, ErrNoSeries) {
+	if errors.Is(err, lab.ErrNoSeries) {
 		return 0, nil
 	}
 	return v, err
 }
 
 // readEventCounters reads the events collector's metrics of a namespace.
-func readEventCounters(m Metrics, netnsName string) (eventCounters, error) {
+func readEventCounters(m lab.Metrics, netnsName string) (eventCounters, error) {
 	var c eventCounters
 	var err error
 	sel := map[string]string{"netns": netnsName}
@@ -54,7 +54,7 @@ func readEventCounters(m Metrics, netnsName string) (eventCounters, error) {
 	}
 	if _, ok := m["conntrack_flow_lifetime_seconds"]; ok {
 		n, _, err := m.Histogram("conntrack_flow_lifetime_seconds", sel)
-		if err != nil && !errors.Is(err, ErrNoSeries) {
+		if err != nil && !errors.Is(err, lab.ErrNoSeries) {
 			return c, err
 		}
 		c.lifetimes = float64(n)
@@ -64,7 +64,7 @@ func readEventCounters(m Metrics, netnsName string) (eventCounters, error) {
 
 // waitEvents scrapes until the exporter has received or lost want DESTROY
 // events more than base, or timeout passed; it returns the last reading.
-func waitEvents(ctx context.Context, exp *Exporter, netnsName string, base eventCounters, want float64, timeout time.Duration) (eventCounters, Metrics, error) {
+func waitEvents(ctx context.Context, exp *Exporter, netnsName string, base eventCounters, want float64, timeout time.Duration) (eventCounters, lab.Metrics, error) {
 	end := time.Now().Add(timeout)
 	for {
 		m, _, err := exp.Scrape(ctx)

@@ -155,7 +155,7 @@ func (Fill) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 
 // statRows compares conntrack_stat_<key>_total of the namespace with the
 // sum over CPUs of conntrack -S's field of the same name.
-func statRows(m Metrics, netnsName string, sums map[string]uint64, keys ...string) ([]Row, error) {
+func statRows(m lab.Metrics, netnsName string, sums map[string]uint64, keys ...string) ([]Row, error) {
 	var rows []Row
 	for _, k := range keys {
 		v, err := m.Sum("conntrack_stat_"+k+"_total", map[string]string{"netns": netnsName})
@@ -200,9 +200,9 @@ func probe(ns *lab.Namespace, n int) (failed int, err error) {
 
 // scrapeN scrapes n times and returns the last scrape and every
 // duration.
-func scrapeN(ctx context.Context, exp *Exporter, n int) (Metrics, []time.Duration, error) {
+func scrapeN(ctx context.Context, exp *Exporter, n int) (lab.Metrics, []time.Duration, error) {
 	var (
-		m     Metrics
+		m     lab.Metrics
 		times []time.Duration
 	)
 	for range n {

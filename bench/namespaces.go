@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/ct-exporter/ct-exporter/internal/lab"
 )
 
 // Namespaces measures ct-exporter watching --size discovered network
@@ -193,7 +195,7 @@ func measureNamespaces(ctx context.Context, exp *Exporter, idle time.Duration) (
 		return f, err
 	}
 	lat := make([]float64, 0, namespaceScrapes)
-	var last Metrics
+	var last lab.Metrics
 	for range namespaceScrapes {
 		m, took, err := exp.Scrape(ctx)
 		if err != nil {

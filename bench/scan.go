@@ -189,7 +189,7 @@ func exporterScans(ctx context.Context, env *Env, ns *lab.Namespace, size int) (
 		usages     []lab.Usage
 		allocs     []float64
 		lastStamp  float64
-		lastResult Metrics
+		lastResult lab.Metrics
 	)
 	deadline := time.Now().Add(time.Duration(scanRounds+1)*interval + time.Minute)
 	for len(durations) < scanRounds {

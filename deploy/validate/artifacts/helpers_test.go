@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ct-exporter/ct-exporter/deploy/validate/internal/repo"
+	"github.com/ct-exporter/ct-exporter/internal/lab"
 	"github.com/ct-exporter/ct-exporter/internal/nstest"
 )
 
@@ -94,14 +95,13 @@ var exporterBuild struct {
 }
 
 // exporterBinary builds ./cmd/ct-exporter once per test run with
-// repo.BuildExporter and returns the path of the binary, executable by any
+// lab.BuildExporter and returns the path of the binary, executable by any
 // user.
 func exporterBinary(t *testing.T) string {
 	t.Helper()
 	needTool(t, "go")
 	exporterBuild.once.Do(func() {
-		exporterBuild.path = filepath.Join(scratchDir, "ct-exporter")
-		exporterBuild.err = repo.BuildExporter(repoRoot, exporterBuild.path)
+		exporterBuild.path, exporterBuild.err = lab.BuildExporter(context.Background(), scratchDir)
 	})
 	if exporterBuild.err != nil {
 		t.Fatal(exporterBuild.err)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/ct-exporter/ct-exporter/deploy/validate/alerts"
 	"github.com/ct-exporter/ct-exporter/deploy/validate/grafana"
+	"github.com/ct-exporter/ct-exporter/internal/lab"
 	"github.com/ct-exporter/ct-exporter/internal/nstest"
 )
 
@@ -158,7 +159,7 @@ var ingestions = []ingestion{{name: "classic"}, {name: "native", native: true}}
 // Alertmanager whose webhook receiver is in the test.
 type stack struct {
 	start    time.Time
-	exporter *Daemon
+	exporter *lab.Exporter
 	prom     *Prometheus
 	am       *Alertmanager
 	hook     *Webhook
@@ -187,7 +188,7 @@ func startStack(t *testing.T, netns []*nstest.Namespace, mode ingestion) *stack 
 	for _, ns := range netns {
 		args = append(args, "--conntrack.netns="+ns.Path)
 	}
-	s.exporter = startDaemon(t, args...)
+	s.exporter = nstest.StartExporter(t, binary, args...)
 	s.prom = startPrometheus(t, PrometheusConfig{
 		ScrapeInterval: scrapeInterval,
 		Job:            promJob,
@@ -305,7 +306,7 @@ func alertsEndToEnd(t *testing.T, mode ingestion) {
 	})
 	end := time.Now()
 
-	limit, _ := Value(Families(t, s.exporter.Scrape(t)), "conntrack_entries_limit", map[string]string{"netns": fill.B.Name})
+	limit, _ := nstest.ParseMetrics(t, nstest.Scrape(t, s.exporter)).Value("conntrack_entries_limit", map[string]string{"netns": fill.B.Name})
 	t.Run("dashboard", func(t *testing.T) {
 		checkDashboard(t, s, end, []panelShows{
 			{"Fill ratio", "A", fill.B.Name, 0.9},
@@ -457,10 +458,10 @@ func fillDrill(t *testing.T, s *stack, p *nstest.Pair) {
 	s.waitAlerts(t, "fill", start, p.B.Name, time.Since(start)+2*time.Minute, "ConntrackTableNearlyFull", "ConntrackTableFull")
 	cancel()
 	wg.Wait()
-	mfs := Families(t, s.exporter.Scrape(t))
-	drops, _ := Value(mfs, "conntrack_stat_drop_total", map[string]string{"netns": p.B.Name})
-	lost, _ := Value(mfs, "conntrack_exporter_events_lost_total", map[string]string{"netns": p.B.Name})
-	news, _ := Value(mfs, "conntrack_events_total", map[string]string{"netns": p.B.Name, "type": "new"})
+	mfs := nstest.ParseMetrics(t, nstest.Scrape(t, s.exporter))
+	drops, _ := mfs.Value("conntrack_stat_drop_total", map[string]string{"netns": p.B.Name})
+	lost, _ := mfs.Value("conntrack_exporter_events_lost_total", map[string]string{"netns": p.B.Name})
+	news, _ := mfs.Value("conntrack_events_total", map[string]string{"netns": p.B.Name, "type": "new"})
 	t.Logf("%d connection attempts into the full table, %d connected; drop_total %v; %v NEW events received, %v lost",
 		attempts, connected, drops, news, lost)
 	if connected > 0 {
@@ -566,7 +567,7 @@ func lifetimeDrill(t *testing.T, s *stack, p *nstest.Pair) {
 		t.Logf("first ESTABLISHED expiry scraped %v after the start of the drill",
 			deaths[0].Values[0].Timestamp.Time().Sub(start).Round(time.Millisecond))
 	}
-	mfs := Families(t, s.exporter.Scrape(t))
+	mfs := nstest.ParseMetrics(t, nstest.Scrape(t, s.exporter))
 	for _, m := range mfs["conntrack_flow_lifetime_seconds"].GetMetric() {
 		labels := map[string]string{}
 		for _, l := range m.GetLabel() {

@@ -19,21 +19,15 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
+
+	"github.com/ct-exporter/ct-exporter/internal/lab"
+	"github.com/ct-exporter/ct-exporter/internal/nstest"
 )
 
 // This file runs the Debian packages of Prometheus and Alertmanager for
 // one test: each in its own temporary directory, on a free loopback port,
 // stopped when the test ends, with its log printed if the test failed. A
 // webhook receiver inside the test records what Alertmanager delivers.
-
-// logWriter appends a process's output to a lockedBuffer.
-type logWriter struct{ b *lockedBuffer }
-
-// Write implements io.Writer.
-func (w logWriter) Write(p []byte) (int, error) {
-	w.b.WriteString(string(p))
-	return len(p), nil
-}
 
 // maxLogTail is how much of a helper process's log a failed test prints.
 const maxLogTail = 64 << 10
@@ -42,17 +36,17 @@ const maxLogTail = 64 << 10
 type process struct {
 	name string
 	cmd  *exec.Cmd
-	logs *lockedBuffer
+	logs *lab.Lines
 }
 
 // startProcess runs bin with args, waits until readyURL answers 200, and
 // stops the process with SIGINT (SIGKILL after 15 s) when the test ends.
 func startProcess(t *testing.T, name, readyURL, bin string, args ...string) *process {
 	t.Helper()
-	p := &process{name: name, logs: &lockedBuffer{}}
+	p := &process{name: name, logs: &lab.Lines{}}
 	p.cmd = exec.Command(bin, args...)
-	p.cmd.Stdout = logWriter{p.logs}
-	p.cmd.Stderr = logWriter{p.logs}
+	p.cmd.Stdout = p.logs
+	p.cmd.Stderr = p.logs
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
@@ -148,7 +142,7 @@ func startAlertmanager(t *testing.T, webhookURL string) *Alertmanager {
 		}},
 	}
 	path := writeFile(t, dir, "alertmanager.yml", jsonConfig(t, cfg))
-	am := &Alertmanager{Addr: freeAddr(t)}
+	am := &Alertmanager{Addr: nstest.FreeLoopbackAddr(t)}
 	am.proc = startProcess(t, "alertmanager", "http://"+am.Addr+"/-/ready", "prometheus-alertmanager",
 		"--config.file="+path,
 		"--storage.path="+filepath.Join(dir, "data"),
@@ -209,7 +203,7 @@ func startPrometheus(t *testing.T, cfg PrometheusConfig) *Prometheus {
 		}},
 	}
 	path := writeFile(t, dir, "prometheus.yml", jsonConfig(t, conf))
-	p := &Prometheus{Addr: freeAddr(t)}
+	p := &Prometheus{Addr: nstest.FreeLoopbackAddr(t)}
 	args := []string{
 		"--config.file=" + path,
 		"--storage.tsdb.path=" + filepath.Join(dir, "data"),

@@ -1,25 +1,23 @@
 // Package repo finds the ct-exporter repository that the validation module
 // lives in, so that its tests and generators read the deployment files
-// where they are kept (alerts/, deploy/, Dockerfile), and builds the
-// exporter binary from it.
+// where they are kept (alerts/, deploy/, Dockerfile). The exporter binary
+// is built with lab.BuildExporter.
 package repo
 
 import (
-	"bufio"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
+
+	"github.com/ct-exporter/ct-exporter/internal/lab"
 )
 
 // ModulePath is the module path of the exporter's go.mod.
-const ModulePath = "github.com/ct-exporter/ct-exporter"
+const ModulePath = lab.ModulePath
 
 // ErrNotFound is returned (wrapped) by Root when no directory above the
 // starting one holds the exporter's go.mod.
-var ErrNotFound = errors.New("ct-exporter repository not found")
+var ErrNotFound = lab.ErrNoModule
 
 // Root returns the absolute path of the repository: the nearest directory
 // at or above the working directory whose go.mod declares ModulePath.
@@ -33,18 +31,11 @@ func Root() (string, error) {
 
 // RootFrom is Root starting at dir instead of the working directory.
 func RootFrom(dir string) (string, error) {
-	dir, err := filepath.Abs(dir)
+	root, err := lab.ModuleRoot(dir)
 	if err != nil {
 		return "", fmt.Errorf("find repository: %w", err)
 	}
-	for d := dir; ; d = filepath.Dir(d) {
-		if modulePath(filepath.Join(d, "go.mod")) == ModulePath {
-			return d, nil
-		}
-		if filepath.Dir(d) == d {
-			return "", fmt.Errorf("%w above %s", ErrNotFound, dir)
-		}
-	}
+	return root, nil
 }
 
 // Path returns the absolute path of rel, a slash-separated path relative
@@ -65,39 +56,4 @@ func ReadFile(rel string) ([]byte, error) {
 		return nil, err
 	}
 	return os.ReadFile(p)
-}
-
-// modulePath returns the module path declared by the go.mod at path, or ""
-// when there is none.
-func modulePath(path string) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "module "); ok {
-			return strings.Trim(strings.TrimSpace(rest), `"`)
-		}
-	}
-	return ""
-}
-
-// BuildExporter builds ./cmd/ct-exporter of the repository at root into
-// the file out with the go command found in PATH, and returns the go
-// command's output with the error when the build fails. It is the one
-// place this module builds the exporter; every test that runs the binary
-// gets it from here.
-func BuildExporter(root, out string) error {
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		return fmt.Errorf("build ct-exporter: %w", err)
-	}
-	cmd := exec.Command(goTool, "build", "-o", out, "./cmd/ct-exporter")
-	cmd.Dir = root
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build ./cmd/ct-exporter: %w\n%s", err, b)
-	}
-	return nil
 }
