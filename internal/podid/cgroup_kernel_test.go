@@ -96,4 +96,3 @@ func assertInNamespace(t *testing.T, pid int, ns *nstest.Namespace) {
 		t.Errorf("process %d is in netns inode %d, want %s (inode %d)", pid, got.Ino, ns.Name, want.Ino)
 	}
 }
-
