@@ -8,8 +8,9 @@ import (
 	"testing"
 )
 
-// rulesFile is the rule file in this directory.
-const rulesFile = "ct-exporter.rules.yml"
+// rulesFiles are the rule files in this directory: the exporter's rules
+// and alerts, and the Kubernetes and fleet recording rules.
+var rulesFiles = []string{"ct-exporter.rules.yml", "kubernetes.rules.yml"}
 
 // promtool returns the path of promtool. It fails the test in CI when
 // promtool is missing, and skips it elsewhere.
@@ -37,7 +38,7 @@ func runPromtool(t *testing.T, dir string, args ...string) {
 }
 
 func TestPromtoolCheckRules(t *testing.T) {
-	runPromtool(t, ".", "check", "rules", rulesFile)
+	runPromtool(t, ".", append([]string{"check", "rules"}, rulesFiles...)...)
 }
 
 func TestPromtoolTestRules(t *testing.T) {

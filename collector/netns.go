@@ -37,8 +37,8 @@ func NewNetnsCollector(status NetnsStatus) *NetnsCollector {
 		scanDurationDesc: prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "exporter", "netns_discovery_duration_seconds"),
 			"How long the last rescan of network namespaces took.", nil, nil),
 		infoDesc: prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "netns", "info"),
-			"One series per watched network namespace (value 1): where it was found, its inode, and the lowest process ID in it with that process's command and cgroup when known.",
-			[]string{NetnsLabel, "source", "inode", "pid", "comm", "cgroup"}, nil),
+			"One series per watched network namespace (value 1): where it was found, its inode, and the lowest process ID in it with that process's command and cgroup when known, and the Kubernetes pod UID and container ID that cgroup names (empty outside pods).",
+			[]string{NetnsLabel, "source", "inode", "pid", "comm", "cgroup", "pod_uid", "container_id"}, nil),
 	}
 }
 
@@ -68,7 +68,8 @@ func (c *NetnsCollector) Collect(ch chan<- prometheus.Metric) {
 		if ns.PID != 0 {
 			pid = strconv.Itoa(ns.PID)
 		}
-		ch <- prometheus.MustNewConstMetric(c.infoDesc, prometheus.GaugeValue, 1, ns.Name, ns.Source, inode, pid, ns.Comm, ns.Cgroup)
+		ch <- prometheus.MustNewConstMetric(c.infoDesc, prometheus.GaugeValue, 1, ns.Name, ns.Source, inode, pid, ns.Comm, ns.Cgroup,
+			ns.Pod.PodUID, ns.Pod.ContainerID)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/ct-exporter/ct-exporter/internal/podid"
 	"github.com/ct-exporter/ct-exporter/internal/watch"
 )
 
@@ -18,6 +19,9 @@ func TestNetnsCollector(t *testing.T) {
 			{Name: "self", Source: "self", Inode: 4026531840, PID: 1, Comm: "init", Cgroup: "/"},
 			{Name: "a", Source: "dir", Inode: 4026532000},
 			{Name: "gone", Source: "path"},
+			{Name: "ino-4026532288", Source: "proc", Inode: 4026532288, PID: 81234, Comm: "pause",
+				Cgroup: "/kubepods/besteffort/pod6f1c3a2e-9b0d-4c57-8e21-0d4f5a6b7c8d/" + strings.Repeat("4b", 32),
+				Pod:    podid.Identity{PodUID: "6f1c3a2e-9b0d-4c57-8e21-0d4f5a6b7c8d", ContainerID: strings.Repeat("4b", 32)}},
 		},
 	}
 	c := NewNetnsCollector(func() *watch.Status { return st })
@@ -32,12 +36,13 @@ conntrack_exporter_netns_discovery_errors_total 1
 conntrack_exporter_netns_over_limit 2
 # HELP conntrack_exporter_watched_namespaces Network namespaces watched now: static, the exporter's own, and discovered.
 # TYPE conntrack_exporter_watched_namespaces gauge
-conntrack_exporter_watched_namespaces 3
-# HELP conntrack_netns_info One series per watched network namespace (value 1): where it was found, its inode, and the lowest process ID in it with that process's command and cgroup when known.
+conntrack_exporter_watched_namespaces 4
+# HELP conntrack_netns_info One series per watched network namespace (value 1): where it was found, its inode, and the lowest process ID in it with that process's command and cgroup when known, and the Kubernetes pod UID and container ID that cgroup names (empty outside pods).
 # TYPE conntrack_netns_info gauge
-conntrack_netns_info{cgroup="",comm="",inode="",netns="gone",pid="",source="path"} 1
-conntrack_netns_info{cgroup="",comm="",inode="4026532000",netns="a",pid="",source="dir"} 1
-conntrack_netns_info{cgroup="/",comm="init",inode="4026531840",netns="self",pid="1",source="self"} 1
+conntrack_netns_info{cgroup="",comm="",container_id="",inode="",netns="gone",pid="",pod_uid="",source="path"} 1
+conntrack_netns_info{cgroup="",comm="",container_id="",inode="4026532000",netns="a",pid="",pod_uid="",source="dir"} 1
+conntrack_netns_info{cgroup="/",comm="init",container_id="",inode="4026531840",netns="self",pid="1",pod_uid="",source="self"} 1
+conntrack_netns_info{cgroup="/kubepods/besteffort/pod6f1c3a2e-9b0d-4c57-8e21-0d4f5a6b7c8d/` + strings.Repeat("4b", 32) + `",comm="pause",container_id="` + strings.Repeat("4b", 32) + `",inode="4026532288",netns="ino-4026532288",pid="81234",pod_uid="6f1c3a2e-9b0d-4c57-8e21-0d4f5a6b7c8d",source="proc"} 1
 `
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want)); err != nil {
 		t.Fatal(err)

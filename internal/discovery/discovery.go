@@ -10,6 +10,7 @@ package discovery
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/ct-exporter/ct-exporter/internal/netns"
+	"github.com/ct-exporter/ct-exporter/internal/podid"
 )
 
 // Source says where a namespace was found.
@@ -63,6 +65,9 @@ type Namespace struct {
 	Comm string
 	// Cgroup is the cgroup (v2, or the first hierarchy listed) of PID.
 	Cgroup string
+	// Pod is the Kubernetes pod and container PID belongs to, read from
+	// the same cgroup file; zero when PID is not in a pod.
+	Pod podid.Identity
 }
 
 // Result is the outcome of one scan.
@@ -151,10 +156,10 @@ func (s *Scanner) Scan(ctx context.Context) (Result, error) {
 			errs = append(errs, err)
 		}
 		for _, p := range procs {
-			comm, cgroup := processInfo(s.opts.ProcRoot, p.pid)
+			comm, cgroup, pod := processInfo(s.opts.ProcRoot, p.pid)
 			if i, ok := seen[p.inode]; ok {
 				ns := &res.Namespaces[i]
-				ns.PID, ns.Comm, ns.Cgroup = p.pid, comm, cgroup
+				ns.PID, ns.Comm, ns.Cgroup, ns.Pod = p.pid, comm, cgroup, pod
 				continue
 			}
 			seen[p.inode] = len(res.Namespaces)
@@ -166,6 +171,7 @@ func (s *Scanner) Scan(ctx context.Context) (Result, error) {
 				PID:    p.pid,
 				Comm:   comm,
 				Cgroup: cgroup,
+				Pod:    pod,
 			})
 		}
 	}
@@ -275,18 +281,19 @@ func ParseNetnsLink(link string) (uint64, bool) {
 // values.
 const maxInfoLen = 256
 
-// processInfo returns the command name and cgroup of a process, empty
-// when it exited meanwhile.
-func processInfo(root string, pid int) (comm, cgroup string) {
+// processInfo returns the command name and cgroup of a process and the
+// pod and container its cgroup names, empty when it exited meanwhile.
+// The cgroup file is read once, so the cgroup and the pod agree.
+func processInfo(root string, pid int) (comm, cgroup string, pod podid.Identity) {
 	dir := filepath.Join(root, strconv.Itoa(pid))
 	if b, err := os.ReadFile(filepath.Join(dir, "comm")); err == nil {
 		comm = cleanLabel(strings.TrimSuffix(string(b), "\n"))
 	}
-	if f, err := os.Open(filepath.Join(dir, "cgroup")); err == nil {
-		cgroup = cleanLabel(ParseCgroup(f))
-		f.Close()
+	if b, err := os.ReadFile(filepath.Join(dir, "cgroup")); err == nil {
+		cgroup = cleanLabel(ParseCgroup(bytes.NewReader(b)))
+		pod = podid.FromProcCgroup(b)
 	}
-	return comm, cgroup
+	return comm, cgroup, pod
 }
 
 // ParseCgroup returns the cgroup path of a /proc/PID/cgroup file: the

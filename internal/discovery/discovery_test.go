@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/ct-exporter/ct-exporter/internal/podid"
 )
 
 func TestParseNetnsLink(t *testing.T) {
@@ -62,6 +64,13 @@ func TestInodeName(t *testing.T) {
 	}
 }
 
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // fakeProc builds a process filesystem with one process per entry of
 // procs: pid -> "net:[INODE]" link target, plus comm and cgroup files.
 func fakeProc(t *testing.T, procs map[int]string) string {
@@ -106,14 +115,35 @@ func TestScanProcLowestPIDPerNamespace(t *testing.T) {
 		77:   "mnt:[5]",   // not a net link
 		1000: "net:[100]",
 	})
+	// PID 10 is a container of a burstable pod (systemd driver, cgroup
+	// v2); PID 9 one of a best-effort pod (cgroupfs driver) on a hybrid
+	// host, where the unified line says "/" and name=systemd names the pod.
+	const (
+		uid10 = "6f1c3a2e-9b0d-4c57-8e21-0d4f5a6b7c8d"
+		cid10 = "4be1a2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f"
+		uid9  = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+		cid9  = "9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a0"
+	)
+	cg10 := "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" +
+		strings.ReplaceAll(uid10, "-", "_") + ".slice/cri-containerd-" + cid10 + ".scope"
+	writeFile(t, filepath.Join(root, "10", "cgroup"), "0::"+cg10+"\n")
+	writeFile(t, filepath.Join(root, "9", "cgroup"),
+		"12:pids:/kubepods/besteffort/pod"+uid9+"/"+cid9+"\n"+
+			"1:name=systemd:/kubepods/besteffort/pod"+uid9+"/"+cid9+"\n0::/\n")
+	// PID 11 is the same namespace's, but not its lowest PID: its pod is
+	// not the namespace's.
+	writeFile(t, filepath.Join(root, "11", "cgroup"), "0::/kubepods/pod"+uid9+"/"+cid9+"\n")
+
 	res, err := New(Options{Proc: true, ProcRoot: root, SkipPID: 42}).Scan(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []Namespace{
 		{Inode: 100, Name: "ino-100", Path: filepath.Join(root, "1/ns/net"), Source: SourceProc, PID: 1, Comm: "proc1", Cgroup: "/pod/1"},
-		{Inode: 200, Name: "ino-200", Path: filepath.Join(root, "9/ns/net"), Source: SourceProc, PID: 9, Comm: "proc9", Cgroup: "/pod/9"},
-		{Inode: 300, Name: "ino-300", Path: filepath.Join(root, "10/ns/net"), Source: SourceProc, PID: 10, Comm: "proc10", Cgroup: "/pod/10"},
+		{Inode: 200, Name: "ino-200", Path: filepath.Join(root, "9/ns/net"), Source: SourceProc, PID: 9, Comm: "proc9", Cgroup: "/",
+			Pod: podid.Identity{PodUID: uid9, ContainerID: cid9}},
+		{Inode: 300, Name: "ino-300", Path: filepath.Join(root, "10/ns/net"), Source: SourceProc, PID: 10, Comm: "proc10", Cgroup: cg10,
+			Pod: podid.Identity{PodUID: uid10, ContainerID: cid10}},
 	}
 	if !reflect.DeepEqual(res.Namespaces, want) {
 		t.Errorf("Scan:\n got %+v\nwant %+v", res.Namespaces, want)

@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ct-exporter/ct-exporter/internal/discovery"
+	"github.com/ct-exporter/ct-exporter/internal/podid"
 )
 
 // claims are the inodes and names taken by the namespaces kept so far in
@@ -128,9 +129,9 @@ func (s *Set) keepStatic(found map[uint64]discovery.Namespace, c claims) []*entr
 		s.refreshStatic(e)
 		hasSelf = hasSelf || e.target.IsSelf()
 		c.claim(e)
-		e.pid, e.comm, e.cgroup = 0, "", ""
+		e.pid, e.comm, e.cgroup, e.pod = 0, "", "", podid.Identity{}
 		if ns, ok := found[e.inode]; ok {
-			e.pid, e.comm, e.cgroup = ns.PID, ns.Comm, ns.Cgroup
+			e.pid, e.comm, e.cgroup, e.pod = ns.PID, ns.Comm, ns.Cgroup, ns.Pod
 		}
 		kept = append(kept, e)
 	}
@@ -168,7 +169,7 @@ func (s *Set) judgeDiscovered(found map[uint64]discovery.Namespace, failed map[d
 			dropped = append(dropped, e)
 			continue
 		case keep:
-			e.pid, e.comm, e.cgroup = ns.PID, ns.Comm, ns.Cgroup
+			e.pid, e.comm, e.cgroup, e.pod = ns.PID, ns.Comm, ns.Cgroup, ns.Pod
 		case keepAsIs:
 		}
 		c.claim(e)
@@ -257,7 +258,7 @@ func (s *Set) refreshStatic(e *entry) {
 func (s *Set) open(ns discovery.Namespace, name string) (*entry, error) {
 	e := &entry{
 		source: string(ns.Source), inode: ns.Inode, discoveredPath: ns.Path,
-		pid: ns.PID, comm: ns.Comm, cgroup: ns.Cgroup,
+		pid: ns.PID, comm: ns.Comm, cgroup: ns.Cgroup, pod: ns.Pod,
 	}
 	if ns.Source != discovery.SourceProc {
 		e.target.Name, e.target.Path = name, ns.Path

@@ -23,6 +23,7 @@ import (
 
 	"github.com/ct-exporter/ct-exporter/internal/discovery"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
+	"github.com/ct-exporter/ct-exporter/internal/podid"
 )
 
 // Forgetter remembers something per namespace (a counter state). Forget
@@ -115,6 +116,9 @@ type NamespaceInfo struct {
 	// and cgroup, when discovery found one; 0 otherwise.
 	PID          int
 	Comm, Cgroup string
+	// Pod is the Kubernetes pod and container of PID, from its cgroup;
+	// zero when PID is 0 or not in a pod.
+	Pod podid.Identity
 }
 
 // Set is the live set of watched namespaces. Targets serves readers on
@@ -177,6 +181,7 @@ type entry struct {
 
 	pid          int
 	comm, cgroup string
+	pod          podid.Identity
 }
 
 // New returns a Set; Start starts watching.
@@ -437,7 +442,7 @@ func (s *Set) publishStatus(overLimit int) {
 	for _, e := range s.entries {
 		st.Namespaces = append(st.Namespaces, NamespaceInfo{
 			Name: e.target.Name, Source: e.source, Inode: e.inode,
-			PID: e.pid, Comm: e.comm, Cgroup: e.cgroup,
+			PID: e.pid, Comm: e.comm, Cgroup: e.cgroup, Pod: e.pod,
 		})
 	}
 	s.status.Store(st)

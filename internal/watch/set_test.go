@@ -17,6 +17,7 @@ import (
 
 	"github.com/ct-exporter/ct-exporter/internal/discovery"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
+	"github.com/ct-exporter/ct-exporter/internal/podid"
 )
 
 // fakeDiscoverer returns the Result set last.
@@ -230,10 +231,14 @@ func TestNewRejectsBadConfig(t *testing.T) {
 func TestSetAddsAndDropsDiscoveredNamespaces(t *testing.T) {
 	pathA, inoA := nsFile(t, "a")
 	pathP, inoP := nsFile(t, "p")
+	podP := podid.Identity{PodUID: "11111111-2222-4333-8444-555555555555", ContainerID: strings.Repeat("ab", 32)}
+	podSelf := podid.Identity{PodUID: "66666666-7777-4888-9999-000000000000", ContainerID: strings.Repeat("cd", 32)}
 	res := discovery.Result{Namespaces: []discovery.Namespace{
 		{Inode: inoA, Name: "a", Path: pathA, Source: discovery.SourceDir},
-		{Inode: inoP, Name: discovery.InodeName(inoP), Path: pathP, Source: discovery.SourceProc, PID: 42, Comm: "pause", Cgroup: "/kubepods/pod1"},
-		{Inode: selfInode(t), Name: "ino-self", Path: "/proc/1/ns/net", Source: discovery.SourceProc, PID: 1, Comm: "init", Cgroup: "/"},
+		{Inode: inoP, Name: discovery.InodeName(inoP), Path: pathP, Source: discovery.SourceProc, PID: 42, Comm: "pause", Cgroup: "/kubepods/pod1",
+			Pod: podP},
+		{Inode: selfInode(t), Name: "ino-self", Path: "/proc/1/ns/net", Source: discovery.SourceProc, PID: 1, Comm: "init", Cgroup: "/",
+			Pod: podSelf},
 	}}
 	h := newHarness(t, []netns.Target{netns.Self()}, 10, res)
 	nameP := discovery.InodeName(inoP)
@@ -260,9 +265,9 @@ func TestSetAddsAndDropsDiscoveredNamespaces(t *testing.T) {
 
 	status := h.set.Status()
 	wantInfo := []NamespaceInfo{
-		{Name: "self", Source: "self", Inode: selfInode(t), PID: 1, Comm: "init", Cgroup: "/"},
+		{Name: "self", Source: "self", Inode: selfInode(t), PID: 1, Comm: "init", Cgroup: "/", Pod: podSelf},
 		{Name: "a", Source: "dir", Inode: inoA},
-		{Name: nameP, Source: "proc", Inode: inoP, PID: 42, Comm: "pause", Cgroup: "/kubepods/pod1"},
+		{Name: nameP, Source: "proc", Inode: inoP, PID: 42, Comm: "pause", Cgroup: "/kubepods/pod1", Pod: podP},
 	}
 	if !slices.Equal(status.Namespaces, wantInfo) || status.OverLimit != 0 || !status.Discovery {
 		t.Errorf("Status = %+v, want namespaces %+v and none over the limit", status, wantInfo)
@@ -273,6 +278,25 @@ func TestSetAddsAndDropsDiscoveredNamespaces(t *testing.T) {
 	h.check(t, "self", "a", nameP)
 	if log := h.w.takeLog(); len(log) != 0 {
 		t.Errorf("unchanged rescan called the watcher: %v", log)
+	}
+
+	// The pod's first process exits: the next lowest PID, in another
+	// container of the pod, names the namespace's pod and container now;
+	// the exporter's own namespace has no process found any more.
+	podP2 := podid.Identity{PodUID: podP.PodUID, ContainerID: strings.Repeat("ef", 32)}
+	moved := res
+	moved.Namespaces = []discovery.Namespace{res.Namespaces[0], res.Namespaces[1]}
+	moved.Namespaces[1].PID, moved.Namespaces[1].Comm, moved.Namespaces[1].Pod = 43, "app", podP2
+	h.disc.set(moved, nil)
+	h.set.Rescan()
+	h.check(t, "self", "a", nameP)
+	wantInfo[0] = NamespaceInfo{Name: "self", Source: "self", Inode: selfInode(t)}
+	wantInfo[2].PID, wantInfo[2].Comm, wantInfo[2].Pod = 43, "app", podP2
+	if got := h.set.Status().Namespaces; !slices.Equal(got, wantInfo) {
+		t.Errorf("Status after the process change = %+v, want %+v", got, wantInfo)
+	}
+	if log := h.w.takeLog(); len(log) != 0 {
+		t.Errorf("a changed process called the watcher: %v", log)
 	}
 
 	// Both vanish: forgotten by the watcher and the forgetter, file closed.

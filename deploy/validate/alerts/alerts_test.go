@@ -43,23 +43,25 @@ func runPromtool(t *testing.T, dir string, args ...string) {
 }
 
 func TestPromtoolCheckPrometheusRuleSpec(t *testing.T) {
-	pr, err := repo.ReadFile(alerts.PrometheusRulePath)
-	if err != nil {
-		t.Fatal(err)
+	for _, path := range []string{alerts.PrometheusRulePath, alerts.KubernetesPrometheusRulePath} {
+		pr, err := repo.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		doc, err := alerts.ParsePrometheusRule(pr)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		spec, err := yaml.Marshal(doc.Spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "spec.rules.yml"), spec, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		runPromtool(t, dir, "check", "rules", "spec.rules.yml")
 	}
-	doc, err := alerts.ParsePrometheusRule(pr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec, err := yaml.Marshal(doc.Spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "spec.rules.yml"), spec, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	runPromtool(t, dir, "check", "rules", "spec.rules.yml")
 }
 
 func TestPromtoolCheckScaledRules(t *testing.T) {

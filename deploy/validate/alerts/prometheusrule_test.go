@@ -24,6 +24,31 @@ func TestCommittedPrometheusRuleIsGenerated(t *testing.T) {
 	}
 }
 
+func TestCommittedKubernetesPrometheusRuleIsGenerated(t *testing.T) {
+	rules, err := alerts.KubernetesRules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := alerts.NamedPrometheusRule(rules, alerts.KubernetesRulesPath, alerts.KubernetesPrometheusRuleName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := repo.ReadFile(alerts.KubernetesPrometheusRulePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(want) {
+		t.Fatalf("%s is not the generator's output: run go generate ./alerts", alerts.KubernetesPrometheusRulePath)
+	}
+	pr, err := alerts.ParsePrometheusRule(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pr.Metadata.Name != alerts.KubernetesPrometheusRuleName || len(pr.Spec.RecordingRules()) == 0 {
+		t.Errorf("metadata.name %q with %d recording rules", pr.Metadata.Name, len(pr.Spec.RecordingRules()))
+	}
+}
+
 func TestPrometheusRuleContent(t *testing.T) {
 	out, err := alerts.PrometheusRule(rulesYAML(t))
 	if err != nil {

@@ -18,9 +18,27 @@ const RulesFileName = "ct-exporter.rules.yml"
 // RulesPath is where the rule file lives, relative to the repository root.
 const RulesPath = "alerts/" + RulesFileName
 
+// KubernetesRulesFileName is the name of the Kubernetes and fleet
+// recording rule file in the repository's alerts/ directory.
+const KubernetesRulesFileName = "kubernetes.rules.yml"
+
+// KubernetesRulesPath is where the Kubernetes and fleet recording rules
+// live, relative to the repository root.
+const KubernetesRulesPath = "alerts/" + KubernetesRulesFileName
+
 // Rules returns the content of the repository's rule file, RulesPath.
 func Rules() ([]byte, error) {
-	b, err := repo.ReadFile(RulesPath)
+	return readRules(RulesPath)
+}
+
+// KubernetesRules returns the content of the repository's Kubernetes and
+// fleet rule file, KubernetesRulesPath.
+func KubernetesRules() ([]byte, error) {
+	return readRules(KubernetesRulesPath)
+}
+
+func readRules(path string) ([]byte, error) {
+	b, err := repo.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read rules: %w", err)
 	}

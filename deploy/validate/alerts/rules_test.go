@@ -160,7 +160,18 @@ func TestNearlyFullThresholdDefinedOnce(t *testing.T) {
 func TestRecordingRuleNames(t *testing.T) {
 	nameRE := regexp.MustCompile(`^[a-z_]+:[a-z0-9_]+:[a-z0-9_]+$`)
 	seen := map[string]bool{}
-	for _, r := range parseRules(t).RecordingRules() {
+	k8s, err := alerts.KubernetesRules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kf, err := alerts.Parse(k8s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(kf.AlertingRules()) != 0 {
+		t.Errorf("%s has alerting rules; alerts live in %s", alerts.KubernetesRulesPath, alerts.RulesPath)
+	}
+	for _, r := range append(parseRules(t).RecordingRules(), kf.RecordingRules()...) {
 		if !nameRE.MatchString(r.Record) {
 			t.Errorf("recording rule %q is not level:metric:operations", r.Record)
 		}
@@ -191,8 +202,13 @@ func TestEveryAlertHasPromtoolTests(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(string(b), "- ../"+alerts.RulesFileName) {
-			t.Errorf("%s does not load ../%s", f, alerts.RulesFileName)
+		// Tests of the Kubernetes rules are named kubernetes_*.yml.
+		want := alerts.RulesFileName
+		if strings.HasPrefix(filepath.Base(f), "kubernetes_") {
+			want = alerts.KubernetesRulesFileName
+		}
+		if !strings.Contains(string(b), "- ../"+want) {
+			t.Errorf("%s does not load ../%s", f, want)
 		}
 		for _, m := range entryRE.FindAllStringSubmatch(string(b), -1) {
 			if strings.TrimSpace(m[2]) == "[]" {

@@ -391,15 +391,69 @@ func TestNetnsOverlay(t *testing.T) {
 	}
 }
 
+// TestPodsOverlay checks the opt-in overlay that watches every pod's
+// namespace and names its pod: host PID namespace, /proc discovery, root
+// with NET_ADMIN, SYS_ADMIN and SYS_PTRACE and nothing else, no host path,
+// no escalation, not privileged; the base's host network stays.
+func TestPodsOverlay(t *testing.T) {
+	const dir = k8sDir + "/pods"
+	k := loadKustomization(t, dir+"/kustomization.yaml")
+	if !slices.Equal(k.Resources, []string{".."}) {
+		t.Errorf("overlay resources %v, want [..]", k.Resources)
+	}
+	if len(k.Patches) != 1 {
+		t.Fatalf("want one patch, got %d", len(k.Patches))
+	}
+	ds := loadDaemonSet(t, dir+"/"+k.Patches[0].Path)
+	base := loadDaemonSet(t, k8sDir+"/daemonset.yaml")
+	if ds.Name != base.Name || ds.Kind != "DaemonSet" {
+		t.Errorf("patch targets %s %q, want DaemonSet %q", ds.Kind, ds.Name, base.Name)
+	}
+	pod := &ds.Spec.Template.Spec
+	if !pod.HostPID {
+		t.Error("hostPID must be true: /proc discovery reads the node's processes")
+	}
+	if pod.HostIPC {
+		t.Error("hostIPC must stay off")
+	}
+	if len(pod.Volumes) != 0 {
+		t.Errorf("volumes %+v: the overlay mounts nothing", pod.Volumes)
+	}
+	c := findContainer(t, pod, "ct-exporter")
+	sc := c.SecurityContext
+	if sc == nil || sc.Capabilities == nil {
+		t.Fatal("patch sets no capabilities")
+	}
+	if got := capNames(sc.Capabilities.Drop); !slices.Equal(got, []string{"ALL"}) {
+		t.Errorf("capabilities.drop %v, want [ALL]", got)
+	}
+	if got := capNames(sc.Capabilities.Add); !slices.Equal(got, []string{"NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE"}) {
+		t.Errorf("capabilities.add %v, want [NET_ADMIN SYS_ADMIN SYS_PTRACE]", got)
+	}
+	if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		t.Error("allowPrivilegeEscalation must stay false")
+	}
+	if sc.Privileged != nil && *sc.Privileged {
+		t.Error("privileged must stay off")
+	}
+	if len(c.VolumeMounts) != 0 {
+		t.Errorf("volume mounts %+v: the overlay mounts nothing", c.VolumeMounts)
+	}
+	if !slices.Contains(c.Args, "--conntrack.netns-discover-proc") {
+		t.Errorf("args %v: want --conntrack.netns-discover-proc", c.Args)
+	}
+}
+
 // TestManifestFlagsExist checks that every flag the manifests pass is one
 // the binary knows.
 func TestManifestFlagsExist(t *testing.T) {
 	help := helpText(t, exporterBinary(t))
-	for _, rel := range []string{k8sDir + "/daemonset.yaml", k8sDir + "/netns/daemonset-netns.yaml"} {
+	for _, rel := range []string{k8sDir + "/daemonset.yaml", k8sDir + "/netns/daemonset-netns.yaml", k8sDir + "/pods/daemonset-pods.yaml"} {
 		c := findContainer(t, &loadDaemonSet(t, rel).Spec.Template.Spec, "ct-exporter")
 		for _, a := range c.Args {
 			name, _, _ := strings.Cut(a, "=")
-			if !strings.Contains(help, name) {
+			// A boolean flag is listed as --[no-]NAME.
+			if !strings.Contains(help, name) && !strings.Contains(help, "--[no-]"+strings.TrimPrefix(name, "--")) {
 				t.Errorf("%s passes %s, which `ct-exporter --help` does not list", rel, name)
 			}
 		}
