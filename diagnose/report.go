@@ -417,7 +417,7 @@ type Finding struct {
 	// docs/DIAGNOSE.md).
 	Code string `json:"code"`
 	// Section is the report section it belongs to: fill, counters,
-	// settings, table or lifetimes.
+	// settings, table, lifetimes or flow_ends.
 	Section string `json:"section"`
 	// Severity is info, warning or critical.
 	Severity Severity `json:"severity"`
