@@ -270,7 +270,8 @@ func TestDiagnoseCouldNotRun(t *testing.T) {
 // NETLINK_NETFILTER): diagnose's event subscriber is one.
 func netfilterListeners(t *testing.T, ns *nstest.Namespace) int {
 	t.Helper()
-	b, err := ns.ReadFile("/proc/net/netlink")
+	// thread-self: /proc/net shows the namespace of the main thread.
+	b, err := ns.ReadFile("/proc/thread-self/net/netlink")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +304,9 @@ func TestDiagnoseAttribution(t *testing.T) {
 		tcp dport 21 ct helper set "ftp-standard"
 	}
 }`)
-	hold := func(l net.Listener) {
+	// Neither side sends keepalives: a probe would refresh an entry with
+	// the short established timeout set below.
+	hold := func(l net.Listener, accepted chan<- struct{}) {
 		for {
 			c, err := l.Accept()
 			if err != nil {
@@ -311,15 +314,31 @@ func TestDiagnoseAttribution(t *testing.T) {
 			}
 			c.(*net.TCPConn).SetKeepAlive(false)
 			t.Cleanup(func() { c.Close() })
+			accepted <- struct{}{}
 		}
 	}
-	ftpListener := srv.Listen(t, net.JoinHostPort(p.BAddr, "21"))
-	go hold(ftpListener)
-	const ftpConns, halfOpen, idleConns = 10, 25, 8
-	for i := range ftpConns {
-		if _, err := p.A.Dial(t, net.JoinHostPort(p.BAddr, "21"), 5*time.Second); err != nil {
-			t.Fatalf("ftp connection %d: %v", i+1, err)
+	dial := func(addr string) {
+		err := p.A.Target().Do(func() error {
+			c, err := (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: -1}).Dial("tcp", addr)
+			if err == nil {
+				t.Cleanup(func() { c.Close() })
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatalf("dial %s: %v", addr, err)
 		}
+	}
+	const ftpConns, halfOpen, idleConns = 10, 25, 8
+	ftpAccepted := make(chan struct{}, ftpConns)
+	go hold(srv.Listen(t, net.JoinHostPort(p.BAddr, "21")), ftpAccepted)
+	for range ftpConns {
+		dial(net.JoinHostPort(p.BAddr, "21"))
+	}
+	// Accepted: the server saw each handshake's last ACK, so no packet of
+	// these connections follows the timeout change below.
+	for range ftpConns {
+		<-ftpAccepted
 	}
 	var entries []nstest.Entry
 	for i := range halfOpen {
@@ -335,12 +354,12 @@ func TestDiagnoseAttribution(t *testing.T) {
 	// entries keep the timeout their last packet set.
 	srv.Sysctl(t, "net.netfilter.nf_conntrack_tcp_timeout_established", "3")
 	idle := srv.Listen(t, net.JoinHostPort(p.BAddr, "0"))
-	go hold(idle)
+	go hold(idle, make(chan struct{}, idleConns))
 	_, idlePort, _ := net.SplitHostPort(idle.Addr().String())
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, binary, "diagnose", "--conntrack.netns="+srv.Path, "--duration=8s", "--middlebox-idle-timeout=350s")
+	cmd := exec.CommandContext(ctx, binary, "diagnose", "--conntrack.netns="+srv.Path, "--duration=10s", "--middlebox-idle-timeout=350s")
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	if err := cmd.Start(); err != nil {
@@ -348,17 +367,18 @@ func TestDiagnoseAttribution(t *testing.T) {
 	}
 	// The idle connections open once diagnose listens to the events, so
 	// no reaping before it can miss their ends.
+	started := time.Now()
 	for netfilterListeners(t, srv) == 0 {
 		if ctx.Err() != nil {
 			t.Fatal("diagnose never subscribed to the events")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	for i := range idleConns {
-		if _, err := p.A.Dial(t, idle.Addr().String(), 5*time.Second); err != nil {
-			t.Fatalf("idle connection %d: %v", i+1, err)
-		}
+	subscribed := time.Since(started)
+	for range idleConns {
+		dial(idle.Addr().String())
 	}
+	t.Logf("diagnose subscribed after %v; idle connections open after %v", subscribed, time.Since(started))
 	err := cmd.Wait()
 	var exit *exec.ExitError
 	code := 0
