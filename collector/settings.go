@@ -12,7 +12,10 @@ import (
 
 // SysctlReader reads the sysctls of a namespace; sysctl.Reader is one.
 type SysctlReader interface {
+	// Read reads conntrack sysctls (under /proc/sys/net/netfilter).
 	Read(ctx context.Context, target netns.Target, names ...string) (sysctl.Values, error)
+	// ReadIPv4 reads IPv4 sysctls (under /proc/sys/net/ipv4).
+	ReadIPv4(ctx context.Context, target netns.Target, names ...string) (sysctl.Values, error)
 }
 
 // udpTimeouts maps the UDP timeout sysctls to their state label.
@@ -41,15 +44,26 @@ var scalarSettings = []scalarSetting{
 	{"nf_conntrack_generic_timeout", "generic_timeout_seconds", "nf_conntrack_generic_timeout, for protocols without a tracker of their own."},
 }
 
+// keepaliveSettings are the TCP keepalive sysctls of the namespace, each
+// exported as one gauge: compared with the idle timeout of a NAT gateway
+// or load balancer on the path, they say whether idle connections are
+// kept alive through it.
+var keepaliveSettings = []scalarSetting{
+	{sysctl.KeepaliveTime, "tcp_keepalive_time_seconds", "net.ipv4.tcp_keepalive_time: idle time before the first TCP keepalive probe, for sockets that enable keepalive without their own value. Above a middlebox idle timeout, idle connections are dropped silently."},
+	{sysctl.KeepaliveInterval, "tcp_keepalive_interval_seconds", "net.ipv4.tcp_keepalive_intvl: time between TCP keepalive probes."},
+	{sysctl.KeepaliveProbes, "tcp_keepalive_probes", "net.ipv4.tcp_keepalive_probes: unanswered keepalive probes before the connection is dropped."},
+}
+
 // SettingsCollector exports the conntrack sysctls that explain the
 // table's behaviour: timeouts, hash size, events, timestamps, accounting
-// and TCP tracking leniency.
+// and TCP tracking leniency, and the namespace's TCP keepalive settings.
 type SettingsCollector struct {
 	source    SysctlReader
 	tcpStates []string
 	tcp       *prometheus.Desc
 	udp       *prometheus.Desc
 	scalars   []*prometheus.Desc
+	keepalive []*prometheus.Desc
 }
 
 // NewSettingsCollector returns a SettingsCollector reading from source.
@@ -67,6 +81,9 @@ func NewSettingsCollector(source SysctlReader) *SettingsCollector {
 	for _, s := range scalarSettings {
 		c.scalars = append(c.scalars, prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "", s.metric), s.help, []string{NetnsLabel}, nil))
 	}
+	for _, s := range keepaliveSettings {
+		c.keepalive = append(c.keepalive, prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "", s.metric), s.help, []string{NetnsLabel}, nil))
+	}
 	return c
 }
 
@@ -77,6 +94,9 @@ func (c *SettingsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range c.scalars {
 		ch <- d
 	}
+	for _, d := range c.keepalive {
+		ch <- d
+	}
 }
 
 // Update implements Collector.
@@ -84,6 +104,10 @@ func (c *SettingsCollector) Update(ctx context.Context, target netns.Target, ch 
 	set, err := c.source.Read(ctx, target, sysctl.Conntrack()...)
 	if err != nil {
 		return fmt.Errorf("settings: %w", err)
+	}
+	keepalive, err := c.source.ReadIPv4(ctx, target, sysctl.Keepalive()...)
+	if err != nil {
+		return fmt.Errorf("settings: keepalive: %w", err)
 	}
 	for _, state := range c.tcpStates {
 		if v, ok := set[sysctl.TCPTimeoutPrefix+state]; ok {
@@ -98,6 +122,11 @@ func (c *SettingsCollector) Update(ctx context.Context, target netns.Target, ch 
 	for i, s := range scalarSettings {
 		if v, ok := set[s.sysctl]; ok {
 			ch <- prometheus.MustNewConstMetric(c.scalars[i], prometheus.GaugeValue, float64(v), target.Name)
+		}
+	}
+	for i, s := range keepaliveSettings {
+		if v, ok := keepalive[s.sysctl]; ok {
+			ch <- prometheus.MustNewConstMetric(c.keepalive[i], prometheus.GaugeValue, float64(v), target.Name)
 		}
 	}
 	return nil

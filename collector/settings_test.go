@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ct-exporter/ct-exporter/internal/netns"
+	"github.com/ct-exporter/ct-exporter/internal/nstest"
 	"github.com/ct-exporter/ct-exporter/internal/sysctl"
 )
 
@@ -35,7 +36,13 @@ func TestSettingsCollector(t *testing.T) {
 		"nf_conntrack_buckets":                    "65536",
 		"nf_conntrack_count":                      "12", // not a setting: ignored
 	})
-	c := &oneTarget{c: NewSettingsCollector(sysctl.Reader{Dir: dir}), target: netns.Self()}
+	ipv4 := writeSysctls(t, map[string]string{
+		"tcp_keepalive_time":   "7200",
+		"tcp_keepalive_intvl":  "75",
+		"tcp_keepalive_probes": "9",
+		"tcp_fin_timeout":      "60", // not a keepalive setting: ignored
+	})
+	c := &oneTarget{c: NewSettingsCollector(sysctl.Reader{Dir: dir, IPv4Dir: ipv4}), target: netns.Self()}
 	want := `# HELP conntrack_buckets Size of the conntrack hash table (nf_conntrack_buckets, global).
 # TYPE conntrack_buckets gauge
 conntrack_buckets{netns="self"} 65536
@@ -45,6 +52,15 @@ conntrack_events_mode{netns="self"} 2
 # HELP conntrack_tcp_be_liberal nf_conntrack_tcp_be_liberal: 1 when out-of-window TCP packets are not marked INVALID.
 # TYPE conntrack_tcp_be_liberal gauge
 conntrack_tcp_be_liberal{netns="self"} 0
+# HELP conntrack_tcp_keepalive_interval_seconds net.ipv4.tcp_keepalive_intvl: time between TCP keepalive probes.
+# TYPE conntrack_tcp_keepalive_interval_seconds gauge
+conntrack_tcp_keepalive_interval_seconds{netns="self"} 75
+# HELP conntrack_tcp_keepalive_probes net.ipv4.tcp_keepalive_probes: unanswered keepalive probes before the connection is dropped.
+# TYPE conntrack_tcp_keepalive_probes gauge
+conntrack_tcp_keepalive_probes{netns="self"} 9
+# HELP conntrack_tcp_keepalive_time_seconds net.ipv4.tcp_keepalive_time: idle time before the first TCP keepalive probe, for sockets that enable keepalive without their own value. Above a middlebox idle timeout, idle connections are dropped silently.
+# TYPE conntrack_tcp_keepalive_time_seconds gauge
+conntrack_tcp_keepalive_time_seconds{netns="self"} 7200
 # HELP conntrack_tcp_timeout_seconds Timeout of a TCP entry in each state (nf_conntrack_tcp_timeout_*). ESTABLISHED entries drop to max_retrans or unacknowledged after retransmissions or unacknowledged data.
 # TYPE conntrack_tcp_timeout_seconds gauge
 conntrack_tcp_timeout_seconds{netns="self",state="established"} 432000
@@ -71,7 +87,7 @@ func TestSettingsCollectorErrors(t *testing.T) {
 		"not integer": {"nf_conntrack_tcp_timeout_established": "forever"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			c := &oneTarget{c: NewSettingsCollector(sysctl.Reader{Dir: writeSysctls(t, values)}), target: netns.Self()}
+			c := &oneTarget{c: NewSettingsCollector(sysctl.Reader{Dir: writeSysctls(t, values), IPv4Dir: writeSysctls(t, nil)}), target: netns.Self()}
 			if n := testutil.CollectAndCount(c); n != 0 {
 				t.Errorf("%d metrics from a failed read", n)
 			}
@@ -79,5 +95,34 @@ func TestSettingsCollectorErrors(t *testing.T) {
 				t.Errorf("error = %v", c.err)
 			}
 		})
+	}
+}
+
+// TestSettingsCollectorKeepaliveOfTheNamespace reads the keepalive
+// settings of a fresh namespace after changing one there: the gauges show
+// the namespace's values, not the host's.
+func TestSettingsCollectorKeepaliveOfTheNamespace(t *testing.T) {
+	nstest.RequireRoot(t)
+	ns := nstest.NewNamespace(t)
+	ns.Sysctl(t, "net.ipv4.tcp_keepalive_time", "240")
+	ns.Sysctl(t, "net.ipv4.tcp_keepalive_probes", "4")
+	c := &oneTarget{c: NewSettingsCollector(sysctl.Reader{}), target: ns.Target()}
+	want := `# HELP conntrack_tcp_keepalive_interval_seconds net.ipv4.tcp_keepalive_intvl: time between TCP keepalive probes.
+# TYPE conntrack_tcp_keepalive_interval_seconds gauge
+conntrack_tcp_keepalive_interval_seconds{netns="` + ns.Name + `"} 75
+# HELP conntrack_tcp_keepalive_probes net.ipv4.tcp_keepalive_probes: unanswered keepalive probes before the connection is dropped.
+# TYPE conntrack_tcp_keepalive_probes gauge
+conntrack_tcp_keepalive_probes{netns="` + ns.Name + `"} 4
+# HELP conntrack_tcp_keepalive_time_seconds net.ipv4.tcp_keepalive_time: idle time before the first TCP keepalive probe, for sockets that enable keepalive without their own value. Above a middlebox idle timeout, idle connections are dropped silently.
+# TYPE conntrack_tcp_keepalive_time_seconds gauge
+conntrack_tcp_keepalive_time_seconds{netns="` + ns.Name + `"} 240
+`
+	err := testutil.CollectAndCompare(c, strings.NewReader(want),
+		"conntrack_tcp_keepalive_time_seconds", "conntrack_tcp_keepalive_interval_seconds", "conntrack_tcp_keepalive_probes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.err != nil {
+		t.Fatal(c.err)
 	}
 }

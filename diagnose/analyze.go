@@ -122,6 +122,7 @@ func Analyze(s Sample, opts Options) NamespaceReport {
 	a.settings()
 	a.table()
 	a.lifetimes()
+	a.flowEnds()
 	a.recommend()
 
 	slices.SortStableFunc(a.r.Findings, func(x, y Finding) int {
@@ -251,6 +252,7 @@ func (a *analysis) settings() {
 		helpers = []string{}
 	}
 	a.r.Settings = Settings{Sysctls: sysctls, Helpers: helpers}
+	a.keepalive()
 
 	retrans := a.retransTimeout()
 	if est, ok := a.sysctl(sysEstablished); ok {
@@ -309,7 +311,7 @@ func (a *analysis) retransTimeout() int64 {
 var closingStates = []string{"fin_wait", "close_wait", "last_ack", "time_wait", "close"}
 
 func (a *analysis) table() {
-	t := Table{States: []StateCount{}, Sources: []SourceCount{}, Ports: []PortCount{}}
+	t := emptyTable()
 	if a.s.Table == nil {
 		t.Reason = reason(a.s.TableErr, "no table dump was taken")
 		a.r.Table = t
@@ -352,6 +354,7 @@ func (a *analysis) table() {
 		t.Ports = append(t.Ports, pc)
 	}
 	t.Shortened, t.ShortenedThreshold, t.ShortenedDetectable = ts.Shortened, ts.ShortenedThreshold, ts.ShortenedDetectable
+	a.tableAttribution(&t, ts)
 	a.r.Table = t
 
 	if t.ShortenedDetectable && t.EstablishedTCP > 0 && t.Shortened > shortenedMin &&
@@ -406,7 +409,7 @@ func reason(err error, fallback string) string {
 }
 
 func (a *analysis) lifetimes() {
-	l := Lifetimes{EndStates: []EndStateCount{}, Buckets: []LifetimeBucket{}}
+	l := emptyLifetimes()
 	if a.s.Lifetimes == nil {
 		l.Reason = reason(a.s.LifetimesErr, "no events were read")
 		a.r.Lifetimes = l
@@ -415,6 +418,7 @@ func (a *analysis) lifetimes() {
 	ls := a.s.Lifetimes
 	l.Available = true
 	l.Lost, l.WithoutTimestamp = ls.Lost, ls.WithoutTimestamp
+	l.Distribution = distribution(ls.Bounds, ls.Counts)
 	for state, counts := range ls.Counts {
 		var n uint64
 		for _, c := range counts {

@@ -1,6 +1,7 @@
 package diagnose
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"math"
@@ -16,7 +17,9 @@ import (
 	"github.com/ct-exporter/ct-exporter/histogram"
 	"github.com/ct-exporter/ct-exporter/internal/ctnl"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
+	"github.com/ct-exporter/ct-exporter/internal/sysctl"
 	"github.com/ct-exporter/ct-exporter/internal/tablescan"
+	"github.com/ct-exporter/ct-exporter/internal/topk"
 )
 
 // codes returns the finding codes of a report.
@@ -338,5 +341,198 @@ func tcpFlow(src string, dport uint16, state uint8, timeout uint32) ctnl.Flow {
 		Src:      netip.MustParseAddr(src), Dst: netip.MustParseAddr("198.18.0.1"),
 		SrcPort: 40000, DstPort: dport,
 		TCPState: state, Timeout: timeout,
+	}
+}
+
+// TestNeverRecommendsFinTimeout renders every fixture, text and JSON:
+// tcp_fin_timeout does not shorten conntrack's time_wait, so no command
+// sets it and every mention of it says that it does not.
+func TestNeverRecommendsFinTimeout(t *testing.T) {
+	cases := goldenCases(t)
+	cases["time_wait_with_ends"] = fixtureReport(t, func() Sample {
+		s := timeWaitSample()
+		s.Lifetimes.Attribution = &AttributionSample{Ends: attributionItems(30000, topk.Item{Key: addr("10.2.0.1"), Count: 20000})}
+		return s
+	}())
+	var mentions int
+	for name, r := range cases {
+		var text, js bytes.Buffer
+		if err := WriteText(&text, r, TextOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := WriteJSON(&js, r); err != nil {
+			t.Fatal(err)
+		}
+		for _, ns := range r.Namespaces {
+			for _, rec := range ns.Recommendations {
+				for _, c := range rec.Commands {
+					if strings.Contains(c, "fin_timeout") {
+						t.Errorf("%s: [%s] command sets tcp_fin_timeout: %s", name, rec.Code, c)
+					}
+				}
+			}
+		}
+		// Joined to one line, every mention must deny the effect.
+		for _, out := range []string{strings.Join(strings.Fields(text.String()), " "), js.String()} {
+			for rest := out; ; {
+				i := strings.Index(rest, "tcp_fin_timeout")
+				if i < 0 {
+					break
+				}
+				mentions++
+				rest = rest[i+len("tcp_fin_timeout"):]
+				if !strings.HasPrefix(rest, " does not shorten") {
+					t.Errorf("%s: tcp_fin_timeout mentioned without denial: ...%s", name, rest[:min(len(rest), 60)])
+				}
+			}
+		}
+	}
+	if mentions == 0 {
+		t.Error("no fixture mentions tcp_fin_timeout: the time_wait advice is not covered")
+	}
+}
+
+func TestAnalyzeAttribution(t *testing.T) {
+	r := Analyze(attributionSample(), Options{MiddleboxIdleTimeout: 350 * time.Second})
+	for _, code := range []string{"helper_entries", "unreplied_share", "keepalive_above_idle_timeout", "churning_source", "silent_destination"} {
+		if !slices.Contains(codes(r), code) {
+			t.Errorf("no finding %s in %v", code, codes(r))
+		}
+	}
+	if got := recCodes(r); !slices.Equal(got, []string{"helper_assignment", "unreplied_flows", "keepalive_below_idle_timeout"}) {
+		t.Errorf("recommendations %v", got)
+	}
+	tb := r.Table
+	if tb.Unreplied != 1100 || math.Abs(tb.UnrepliedShare-1100.0/4100) > 1e-9 || tb.Evictable != 2100 || tb.TimeWait != 1000 {
+		t.Errorf("table %+v", tb)
+	}
+	if len(tb.NAT) != 4 || tb.NAT[1] != (NATCount{NAT: "snat", Entries: 3000, Share: 3000.0 / 4100}) {
+		t.Errorf("nat %+v", tb.NAT)
+	}
+	if len(tb.Helpers) != 2 || tb.Helpers[0].Helper != "ftp" || tb.Helpers[0].Entries != 600 {
+		t.Errorf("helpers %+v", tb.Helpers)
+	}
+	fe := r.FlowEnds
+	if !fe.Available || fe.Ends != 400 || fe.SilentEnds != 14 || fe.OtherSources != 20 ||
+		fe.Sources[0] != (EndSource{Address: "10.3.0.7", Ends: 320, Share: 0.8}) ||
+		fe.SilentDestinations[0].name() != "10.9.0.5:5432" || fe.SilentDestinations[1].name() != "[fd00::5]:6379" {
+		t.Errorf("flow ends %+v", fe)
+	}
+	for _, rec := range r.Recommendations {
+		if rec.Code == "keepalive_below_idle_timeout" &&
+			(!slices.Equal(rec.Commands, []string{"sysctl -w net.ipv4.tcp_keepalive_time=280"}) || !strings.Contains(rec.Action, "10.9.0.5:5432")) {
+			t.Errorf("keepalive recommendation %+v", rec)
+		}
+	}
+	k := r.Settings.Keepalive
+	if k == nil || *k != (Keepalive{TimeSeconds: 7200, IntervalSeconds: 75, Probes: 9, MiddleboxIdleTimeoutSeconds: 350}) {
+		t.Errorf("keepalive %+v", k)
+	}
+}
+
+func TestAnalyzeKeepaliveAgainstIdleTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		keepalive int
+		idle      time.Duration
+		warn      bool
+	}{
+		{7200, 0, false},                 // off by default
+		{7200, 350 * time.Second, true},  // AWS NAT gateway
+		{240, 240 * time.Second, true},   // at the Azure default: warned
+		{239, 240 * time.Second, false},  // below it
+		{600, 1200 * time.Second, false}, // GCP Cloud NAT
+	} {
+		s := healthySample()
+		s.Keepalive = with(defaultKeepalive(), sysctl.KeepaliveTime, tc.keepalive)
+		r := Analyze(s, Options{MiddleboxIdleTimeout: tc.idle})
+		if got := slices.Contains(codes(r), "keepalive_above_idle_timeout"); got != tc.warn {
+			t.Errorf("keepalive %d s, idle timeout %v: warned %v, want %v", tc.keepalive, tc.idle, got, tc.warn)
+		}
+		if wantVerdict := map[bool]Verdict{true: VerdictWarning, false: VerdictOK}[tc.warn]; r.Verdict != wantVerdict {
+			t.Errorf("keepalive %d s, idle timeout %v: verdict %s", tc.keepalive, tc.idle, r.Verdict)
+		}
+	}
+	s := healthySample()
+	s.Keepalive, s.KeepaliveErr = nil, errors.New("read tcp_keepalive_time: permission denied")
+	if r := Analyze(s, Options{MiddleboxIdleTimeout: time.Second}); r.Settings.Keepalive != nil || r.Verdict != VerdictOK {
+		t.Errorf("unread keepalive: %+v, verdict %s", r.Settings.Keepalive, r.Verdict)
+	}
+	for idle, want := range map[time.Duration]int64{350 * time.Second: 280, 240 * time.Second: 190, 1200 * time.Second: 960, 10 * time.Second: 8} {
+		if got := suggestedKeepalive(idle); got != want {
+			t.Errorf("suggestedKeepalive(%v) = %d, want %d", idle, got, want)
+		}
+	}
+}
+
+func TestAnalyzeAttributionThresholds(t *testing.T) {
+	for _, tc := range []struct {
+		name               string
+		helpers, unreplied uint64
+		codes              []string
+	}{
+		{"below both", 9, 19, nil},
+		{"at both minimums", 10, 20, []string{"helper_entries", "unreplied_share"}},
+	} {
+		s := healthySample()
+		s.Table.Entries = 100
+		s.Table.Helpers = []HelperCount{{Helper: "ftp", Entries: tc.helpers}}
+		s.Table.Unreplied = tc.unreplied
+		r := Analyze(s, Options{})
+		for _, code := range []string{"helper_entries", "unreplied_share"} {
+			if slices.Contains(codes(r), code) != slices.Contains(tc.codes, code) {
+				t.Errorf("%s: findings %v", tc.name, codes(r))
+			}
+		}
+	}
+	// A share below the threshold: 10 helper entries of 1,234.
+	s := healthySample()
+	s.Table.Helpers = []HelperCount{{Helper: "ftp", Entries: 100}}
+	if r := Analyze(s, Options{}); slices.Contains(codes(r), "helper_entries") {
+		t.Errorf("8.1 %% helper entries is a finding: %v", codes(r))
+	}
+}
+
+func TestLifetimeDistribution(t *testing.T) {
+	r := Analyze(healthySample(), Options{})
+	want := []DistributionBucket{{1, 43}, {5, 25}, {60, 10}, {900, 1}, {7200, 1}}
+	if !slices.Equal(r.Lifetimes.Distribution, want) {
+		t.Errorf("distribution %+v, want %+v", r.Lifetimes.Distribution, want)
+	}
+	if got := distributionRange(DistributionBucket{UpperSeconds: 60}); got != "30..60 s" {
+		t.Errorf("range %q", got)
+	}
+	if got := distributionRange(DistributionBucket{}); got != "> 432000 s" {
+		t.Errorf("last range %q", got)
+	}
+	var plain, block bytes.Buffer
+	rep := fixtureReport(t, healthySample())
+	if err := WriteText(&plain, rep, TextOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteText(&block, rep, TextOptions{Unicode: true}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(plain.String(), "  all deaths     0..1 s                  43 "+strings.Repeat("#", maxBar)+"\n") {
+		t.Errorf("no ASCII bar of the largest bucket:\n%s", plain.String())
+	}
+	if strings.ContainsRune(plain.String(), '\u2588') || !strings.Contains(block.String(), strings.Repeat("\u2588", maxBar)) {
+		t.Error("block characters outside a terminal, or none on it")
+	}
+}
+
+func TestAttributionWindowCoversTheSample(t *testing.T) {
+	for d, want := range map[time.Duration]time.Duration{
+		30 * time.Second: 5 * time.Minute,
+		10 * time.Minute: 13 * time.Minute,
+		59 * time.Minute: 60 * time.Minute,
+		3 * time.Hour:    60 * time.Minute,
+	} {
+		o := AttributionWindow(d)
+		if o.Window != want || o.Step != time.Minute {
+			t.Errorf("AttributionWindow(%v) = %+v, want %v in 1m steps", d, o, want)
+		}
+		if err := o.Validate(); err != nil {
+			t.Errorf("AttributionWindow(%v): %v", d, err)
+		}
 	}
 }

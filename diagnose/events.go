@@ -7,6 +7,7 @@ import (
 
 	"github.com/ct-exporter/ct-exporter/events"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
+	"github.com/ct-exporter/ct-exporter/internal/topk"
 )
 
 // EventSource is the LifetimeSource of the running kernel: one
@@ -14,10 +15,16 @@ import (
 // LifetimeCounter. With nf_conntrack_timestamp=1 every flow that dies has
 // a lifetime; without it only the flows created during the sample have
 // one (from their NEW event), and the others count as without timestamp.
+//
+// The same subscriber counts who ends flows (events.Attribution): its
+// window must cover the whole sample, see AttributionWindow.
 type EventSource struct {
 	// Config configures the subscriber; the zero value uses the defaults
 	// of package events.
 	Config events.Config
+	// TopK is how many sources and silent-end destinations are read from
+	// the attribution; 0 means DefaultTopK.
+	TopK int
 }
 
 // Watch implements LifetimeSource.
@@ -27,13 +34,30 @@ func (e EventSource) Watch(ctx context.Context, target netns.Target) (LifetimeWa
 	if err := sub.Start(ctx); err != nil {
 		return nil, fmt.Errorf("event subscriber: %w", err)
 	}
-	return &eventWatch{sub: sub, counter: counter}, nil
+	k := e.TopK
+	if k <= 0 {
+		k = DefaultTopK
+	}
+	return &eventWatch{sub: sub, counter: counter, topK: k}, nil
+}
+
+// AttributionWindow returns the window options of an events.Config whose
+// Attribution counts every flow end of a sample of duration d: a window
+// in one-minute steps that covers d, the table dump and the settling at
+// the end, at least topk.DefaultWindow and at most topk.MaxSteps minutes.
+// A longer sample counts the flow ends of its last hour.
+func AttributionWindow(d time.Duration) topk.WindowOptions {
+	const step = time.Minute
+	need := (d + 3*time.Minute + step - 1) / step * step
+	w := min(max(need, topk.DefaultWindow), topk.MaxSteps*step)
+	return topk.WindowOptions{Window: w, Step: step}
 }
 
 // eventWatch is one running subscription.
 type eventWatch struct {
 	sub     *events.Subscriber
 	counter *LifetimeCounter
+	topK    int
 }
 
 // Settling: before stopping, the events the kernel already queued (the
@@ -69,5 +93,7 @@ func (w *eventWatch) Stop() (*LifetimeSample, error) {
 	s := w.counter.Sample()
 	s.Lost = st.Lost
 	s.WithoutTimestamp = st.WithoutTimestamp
+	ends, silent := w.sub.Attribution().Top(w.topK)
+	s.Attribution = &AttributionSample{Ends: ends, Silent: silent}
 	return s, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/ct-exporter/ct-exporter/internal/ctnl"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
 	"github.com/ct-exporter/ct-exporter/internal/sysctl"
+	"github.com/ct-exporter/ct-exporter/internal/topk"
 )
 
 // fixedStart is the start time of every fixture.
@@ -94,12 +96,31 @@ func stats(entries, limit uint32, cpu0, cpu1 map[ctnl.Counter]uint32) ctnl.Snaps
 	}
 }
 
+// defaultKeepalive are the keepalive sysctls of a fresh namespace.
+func defaultKeepalive() sysctl.Values {
+	return sysctl.Values{sysctl.KeepaliveTime: 7200, sysctl.KeepaliveInterval: 75, sysctl.KeepaliveProbes: 9}
+}
+
+// natKinds returns the four NAT kinds with the given entries.
+func natKinds(none, snat, dnat, both uint64) []NATCount {
+	return []NATCount{{NAT: "none", Entries: none}, {NAT: "snat", Entries: snat}, {NAT: "dnat", Entries: dnat}, {NAT: "both", Entries: both}}
+}
+
+// addr returns the topk key of an address.
+func addr(s string) topk.Key { return topk.AddrKey(netip.MustParseAddr(s)) }
+
+// addrPort returns the topk key of an address and port.
+func addrPort(s string, port uint16) topk.Key {
+	return topk.AddrPortKey(netip.MustParseAddr(s), port)
+}
+
 // sampleAt returns a Sample of target over 30 s from fixedStart.
 func sampleAt(name string) Sample {
 	return Sample{
-		Target: netns.Target{Name: name, Path: "/run/netns/" + name},
-		Start:  fixedStart,
-		End:    fixedStart.Add(30 * time.Second),
+		Target:    netns.Target{Name: name, Path: "/run/netns/" + name},
+		Start:     fixedStart,
+		End:       fixedStart.Add(30 * time.Second),
+		Keepalive: defaultKeepalive(),
 		Host: HostInfo{
 			SlabObjectBytes: 256,
 			Helpers:         []string{"ftp", "sip"},
@@ -131,6 +152,8 @@ func healthySample() Sample {
 			{Protocol: "udp", Port: "53", Entries: 130}, {Protocol: "icmp", Port: "none", Entries: 4},
 		},
 		ShortenedThreshold: 300, ShortenedDetectable: true, Shortened: 2,
+		NAT:       natKinds(1100, 130, 4, 0),
+		Unreplied: 9, Evictable: 30,
 	}
 	s.Lifetimes = &LifetimeSample{
 		Bounds: testBounds,
@@ -140,6 +163,52 @@ func healthySample() Sample {
 			"established": deaths(map[float64]uint64{700: 1, 4000: 1}),
 		},
 		WithoutTimestamp: 12,
+		Attribution: &AttributionSample{
+			Ends:   attributionItems(150, topk.Item{Key: addr("10.0.0.11"), Count: 30}, topk.Item{Key: addr("10.0.0.12"), Count: 25}),
+			Silent: attributionItems(2, topk.Item{Key: addrPort("10.0.9.1", 5432), Count: 2}),
+		},
+	}
+	return s
+}
+
+// attributionSample is a namespace whose table holds many ftp helper
+// entries and half-open flows, whose idle pooled connections to one
+// database die silently, and whose keepalive time is above the idle
+// timeout of the NAT gateway on its path.
+func attributionSample() Sample {
+	s := sampleAt("pool")
+	s.Before = stats(4000, 262144, nil, nil)
+	s.After = stats(4100, 262144, nil, nil)
+	s.Settings = with(defaultSettings(), "nf_conntrack_timestamp", 1, "nf_conntrack_events", 1)
+	s.Table = &TableSample{
+		Entries: 4100, Duration: 20 * time.Millisecond,
+		States: []StateCount{
+			{Protocol: "tcp", State: "established", Entries: 2000},
+			{Protocol: "tcp", State: "syn_sent", Entries: 1000},
+			{Protocol: "tcp", State: "time_wait", Entries: 1000},
+			{Protocol: "udp", State: "none", Entries: 100},
+		},
+		Sources: []SourceCount{{Address: "10.3.0.7", Entries: 2500}, {Address: "10.3.0.8", Entries: 1600}},
+		Ports: []PortCount{
+			{Protocol: "tcp", Port: "443", Entries: 1900}, {Protocol: "tcp", Port: "5432", Entries: 1500},
+			{Protocol: "tcp", Port: "21", Entries: 600}, {Protocol: "udp", Port: "53", Entries: 100},
+		},
+		ShortenedThreshold: 300, ShortenedDetectable: true, Shortened: 3,
+		NAT:       natKinds(1000, 3000, 0, 100),
+		Unreplied: 1100, Evictable: 2100,
+		Helpers: []HelperCount{{Helper: "ftp", Entries: 600}, {Helper: "sip", Entries: 2}},
+	}
+	s.Lifetimes = &LifetimeSample{
+		Bounds: testBounds,
+		Counts: map[string][]uint64{
+			"time_wait":   deaths(map[float64]uint64{0.4: 300, 3: 50}),
+			"established": deaths(map[float64]uint64{20: 2}),
+		},
+		Attribution: &AttributionSample{
+			Ends: attributionItems(400, topk.Item{Key: addr("10.3.0.7"), Count: 320}, topk.Item{Key: addr("10.3.0.8"), Count: 60}),
+			Silent: attributionItems(14, topk.Item{Key: addrPort("10.9.0.5", 5432), Count: 12},
+				topk.Item{Key: addrPort("fd00::5", 6379), Count: 2}),
+		},
 	}
 	return s
 }
@@ -287,10 +356,27 @@ func fixtureReport(t *testing.T, samples ...Sample) *Report {
 // runFake runs a sampler and fixes the start time.
 func runFake(t *testing.T, s Sampler, targets []netns.Target) *Report {
 	t.Helper()
-	r, err := Run(context.Background(), s, targets, 30*time.Second, Options{})
+	return runFakeOpts(t, s, targets, Options{})
+}
+
+// runFakeOpts runs a sampler with options and fixes the start time.
+func runFakeOpts(t *testing.T, s Sampler, targets []netns.Target, opts Options) *Report {
+	t.Helper()
+	r, err := Run(context.Background(), s, targets, 30*time.Second, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.Start = fixedStart
 	return r
+}
+
+// attributionItems builds a topk read from counts, for tests and fakes.
+func attributionItems(total uint64, items ...topk.Item) topk.WindowTop {
+	w := topk.WindowTop{Items: items, Total: total, Distinct: len(items)}
+	var sum uint64
+	for _, it := range items {
+		sum += it.Count
+	}
+	w.Other = total - min(total, sum)
+	return w
 }

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/ct-exporter/ct-exporter/internal/netns"
@@ -24,6 +25,8 @@ func goldenCases(t *testing.T) map[string]*Report {
 		"short_timeout": fixtureReport(t, shortTimeoutSample()),
 		"retrans":       fixtureReport(t, retransSample()),
 		"time_wait":     fixtureReport(t, timeWaitSample()),
+		"attribution": runFakeOpts(t, fakeSampler{"pool": attributionSample()}, []netns.Target{attributionSample().Target},
+			Options{MiddleboxIdleTimeout: 350 * time.Second}),
 		"two_namespaces_one_gone": runFake(t, fakeSampler{"web": healthySample()}, []netns.Target{
 			healthySample().Target, {Name: "gone", Path: "/run/netns/gone"},
 		}),

@@ -62,6 +62,10 @@ func (k KernelSampler) Sample(ctx context.Context, target netns.Target, d time.D
 	if err != nil {
 		return Sample{}, fmt.Errorf("read settings: %w", err)
 	}
+	s.Keepalive, s.KeepaliveErr = k.Sysctls.ReadIPv4(ctx, target, sysctl.Keepalive()...)
+	if s.KeepaliveErr == nil && len(s.Keepalive) == 0 {
+		s.KeepaliveErr = fmt.Errorf("%w: no tcp_keepalive sysctls", ErrNotAvailable)
+	}
 
 	var watch LifetimeWatch
 	switch {

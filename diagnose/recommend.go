@@ -18,9 +18,10 @@ func (a *analysis) recommend() {
 		a.rec(Recommendation{
 			Code:    "connection_reuse",
 			Because: a.message("closing_states_dominate"),
-			Action: fmt.Sprintf("Reuse connections (HTTP keep-alive, pools, gRPC) instead of one per request. "+
+			Action: fmt.Sprintf("Reuse connections (HTTP keep-alive, pools, gRPC) instead of one per request.%s "+
 				"Entries stay in time_wait for %s = %d s: lowering it to 30 s frees them sooner. "+
-				"On the hosts that close, net.ipv4.tcp_fin_timeout bounds FIN_WAIT_2.", sysTimeWait, tw),
+				"net.ipv4.tcp_fin_timeout does not shorten it: that is the socket's FIN_WAIT_2 time, not conntrack's.",
+				a.topChurner(), sysTimeWait, tw),
 			Commands: []string{"sysctl -w net.netfilter." + sysTimeWait + "=30"},
 		})
 	}
@@ -80,12 +81,13 @@ func (a *analysis) recommend() {
 			Because: because,
 			Action: "Flows went unanswered and the kernel cut their timeout to max_retrans/unacknowledged. " +
 				"Find the common destination, then check middlebox idle timeouts on the path (keepalive below them), " +
-				"path MTU and routing symmetry.",
+				"path MTU and routing symmetry." + a.topSilent(),
 			Commands: []string{
 				"conntrack -L -p tcp --state ESTABLISHED 2>/dev/null | awk '$3 <= 300'",
 			},
 		})
 	}
+	a.attributionRecs()
 	if a.has("lifetime_established_timeout") || a.has("established_timeout_low") {
 		because := a.message("lifetime_established_timeout")
 		if because == "" {
@@ -96,10 +98,85 @@ func (a *analysis) recommend() {
 			Code:    "established_timeout",
 			Because: because,
 			Action: fmt.Sprintf("Raise %s (now %d s) above the longest idle time of the connections "+
-				"(kernel default 432000 s, kube-proxy 86400 s), or keep them alive with TCP keepalive below it.", sysEstablished, est),
+				"(kernel default 432000 s, kube-proxy 86400 s), or keep them alive with TCP keepalive below it.%s",
+				sysEstablished, est, a.topSilent()),
 			Commands: []string{"sysctl -w net.netfilter." + sysEstablished + "=86400"},
 		})
 	}
+}
+
+// attributionRecs recommends what to do about helper entries, unreplied
+// entries and a keepalive time above the middlebox idle timeout.
+func (a *analysis) attributionRecs() {
+	if a.has("helper_entries") {
+		var cmds []string
+		for _, h := range a.r.Table.Helpers {
+			if h.Helper == "other" {
+				continue
+			}
+			cmds = append(cmds, fmt.Sprintf("conntrack -L 2>/dev/null | grep -c 'helper=%s'", h.Helper))
+		}
+		cmds = append(cmds, "nft -a list ruleset | grep -E 'ct helper|type \"'")
+		for _, h := range a.r.Table.Helpers {
+			if h.Helper != "other" {
+				cmds = append(cmds, "modprobe -r nf_conntrack_"+h.Helper)
+			}
+		}
+		a.rec(Recommendation{
+			Code:    "helper_assignment",
+			Because: a.message("helper_entries"),
+			Action: "A conntrack helper (ALG) parses every packet of the flows assigned to it and opens expectations for " +
+				"related flows. Unless these flows need it (active FTP or SIP through NAT), do not assign it: with nftables " +
+				"a ct helper object acts only where a rule sets it (ct helper set), so keep that rule for the servers that " +
+				"need it, or delete the rule and the object. nf_conntrack_helper=0 is the old switch that stopped the kernel " +
+				"from assigning helpers by port on its own (recent kernels never do). Where the helper is a loadable module " +
+				"(lsmod lists it), unload it once no rule uses it (its nf_nat_ module first).",
+			Commands: cmds,
+		})
+	}
+	if a.has("unreplied_share") {
+		a.rec(Recommendation{
+			Code:    "unreplied_flows",
+			Because: a.message("unreplied_share"),
+			Action: "Find what the unreplied entries share. One destination that never answers is a dead or unreachable " +
+				"backend (check it and its health checks; clients stuck in syn_sent retry). Many destination ports from " +
+				"few sources is a scan: rate-limit or drop those sources. Many sources, often spoofed, to one port is a " +
+				"SYN flood: keep net.ipv4.tcp_syncookies on and drop or rate-limit it before conntrack (raw table, " +
+				"synproxy). UDP to a silent port is a misdirected client. These entries are not ASSURED: when the table " +
+				"is full, early_drop evicts them first.",
+			Commands: []string{
+				"conntrack -L 2>/dev/null | grep UNREPLIED | head -20",
+				"conntrack -L -p tcp --state SYN_SENT 2>/dev/null | wc -l",
+			},
+		})
+	}
+	if a.has("keepalive_above_idle_timeout") {
+		ka := a.r.Settings.Keepalive
+		idle := a.opts.MiddleboxIdleTimeout
+		want := suggestedKeepalive(idle)
+		a.rec(Recommendation{
+			Code:    "keepalive_below_idle_timeout",
+			Because: a.message("keepalive_above_idle_timeout"),
+			Action: fmt.Sprintf("A connection idle for %s is forgotten by the middlebox without a FIN or RST; its next "+
+				"segment goes unanswered, conntrack cuts the entry to the max_retrans/unacknowledged timeout (%d s) and "+
+				"it expires still ESTABLISHED about that long later. Keep idle connections alive below the idle timeout: "+
+				"set net.ipv4.tcp_keepalive_time (now %d s) below it, e.g. %d s, in the namespace of the application (it "+
+				"applies to sockets that enable SO_KEEPALIVE), or set the keepalive in the application's socket options "+
+				"(TCP_KEEPIDLE, or its client's keepalive setting).%s",
+				seconds(idle.Seconds()), a.sysctlOr(sysMaxRetrans, retransTimeout), ka.TimeSeconds, want, a.topSilent()),
+			Commands: []string{fmt.Sprintf("sysctl -w net.ipv4.tcp_keepalive_time=%d", want)},
+		})
+	}
+}
+
+// topChurner names the source that ended the most flows, or "".
+func (a *analysis) topChurner() string {
+	fe := a.r.FlowEnds
+	if len(fe.Sources) == 0 {
+		return ""
+	}
+	s := fe.Sources[0]
+	return fmt.Sprintf(" The client that ended the most flows during the sample is %s (%s of %s).", s.Address, count(s.Ends), count(fe.Ends))
 }
 
 // raiseLimit recommends a larger table when it is under pressure.

@@ -101,6 +101,9 @@ type NamespaceReport struct {
 	// Lifetimes are the lifetimes of the flows that died during the
 	// sample.
 	Lifetimes Lifetimes `json:"lifetimes"`
+	// FlowEnds says who ended flows during the sample, and where the flows
+	// that died silently went.
+	FlowEnds FlowEnds `json:"flow_ends"`
 	// Findings are what is unusual, worst first.
 	Findings []Finding `json:"findings"`
 	// Recommendations are what to do about the warning and critical
@@ -175,6 +178,26 @@ type Settings struct {
 	// (nf_conntrack_NAME under /sys/module), by NAME. A helper inspects
 	// only the flows an nftables or iptables rule assigns to it.
 	Helpers []string `json:"helpers"`
+	// Keepalive are the namespace's TCP keepalive settings; nil when they
+	// could not be read.
+	Keepalive *Keepalive `json:"keepalive"`
+}
+
+// Keepalive are the TCP keepalive sysctls of a namespace
+// (net.ipv4.tcp_keepalive_*), and the middlebox idle timeout they were
+// compared with.
+type Keepalive struct {
+	// TimeSeconds is net.ipv4.tcp_keepalive_time: the idle time before
+	// the first probe of a socket that enables keepalive.
+	TimeSeconds int64 `json:"time_seconds"`
+	// IntervalSeconds is net.ipv4.tcp_keepalive_intvl.
+	IntervalSeconds int64 `json:"interval_seconds"`
+	// Probes is net.ipv4.tcp_keepalive_probes.
+	Probes int64 `json:"probes"`
+	// MiddleboxIdleTimeoutSeconds is the idle timeout of a NAT gateway or
+	// load balancer on the path given with --middlebox-idle-timeout; 0
+	// when none was given.
+	MiddleboxIdleTimeoutSeconds float64 `json:"middlebox_idle_timeout_seconds"`
 }
 
 // Table is the breakdown of one table dump, taken at the end of the
@@ -212,6 +235,40 @@ type Table struct {
 	Shortened           uint64 `json:"shortened_timeout_entries"`
 	ShortenedThreshold  uint64 `json:"shortened_threshold_seconds"`
 	ShortenedDetectable bool   `json:"shortened_detectable"`
+	// NAT are the entries by the address translation the kernel applied:
+	// none, snat, dnat and both, which sum to Entries.
+	NAT []NATCount `json:"nat"`
+	// Unreplied is the number of entries that have seen no reply (half
+	// open: SYN floods, scans, dead backends, UDP to nowhere).
+	Unreplied      uint64  `json:"unreplied_entries"`
+	UnrepliedShare float64 `json:"unreplied_share"`
+	// Evictable is the number of entries not ASSURED: those early_drop
+	// and the garbage collector may free when the table is full.
+	Evictable      uint64  `json:"evictable_entries"`
+	EvictableShare float64 `json:"evictable_share"`
+	// Helpers are the entries with a conntrack helper (ALG) attached, by
+	// the kernel's helper name, largest first.
+	Helpers []HelperCount `json:"helper_entries"`
+	// TimeWait is the number of TCP entries in time_wait, held for
+	// nf_conntrack_tcp_timeout_time_wait after each close.
+	TimeWait      uint64  `json:"time_wait_entries"`
+	TimeWaitShare float64 `json:"time_wait_share"`
+}
+
+// NATCount is the number of entries of one NAT kind.
+type NATCount struct {
+	// NAT is none, snat, dnat or both.
+	NAT     string  `json:"nat"`
+	Entries uint64  `json:"entries"`
+	Share   float64 `json:"share"`
+}
+
+// HelperCount is the number of entries with one conntrack helper.
+type HelperCount struct {
+	// Helper is the kernel's helper name (ftp, sip, ...), or other.
+	Helper  string  `json:"helper"`
+	Entries uint64  `json:"entries"`
+	Share   float64 `json:"share"`
 }
 
 // StateCount is the number of entries of one protocol in one state.
@@ -269,6 +326,62 @@ type Lifetimes struct {
 	// WithoutTimestamp is the number of deaths without start/stop
 	// timestamps, not in the counts above.
 	WithoutTimestamp uint64 `json:"without_timestamp"`
+	// Distribution is the histogram of every death (all end states), only
+	// the buckets that have deaths, by upper bound.
+	Distribution []DistributionBucket `json:"distribution"`
+}
+
+// DistributionBucket is one bucket of the lifetime distribution: deaths
+// aged at most UpperSeconds and more than the previous bucket's bound
+// (UpperSeconds is 0 for the last, unbounded bucket).
+type DistributionBucket struct {
+	UpperSeconds float64 `json:"upper_seconds"`
+	Deaths       uint64  `json:"deaths"`
+}
+
+// FlowEnds says who ended flows during the sample, from the kernel's
+// DESTROY events of every protocol: the sources that ended the most flows
+// (connection churn, the retry storm of a reconnecting pool), and the
+// destinations of the flows that reached ESTABLISHED and ended still
+// ESTABLISHED, with no FIN or RST seen (silent ends: expired idle flows,
+// flows cut by a middlebox).
+type FlowEnds struct {
+	// Available is false when flow ends could not be counted; Reason
+	// says why.
+	Available bool   `json:"available"`
+	Reason    string `json:"reason,omitempty"`
+	// Ends is the number of flows that ended.
+	Ends uint64 `json:"ends"`
+	// Sources are the original-direction sources that ended the most
+	// flows, largest first; OtherSources counts the ends of every other
+	// source.
+	Sources      []EndSource `json:"sources"`
+	OtherSources uint64      `json:"other_sources"`
+	// SilentEnds is the number of silent ends.
+	SilentEnds uint64 `json:"silent_ends"`
+	// SilentDestinations are the original-direction destinations with the
+	// most silent ends, largest first; OtherSilent counts the others.
+	SilentDestinations []SilentDestination `json:"silent_destinations"`
+	OtherSilent        uint64              `json:"other_silent_destinations"`
+	// MaxError bounds how far any count above may be from the true count:
+	// 0 unless the sample saw more distinct keys than the counters hold.
+	MaxError uint64 `json:"max_error"`
+}
+
+// EndSource is the number of flows one source ended.
+type EndSource struct {
+	Address string  `json:"address"`
+	Ends    uint64  `json:"ends"`
+	Share   float64 `json:"share"`
+}
+
+// SilentDestination is the number of silent ends to one destination
+// address and port.
+type SilentDestination struct {
+	Address string  `json:"address"`
+	Port    uint16  `json:"port"`
+	Ends    uint64  `json:"ends"`
+	Share   float64 `json:"share"`
 }
 
 // EndStateCount is the number of deaths in one TCP state.
@@ -304,7 +417,7 @@ type Finding struct {
 	// docs/DIAGNOSE.md).
 	Code string `json:"code"`
 	// Section is the report section it belongs to: fill, counters,
-	// settings, table or lifetimes.
+	// settings, table, lifetimes or flow_ends.
 	Section string `json:"section"`
 	// Severity is info, warning or critical.
 	Severity Severity `json:"severity"`

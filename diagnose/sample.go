@@ -9,6 +9,7 @@ import (
 	"github.com/ct-exporter/ct-exporter/internal/ctnl"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
 	"github.com/ct-exporter/ct-exporter/internal/sysctl"
+	"github.com/ct-exporter/ct-exporter/internal/topk"
 )
 
 // ErrNotAvailable marks a section a Sampler could not measure for a reason
@@ -26,6 +27,10 @@ type Sample struct {
 	Before, After ctnl.Snapshot
 	// Settings are the sysctls, read at Start.
 	Settings sysctl.Values
+	// Keepalive are the TCP keepalive sysctls (sysctl.Keepalive), read at
+	// Start; KeepaliveErr is set instead when they could not be read.
+	Keepalive    sysctl.Values
+	KeepaliveErr error
 	// Host holds what is read outside the namespace.
 	Host HostInfo
 	// Table is the breakdown of a table dump at the end of the sample;
@@ -68,6 +73,12 @@ type TableSample struct {
 	Shortened           uint64
 	ShortenedThreshold  uint64
 	ShortenedDetectable bool
+	// NAT, Unreplied, Evictable and Helpers are as in Table; their shares
+	// are left to Analyze.
+	NAT       []NATCount
+	Unreplied uint64
+	Evictable uint64
+	Helpers   []HelperCount
 }
 
 // LifetimeSample is the histogram of the lifetimes of the flows that
@@ -83,6 +94,18 @@ type LifetimeSample struct {
 	Lost uint64
 	// WithoutTimestamp is the number of deaths without timestamps.
 	WithoutTimestamp uint64
+	// Attribution are the top sources of flow ends and the top
+	// destinations of silent ends of the sample; nil when they were not
+	// counted.
+	Attribution *AttributionSample
+}
+
+// AttributionSample is one read of an events.Attribution at the end of a
+// sample.
+type AttributionSample struct {
+	// Ends are the sources of every flow that ended, Silent the
+	// destinations (address and port) of the silent ends.
+	Ends, Silent topk.WindowTop
 }
 
 // Sampler measures one namespace over a duration.
@@ -99,6 +122,10 @@ type Options struct {
 	// TopK is how many sources and destination ports are shown; 0 means
 	// DefaultTopK.
 	TopK int
+	// MiddleboxIdleTimeout is the idle timeout of a NAT gateway or load
+	// balancer on the path; when it is positive, a keepalive time at or
+	// above it is a warning. 0 turns the check off.
+	MiddleboxIdleTimeout time.Duration
 }
 
 // DefaultTopK is the default number of top sources and ports shown.
@@ -154,7 +181,8 @@ func failedReport(t netns.Target, err error) NamespaceReport {
 		Name: t.Name, Path: t.Path, Error: err.Error(), Verdict: VerdictOK,
 		Counters: []CounterRate{}, Findings: []Finding{}, Recommendations: []Recommendation{},
 		Settings:  Settings{Sysctls: map[string]int64{}, Helpers: []string{}},
-		Table:     Table{States: []StateCount{}, Sources: []SourceCount{}, Ports: []PortCount{}},
-		Lifetimes: Lifetimes{EndStates: []EndStateCount{}, Buckets: []LifetimeBucket{}},
+		Table:     emptyTable(),
+		Lifetimes: emptyLifetimes(),
+		FlowEnds:  emptyFlowEnds(),
 	}
 }

@@ -50,5 +50,12 @@ func TableFromScan(r *tablescan.Result) *TableSample {
 		}
 		t.OtherPorts = r.Ports.Other
 	}
+	for _, k := range r.NAT.Kinds() {
+		t.NAT = append(t.NAT, NATCount{NAT: k.NAT, Entries: k.Entries})
+	}
+	t.Unreplied, t.Evictable = r.Unreplied, r.Evictable
+	for _, h := range r.Helpers {
+		t.Helpers = append(t.Helpers, HelperCount{Helper: h.Helper, Entries: h.Entries})
+	}
 	return t
 }

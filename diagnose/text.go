@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/ct-exporter/ct-exporter/histogram"
 )
 
 // Width is the terminal width the text output is laid out for.
@@ -17,6 +20,10 @@ type TextOptions struct {
 	// Color marks verdicts and severities with ANSI colours; set it only
 	// when writing to a terminal.
 	Color bool
+	// Unicode draws the bars of the lifetime charts with block
+	// characters; without it they are plain ASCII (#). Set it only when
+	// writing to a terminal.
+	Unicode bool
 }
 
 // ANSI colour sequences.
@@ -32,11 +39,15 @@ const (
 type textWriter struct {
 	w     *bufio.Writer
 	color bool
+	bar   string // one unit of a chart bar
 }
 
 // WriteText writes the report for a terminal of Width columns.
 func WriteText(w io.Writer, r *Report, opts TextOptions) error {
-	tw := &textWriter{w: bufio.NewWriter(w), color: opts.Color}
+	tw := &textWriter{w: bufio.NewWriter(w), color: opts.Color, bar: "#"}
+	if opts.Unicode {
+		tw.bar = "\u2588" // full block
+	}
 	tw.report(r)
 	if err := tw.w.Flush(); err != nil {
 		return fmt.Errorf("write report: %w", err)
@@ -125,6 +136,7 @@ func (t *textWriter) namespace(ns NamespaceReport) {
 	t.settings(ns)
 	t.table(ns)
 	t.lifetimes(ns)
+	t.flowEnds(ns)
 	t.findings(ns)
 	t.recommendations(ns)
 }
@@ -137,6 +149,11 @@ func (t *textWriter) heading(title string, v Verdict) {
 		t.printf("%s%s", strings.Repeat(" ", max(1, Width-1-len(title)-len(word))), t.verdict(v))
 	}
 	t.printf("\n")
+}
+
+// wrapField writes a field whose value is word-wrapped under itself.
+func (t *textWriter) wrapField(label, value string) {
+	t.wrap(fmt.Sprintf("  %-14s ", label), strings.Repeat(" ", 17), value)
 }
 
 // field writes "  label  value" with the label padded to 14 columns.
@@ -223,6 +240,17 @@ func (t *textWriter) settings(ns NamespaceReport) {
 		t.field("", "(each inspects only the flows a rule assigns to it)")
 	} else {
 		t.field("helpers", "none")
+	}
+	if k := s.Keepalive; k != nil {
+		t.wrapField("keepalive", fmt.Sprintf("time %d s, interval %d s, probes %d (net.ipv4.tcp_keepalive_*)",
+			k.TimeSeconds, k.IntervalSeconds, k.Probes))
+		if k.MiddleboxIdleTimeoutSeconds > 0 {
+			where := "below it"
+			if float64(k.TimeSeconds) >= k.MiddleboxIdleTimeoutSeconds {
+				where = "at or above it"
+			}
+			t.field("middlebox", fmt.Sprintf("idle timeout %s: keepalive time %s", seconds(k.MiddleboxIdleTimeoutSeconds), where))
+		}
 	}
 }
 
@@ -330,6 +358,94 @@ func (t *textWriter) table(ns NamespaceReport) {
 	} else {
 		t.field("shortened", "not detectable: established timeout <= max_retrans")
 	}
+	if len(tb.NAT) > 0 {
+		var kinds []string
+		for _, n := range tb.NAT {
+			kinds = append(kinds, fmt.Sprintf("%s %s (%s)", n.NAT, count(n.Entries), percent(n.Share)))
+		}
+		t.list("nat", kinds)
+	}
+	t.wrapField("unreplied", fmt.Sprintf("%s (%s) have seen no reply; %s (%s) not assured, evictable",
+		count(tb.Unreplied), percent(tb.UnrepliedShare), count(tb.Evictable), percent(tb.EvictableShare)))
+	t.wrapField("time_wait", fmt.Sprintf("%s (%s), each held %d s by %s", count(tb.TimeWait), percent(tb.TimeWaitShare),
+		ns.Settings.Sysctls[sysTimeWait], sysTimeWait))
+	label = "helper entries"
+	for _, h := range tb.Helpers {
+		t.row(label, h.Helper, width, h.Entries, h.Share)
+		label = ""
+	}
+	if len(tb.Helpers) == 0 {
+		t.field("helper entries", "none")
+	}
+}
+
+func (t *textWriter) flowEnds(ns NamespaceReport) {
+	fe := ns.FlowEnds
+	t.heading("Flow ends during the sample (DESTROY events, all protocols)", "")
+	if !fe.Available {
+		t.wrap("  not available: ", "    ", fe.Reason)
+		return
+	}
+	t.wrap(fmt.Sprintf("  %-14s ", "ended"), strings.Repeat(" ", 17), fmt.Sprintf("%s flows, %s of them silently (established, no FIN or RST)",
+		count(fe.Ends), count(fe.SilentEnds)))
+	width := 16
+	for _, s := range fe.Sources {
+		width = max(width, len(s.Address))
+	}
+	for _, d := range fe.SilentDestinations {
+		width = max(width, len(d.name()))
+	}
+	share := func(n, total uint64) float64 {
+		if total == 0 {
+			return 0
+		}
+		return float64(n) / float64(total)
+	}
+	label := "top enders"
+	for _, s := range fe.Sources {
+		t.row(label, s.Address, width, s.Ends, s.Share)
+		label = ""
+	}
+	if fe.OtherSources > 0 {
+		t.row(label, "other", width, fe.OtherSources, share(fe.OtherSources, fe.Ends))
+	}
+	label = "silent ends to"
+	for _, d := range fe.SilentDestinations {
+		t.row(label, d.name(), width, d.Ends, d.Share)
+		label = ""
+	}
+	if fe.OtherSilent > 0 {
+		t.row(label, "other", width, fe.OtherSilent, share(fe.OtherSilent, fe.SilentEnds))
+	}
+	if fe.MaxError > 0 {
+		t.field("max error", fmt.Sprintf("each count above may be off by up to %s", count(fe.MaxError)))
+	}
+}
+
+// distributionRange writes the range of a distribution bucket: from the
+// bound before it in the lifetime layout to its upper bound.
+func distributionRange(b DistributionBucket) string {
+	bounds := histogram.Buckets()
+	if b.UpperSeconds == 0 {
+		return bucketRange(LifetimeBucket{FromSeconds: bounds[len(bounds)-1]})
+	}
+	i := slices.Index(bounds, b.UpperSeconds)
+	if i < 0 {
+		return "<= " + bound(b.UpperSeconds) + " s"
+	}
+	lb := LifetimeBucket{ToSeconds: b.UpperSeconds}
+	if i > 0 {
+		lb.FromSeconds = bounds[i-1]
+	}
+	return bucketRange(lb)
+}
+
+// bars writes n of most as a bar of at most maxBar units.
+func (t *textWriter) bars(n, most uint64) string {
+	if most == 0 {
+		return ""
+	}
+	return strings.Repeat(t.bar, int((n*maxBar+most-1)/most))
 }
 
 // maxBar is the width of the longest bar of the lifetime histogram.
@@ -351,17 +467,25 @@ func (t *textWriter) lifetimes(ns NamespaceReport) {
 		}
 		t.list("end states", states)
 	}
+	var most uint64
+	for _, b := range l.Distribution {
+		most = max(most, b.Deaths)
+	}
+	label := "all deaths"
+	for _, b := range l.Distribution {
+		t.printf("  %-14s %-16s %9s %s\n", label, distributionRange(b), count(b.Deaths), t.bars(b.Deaths, most))
+		label = ""
+	}
 	if l.EstablishedDeaths == 0 {
 		return
 	}
-	var most uint64
+	most = 0
 	for _, b := range l.Buckets {
 		most = max(most, b.Deaths)
 	}
-	label := "in established"
+	label = "in established"
 	for _, b := range l.Buckets {
-		bar := int((b.Deaths*maxBar + most - 1) / most)
-		t.printf("  %-14s %-16s %9s %s\n", label, bucketRange(b), count(b.Deaths), strings.Repeat("#", bar))
+		t.printf("  %-14s %-16s %9s %s\n", label, bucketRange(b), count(b.Deaths), t.bars(b.Deaths, most))
 		label = ""
 	}
 	t.field("250..350 s", percent(l.Share250To350)+" of the established deaths")

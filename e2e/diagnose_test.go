@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -260,5 +262,174 @@ func TestDiagnoseCouldNotRun(t *testing.T) {
 				t.Errorf("stdout %q, want nothing", stdout.String())
 			}
 		})
+	}
+}
+
+// netfilterListeners counts the ctnetlink sockets of ns that joined a
+// multicast group (the Groups column of /proc/net/netlink for protocol
+// NETLINK_NETFILTER): diagnose's event subscriber is one.
+func netfilterListeners(t *testing.T, ns *nstest.Namespace) int {
+	t.Helper()
+	// thread-self: /proc/net shows the namespace of the main thread.
+	b, err := ns.ReadFile("/proc/thread-self/net/netlink")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		// sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode
+		if len(f) >= 4 && f[1] == "12" && strings.Trim(f[3], "0") != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// TestDiagnoseAttribution builds one server namespace with ftp helper
+// entries (an nftables ct helper on port 21 and real connections),
+// half-open entries (created over ctnetlink, never answered) and silent
+// ends (idle connections that expire ESTABLISHED under a 3 s established
+// timeout and are reaped by diagnose's table dump during the sample): the
+// report names each with its exact count.
+func TestDiagnoseAttribution(t *testing.T) {
+	nstest.RequireRoot(t, "conntrack")
+	p := nstest.NewPair(t)
+	srv := p.B
+	srv.Sysctl(t, "net.netfilter.nf_conntrack_timestamp", "1")
+	srv.Sysctl(t, "net.netfilter.nf_conntrack_events", "1")
+	srv.Nft(t, `table inet ftplab {
+	ct helper ftp-standard { type "ftp" protocol tcp; }
+	chain pre { type filter hook prerouting priority filter; policy accept;
+		tcp dport 21 ct helper set "ftp-standard"
+	}
+}`)
+	// Neither side sends keepalives: a probe would refresh an entry with
+	// the short established timeout set below.
+	hold := func(l net.Listener, accepted chan<- struct{}) {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.(*net.TCPConn).SetKeepAlive(false)
+			t.Cleanup(func() { c.Close() })
+			accepted <- struct{}{}
+		}
+	}
+	dial := func(addr string) {
+		err := p.A.Target().Do(func() error {
+			c, err := (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: -1}).Dial("tcp", addr)
+			if err == nil {
+				t.Cleanup(func() { c.Close() })
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatalf("dial %s: %v", addr, err)
+		}
+	}
+	const ftpConns, halfOpen, idleConns = 10, 25, 8
+	ftpAccepted := make(chan struct{}, ftpConns)
+	go hold(srv.Listen(t, net.JoinHostPort(p.BAddr, "21")), ftpAccepted)
+	for range ftpConns {
+		dial(net.JoinHostPort(p.BAddr, "21"))
+	}
+	// Accepted: the server saw each handshake's last ACK, so no packet of
+	// these connections follows the timeout change below.
+	for range ftpConns {
+		<-ftpAccepted
+	}
+	var entries []nstest.Entry
+	for i := range halfOpen {
+		entries = append(entries, nstest.Entry{
+			Proto: unix.IPPROTO_UDP, Src: netip.MustParseAddr("203.0.113.7"), Dst: netip.MustParseAddr(p.BAddr),
+			SPort: uint16(20000 + i), DPort: 53, Timeout: 600,
+		})
+	}
+	if created, err := srv.CreateEntries(t, entries); created != halfOpen {
+		t.Fatalf("created %d of %d half-open entries: %v", created, halfOpen, err)
+	}
+	// From now on new established entries expire after 3 s idle; the ftp
+	// entries keep the timeout their last packet set.
+	srv.Sysctl(t, "net.netfilter.nf_conntrack_tcp_timeout_established", "3")
+	idle := srv.Listen(t, net.JoinHostPort(p.BAddr, "0"))
+	go hold(idle, make(chan struct{}, idleConns))
+	_, idlePort, _ := net.SplitHostPort(idle.Addr().String())
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, "diagnose", "--conntrack.netns="+srv.Path, "--duration=10s", "--middlebox-idle-timeout=350s")
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The idle connections open once diagnose listens to the events, so
+	// no reaping before it can miss their ends.
+	started := time.Now()
+	for netfilterListeners(t, srv) == 0 {
+		if ctx.Err() != nil {
+			t.Fatal("diagnose never subscribed to the events")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	subscribed := time.Since(started)
+	for range idleConns {
+		dial(idle.Addr().String())
+	}
+	t.Logf("diagnose subscribed after %v; idle connections open after %v", subscribed, time.Since(started))
+	err := cmd.Wait()
+	var exit *exec.ExitError
+	code := 0
+	if errors.As(err, &exit) {
+		code = exit.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	stdout := out.String()
+	t.Logf("diagnose output:\n%s", stdout)
+	if code != 1 || errOut.Len() != 0 {
+		t.Errorf("exit code %d, stderr %q; want 1 (warning) and nothing", code, errOut.String())
+	}
+	total := ftpConns + halfOpen
+	row := func(label, name string, entries int, share float64) string {
+		return fmt.Sprintf("  %-14s %-16s %9d %5.1f %%\n", label, name, entries, share*100)
+	}
+	silentTo := net.JoinHostPort(p.BAddr, idlePort)
+	for _, want := range []string{
+		fmt.Sprintf("Table (dump of %d entries", total),
+		row("helper entries", "ftp", ftpConns, float64(ftpConns)/float64(total)),
+		fmt.Sprintf("  unreplied      %d (%.1f %%) have seen no reply; %d (%.1f %%) not assured,", halfOpen,
+			100*float64(halfOpen)/float64(total), halfOpen, 100*float64(halfOpen)/float64(total)),
+		fmt.Sprintf("  ended          %d flows, %d of them silently (established, no FIN or RST)", idleConns, idleConns),
+		row("top enders", p.AAddr, idleConns, 1),
+		row("silent ends to", silentTo, idleConns, 1),
+		fmt.Sprintf("have a conntrack helper attached: ftp %d", ftpConns),
+		fmt.Sprintf("(%d) have seen no reply", halfOpen),
+		fmt.Sprintf("%d flows to %s ended silently", idleConns, silentTo),
+		"net.ipv4.tcp_keepalive_time is 7200 s, at or above the middlebox",
+		"[helper_assignment]", "[unreplied_flows]", "[keepalive_below_idle_timeout]",
+		"$ modprobe -r nf_conntrack_ftp",
+		"  all deaths     1..5 s",
+		"verdict: WARNING\n",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	if strings.Contains(stdout, "\u2588") {
+		t.Error("block characters in output that is not a terminal")
+	}
+
+	// The table parts stay: a JSON run counts them again.
+	code, r := diagnoseJSON(t, "--conntrack.netns="+srv.Path, "--duration=1s")
+	tb := r.Namespaces[0].Table
+	if code != 1 || tb.Entries != uint64(total) || tb.Unreplied != halfOpen || tb.Evictable != halfOpen ||
+		len(tb.Helpers) != 1 || tb.Helpers[0].Helper != "ftp" || tb.Helpers[0].Entries != ftpConns {
+		t.Errorf("json: exit %d, table %+v", code, tb)
+	}
+	if k := r.Namespaces[0].Settings.Keepalive; k == nil || k.TimeSeconds != 7200 || k.IntervalSeconds != 75 || k.Probes != 9 {
+		t.Errorf("keepalive %+v", k)
 	}
 }

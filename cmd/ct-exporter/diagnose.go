@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ct-exporter/ct-exporter/diagnose"
+	"github.com/ct-exporter/ct-exporter/events"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
 	"github.com/ct-exporter/ct-exporter/internal/preflight"
 )
@@ -39,6 +40,8 @@ type diagnoseCommand struct {
 	duration time.Duration
 	output   string
 	topK     int
+	// middleboxIdle is --middlebox-idle-timeout; 0 is off.
+	middleboxIdle time.Duration
 
 	// sampler replaces the kernel sampler in tests.
 	sampler diagnose.Sampler
@@ -56,6 +59,10 @@ func newDiagnoseCommand(app *kingpin.Application, common *commonFlags) *diagnose
 		Default(outputText).EnumVar(&d.output, outputText, outputJSON)
 	d.cmd.Flag("top-k", "Number of top sources and destination ports shown.").
 		Default(fmt.Sprint(diagnose.DefaultTopK)).IntVar(&d.topK)
+	d.cmd.Flag("middlebox-idle-timeout", "Idle timeout of a NAT gateway or load balancer on the path "+
+		"(e.g. 350s AWS NAT gateway, 240s Azure load balancer, 20m GCP Cloud NAT): "+
+		"flag a net.ipv4.tcp_keepalive_time at or above it. 0 turns the check off.").
+		Default("0s").DurationVar(&d.middleboxIdle)
 	return d
 }
 
@@ -74,6 +81,9 @@ func (d *diagnoseCommand) run(stdout, stderr io.Writer) int {
 	if d.topK < 1 {
 		return couldNotRun(stderr, "--top-k=%d: must be at least 1", d.topK)
 	}
+	if d.middleboxIdle < 0 {
+		return couldNotRun(stderr, "--middlebox-idle-timeout=%s: must not be negative (0 turns the check off)", d.middleboxIdle)
+	}
 	targets, err := netns.TargetsFromPaths(d.common.netns)
 	if err != nil {
 		return couldNotRun(stderr, "%v", flagError(err))
@@ -91,12 +101,13 @@ func (d *diagnoseCommand) run(stdout, stderr io.Writer) int {
 	}
 	sampler := d.sampler
 	if sampler == nil {
-		sampler = kernelSampler(d.topK)
+		sampler = kernelSampler(d.topK, d.duration)
 	}
 	// The sample takes its duration plus a table dump: bound the whole run.
 	runCtx, cancel := context.WithTimeout(ctx, d.duration+2*time.Minute)
 	defer cancel()
-	report, err := diagnose.Run(runCtx, sampler, targets, d.duration, diagnose.Options{TopK: d.topK})
+	report, err := diagnose.Run(runCtx, sampler, targets, d.duration,
+		diagnose.Options{TopK: d.topK, MiddleboxIdleTimeout: d.middleboxIdle})
 	if err != nil {
 		if ctx.Err() != nil {
 			return couldNotRun(stderr, "interrupted before the sample ended")
@@ -108,7 +119,7 @@ func (d *diagnoseCommand) run(stdout, stderr io.Writer) int {
 	case outputJSON:
 		err = diagnose.WriteJSON(stdout, report)
 	default:
-		err = diagnose.WriteText(stdout, report, diagnose.TextOptions{Color: colorTerminal(stdout)})
+		err = diagnose.WriteText(stdout, report, diagnose.TextOptions{Color: colorTerminal(stdout), Unicode: blockTerminal(stdout)})
 	}
 	if err != nil {
 		return couldNotRun(stderr, "%v", err)
@@ -140,11 +151,18 @@ func exitCodeOf(v diagnose.Verdict) int {
 // colorTerminal reports whether w is a terminal that should get colours:
 // a TTY, NO_COLOR unset and TERM not dumb.
 func colorTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
+	if _, set := os.LookupEnv("NO_COLOR"); set {
 		return false
 	}
-	if _, set := os.LookupEnv("NO_COLOR"); set || os.Getenv("TERM") == "dumb" {
+	return blockTerminal(w)
+}
+
+// blockTerminal reports whether w is a terminal that can draw the block
+// characters of the report's charts: a TTY with TERM not dumb. Anything
+// else (a pipe, a file) gets plain ASCII.
+func blockTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok || os.Getenv("TERM") == "dumb" {
 		return false
 	}
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
@@ -152,7 +170,13 @@ func colorTerminal(w io.Writer) bool {
 }
 
 // kernelSampler returns the sampler of the running kernel with every
-// source this build has.
-func kernelSampler(topK int) diagnose.Sampler {
-	return diagnose.KernelSampler{Table: diagnose.NewTableScan(topK), Lifetimes: diagnose.EventSource{}}
+// source this build has, for samples of duration d.
+func kernelSampler(topK int, d time.Duration) diagnose.Sampler {
+	return diagnose.KernelSampler{
+		Table: diagnose.NewTableScan(topK),
+		Lifetimes: diagnose.EventSource{
+			Config: events.Config{TopWindow: diagnose.AttributionWindow(d)},
+			TopK:   topK,
+		},
+	}
 }

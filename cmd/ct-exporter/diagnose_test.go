@@ -117,6 +117,8 @@ func TestDiagnoseCouldNotRun(t *testing.T) {
 			"ct-exporter diagnose: --duration=0s: must be positive\n"},
 		{"zero top-k", diagnoseCommand{duration: time.Second, topK: 0, output: outputText},
 			"ct-exporter diagnose: --top-k=0: must be at least 1\n"},
+		{"negative middlebox idle timeout", diagnoseCommand{duration: time.Second, topK: 5, middleboxIdle: -5 * time.Second, output: outputText},
+			"ct-exporter diagnose: --middlebox-idle-timeout=-5s: must not be negative (0 turns the check off)\n"},
 		{"duplicate namespace", diagnoseCommand{common: &commonFlags{netns: []string{"/run/netns/a", "/var/run/netns/a"}}, duration: time.Second, topK: 5},
 			"ct-exporter diagnose: --conntrack.netns=/var/run/netns/a: same namespace name \"a\" as /run/netns/a\n"},
 		{"missing namespace", diagnoseCommand{common: &commonFlags{netns: []string{"/run/netns/ct-exporter-does-not-exist"}}, duration: time.Second, topK: 5},
@@ -157,7 +159,7 @@ func TestDiagnoseHelp(t *testing.T) {
 	if code := run([]string{"diagnose", "--help"}, &stdout, &stderr); code != 0 {
 		t.Fatalf("exit code %d: %s", code, stderr.String())
 	}
-	for _, flag := range []string{"--duration", "--output", "--top-k", "--conntrack.netns"} {
+	for _, flag := range []string{"--duration", "--output", "--top-k", "--conntrack.netns", "--middlebox-idle-timeout"} {
 		if !strings.Contains(stdout.String(), flag) {
 			t.Errorf("diagnose --help does not mention %s", flag)
 		}
@@ -215,4 +217,53 @@ func openPTY(t *testing.T) *os.File {
 	}
 	t.Cleanup(func() { tty.Close() })
 	return tty
+}
+
+// TestDiagnoseMiddleboxIdleTimeoutFlag parses the flag as the command line
+// does: a duration, or one line and exit 3 for anything else.
+func TestDiagnoseMiddleboxIdleTimeoutFlag(t *testing.T) {
+	for _, tc := range []struct {
+		arg, stderr string
+	}{
+		{"--middlebox-idle-timeout=soon", "ct-exporter: error: time: invalid duration \"soon\", try --help\n"},
+		{"--middlebox-idle-timeout=350", "ct-exporter: error: time: missing unit in duration \"350\", try --help\n"},
+		{"--middlebox-idle-timeout=-1m", "ct-exporter diagnose: --middlebox-idle-timeout=-1m0s: must not be negative (0 turns the check off)\n"},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := run([]string{"diagnose", "--duration=1ms", tc.arg, "--conntrack.netns=/run/netns/ct-exporter-does-not-exist"}, &stdout, &stderr)
+		if code != diagnoseCouldNotRun || stderr.String() != tc.stderr || stdout.Len() != 0 {
+			t.Errorf("%s: exit %d, stderr %q, stdout %q; want %d and %q", tc.arg, code, stderr.String(), stdout.String(), diagnoseCouldNotRun, tc.stderr)
+		}
+	}
+}
+
+// TestDiagnoseMiddleboxIdleTimeoutWarns runs the command with the flag on a
+// sample whose keepalive time is the kernel default: a warning, exit 1.
+func TestDiagnoseMiddleboxIdleTimeoutWarns(t *testing.T) {
+	s := keepaliveSampler{fillSampler{entries: 100}}
+	d := &diagnoseCommand{
+		common: &commonFlags{}, duration: time.Millisecond, output: outputText, topK: 5,
+		middleboxIdle: 350 * time.Second, sampler: s, skipPreflight: true,
+	}
+	var out, errOut bytes.Buffer
+	if code := d.run(&out, &errOut); code != diagnoseWarning {
+		t.Errorf("exit code %d, want %d\n%s%s", code, diagnoseWarning, out.String(), errOut.String())
+	}
+	if !strings.Contains(out.String(), "[keepalive_below_idle_timeout]") {
+		t.Errorf("no keepalive recommendation:\n%s", out.String())
+	}
+	d.middleboxIdle = 0
+	out.Reset()
+	if code := d.run(&out, &errOut); code != diagnoseHealthy {
+		t.Errorf("without the flag: exit code %d, want %d\n%s", code, diagnoseHealthy, out.String())
+	}
+}
+
+// keepaliveSampler adds the default keepalive settings to a sample.
+type keepaliveSampler struct{ fillSampler }
+
+func (k keepaliveSampler) Sample(ctx context.Context, target netns.Target, d time.Duration) (diagnose.Sample, error) {
+	s, err := k.fillSampler.Sample(ctx, target, d)
+	s.Keepalive = sysctl.Values{sysctl.KeepaliveTime: 7200, sysctl.KeepaliveInterval: 75, sysctl.KeepaliveProbes: 9}
+	return s, err
 }

@@ -1,5 +1,6 @@
 // Package sysctl reads (and, on explicit request, writes) the conntrack
-// sysctls of a network namespace. The kernel shows under /proc/sys the
+// sysctls of a network namespace, and the TCP keepalive sysctls that
+// decide whether idle connections outlive a middlebox. The kernel shows under /proc/sys the
 // values of the reading thread's namespace, so every read and write runs
 // on a thread that entered the namespace of its target.
 package sysctl
@@ -19,6 +20,30 @@ import (
 // Dir is where the kernel shows the conntrack sysctls of the reading
 // thread's network namespace.
 const Dir = "/proc/sys/net/netfilter"
+
+// IPv4Dir is where the kernel shows the IPv4 sysctls of the reading
+// thread's network namespace, the TCP keepalive settings among them.
+const IPv4Dir = "/proc/sys/net/ipv4"
+
+// Names of the TCP keepalive sysctls under IPv4Dir. They are per network
+// namespace and apply to IPv6 sockets too.
+const (
+	// KeepaliveTime is the idle time in seconds before the first
+	// keepalive probe (net.ipv4.tcp_keepalive_time, 7200 by default).
+	KeepaliveTime = "tcp_keepalive_time"
+	// KeepaliveInterval is the time in seconds between probes
+	// (net.ipv4.tcp_keepalive_intvl, 75 by default).
+	KeepaliveInterval = "tcp_keepalive_intvl"
+	// KeepaliveProbes is the number of unanswered probes after which the
+	// connection is dropped (net.ipv4.tcp_keepalive_probes, 9 by default).
+	KeepaliveProbes = "tcp_keepalive_probes"
+)
+
+// Keepalive returns the names of the TCP keepalive sysctls under IPv4Dir.
+// Each call returns a new slice.
+func Keepalive() []string {
+	return []string{KeepaliveTime, KeepaliveInterval, KeepaliveProbes}
+}
 
 // Names of sysctls that more than one part of the exporter reads.
 const (
@@ -84,10 +109,21 @@ func TCPTimeoutStates() []string {
 	}
 }
 
-// Reader reads the sysctls of a namespace. The zero value reads Dir.
+// Reader reads the sysctls of a namespace. The zero value reads Dir and
+// IPv4Dir.
 type Reader struct {
 	// Dir overrides Dir, for tests.
 	Dir string
+	// IPv4Dir overrides IPv4Dir, for tests.
+	IPv4Dir string
+}
+
+// ipv4Dir returns the directory the IPv4 sysctls are read from.
+func (r Reader) ipv4Dir() string {
+	if r.IPv4Dir == "" {
+		return IPv4Dir
+	}
+	return r.IPv4Dir
 }
 
 // dir returns the directory the sysctls are read from.
@@ -102,10 +138,31 @@ func (r Reader) dir() string {
 // kernel does not have is left out of the result; when none of them
 // exists, the error wraps ErrNoSysctls.
 func (r Reader) Read(_ context.Context, target netns.Target, names ...string) (Values, error) {
+	out, err := readAll(target, r.dir(), names)
+	if err != nil {
+		return nil, err
+	}
+	if len(out) == 0 && len(names) > 0 {
+		return nil, fmt.Errorf("netns %s: %w under %s", target, ErrNoSysctls, r.dir())
+	}
+	return out, nil
+}
+
+// ReadIPv4 reads the named IPv4 sysctls (for example Keepalive()) of the
+// namespace of target, by their file names under IPv4Dir. A name the
+// kernel does not have is left out of the result; an empty result is not
+// an error.
+func (r Reader) ReadIPv4(_ context.Context, target netns.Target, names ...string) (Values, error) {
+	return readAll(target, r.ipv4Dir(), names)
+}
+
+// readAll reads the named files of dir in the namespace of target,
+// skipping those that do not exist.
+func readAll(target netns.Target, dir string, names []string) (Values, error) {
 	out := Values{}
 	err := target.Do(func() error {
 		for _, name := range names {
-			v, err := readInt(filepath.Join(r.dir(), name))
+			v, err := readInt(filepath.Join(dir, name))
 			if errors.Is(err, os.ErrNotExist) {
 				continue
 			}
@@ -118,9 +175,6 @@ func (r Reader) Read(_ context.Context, target netns.Target, names ...string) (V
 	})
 	if err != nil {
 		return nil, err
-	}
-	if len(out) == 0 && len(names) > 0 {
-		return nil, fmt.Errorf("netns %s: %w under %s", target, ErrNoSysctls, r.dir())
 	}
 	return out, nil
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/ct-exporter/ct-exporter/internal/netns"
@@ -85,5 +86,43 @@ func TestReadsTheKernel(t *testing.T) {
 	}
 	if !got.Has(TCPTimeoutEstablished) || got[TCPTimeoutEstablished] <= 0 {
 		t.Fatalf("established timeout %v", got)
+	}
+}
+
+func TestReadIPv4(t *testing.T) {
+	r := Reader{Dir: dirWith(t, nil), IPv4Dir: dirWith(t, map[string]string{KeepaliveTime: "600", KeepaliveProbes: "9"})}
+	got, err := r.ReadIPv4(context.Background(), netns.Self(), Keepalive()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[KeepaliveTime] != 600 || got[KeepaliveProbes] != 9 || got.Has(KeepaliveInterval) {
+		t.Fatalf("got %v", got)
+	}
+	if got, err := (Reader{IPv4Dir: dirWith(t, nil)}).ReadIPv4(context.Background(), netns.Self(), Keepalive()...); err != nil || len(got) != 0 {
+		t.Errorf("empty directory: %v, %v; want nothing and no error", got, err)
+	}
+	r = Reader{IPv4Dir: dirWith(t, map[string]string{KeepaliveTime: "soon"})}
+	if _, err := r.ReadIPv4(context.Background(), netns.Self(), KeepaliveTime); err == nil || !strings.Contains(err.Error(), "parse tcp_keepalive_time") {
+		t.Errorf("a value that is not an integer: %v", err)
+	}
+}
+
+// TestReadsKeepaliveOfTheKernel reads the keepalive sysctls of the
+// exporter's own namespace: the kernel has all three.
+func TestReadsKeepaliveOfTheKernel(t *testing.T) {
+	if _, err := os.Stat(filepath.Join(IPv4Dir, KeepaliveTime)); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("keepalive sysctls missing in CI: %v", err)
+		}
+		t.Skip("no keepalive sysctls here")
+	}
+	got, err := Reader{}.ReadIPv4(context.Background(), netns.Self(), Keepalive()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range Keepalive() {
+		if got[name] <= 0 {
+			t.Errorf("%s = %d", name, got[name])
+		}
 	}
 }
