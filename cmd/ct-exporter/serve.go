@@ -176,7 +176,7 @@ func (s *serveCommand) run(_ io.Writer, stderr io.Writer) int {
 	collectors := map[string]collector.Collector{
 		"stats":              collector.NewStatsCollector(stats),
 		"settings":           collector.NewSettingsCollector(sysctl.Reader{}),
-		collector.EventsName: collector.NewEventsCollector(subscribers),
+		collector.EventsName: collector.NewEventsCollector(subscribers, s.events.topK),
 	}
 	watchers := map[string]watch.Watcher{collector.EventsName: subscribers}
 	if s.table.interval > 0 {
