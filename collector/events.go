@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -50,12 +51,31 @@ func (s LifetimeSink) Observe(l events.Lifetime) {
 // feeding a lifetime histogram.
 type Subscribers = watch.Subscribers[LifetimeSink]
 
-// EventsCollector exports flow lifetimes: for every watched namespace,
-// the lifetime histogram its event subscriber (run by Subscribers) feeds,
-// and the subscriber's own counters.
+// EventsCollector exports flow lifetimes and who ends flows: for every
+// watched namespace, the lifetime histogram its event subscriber (run by
+// Subscribers) feeds, the top K of the subscriber's sliding window of
+// DESTROY events, and the subscriber's own counters.
 //
 // Metrics (every one labelled netns):
 //   - conntrack_flow_lifetime_seconds{protocol,end_state}: histogram.
+//   - conntrack_flow_ends_top_source{source}: flows that ended in the
+//     window, for the top K original-direction sources and one
+//     source="other" with the rest; they sum to the window's flow ends.
+//   - conntrack_flow_silent_ends_top_destination{destination,port}: flows
+//     that reached ESTABLISHED and ended still ESTABLISHED in the window,
+//     for the top K original-direction destinations (address and port)
+//     and one destination="other",port="other" with the rest.
+//   - conntrack_flow_top_window_ends{breakdown}: every flow end
+//     (breakdown="source") and every silent end
+//     (breakdown="silent_destination") counted in the window: what each
+//     top-K family sums to.
+//   - conntrack_flow_top_error_bound_ends{breakdown}: how far any top-K
+//     count may be from the true count in the window, either way (0 while
+//     exact).
+//
+// The top-K series and the error bound are left out when K is 0; the
+// window totals stay. The values are gauges: counts in a sliding window go
+// down as old events leave it.
 //   - conntrack_events_total{type}: events received (new, update, destroy).
 //   - conntrack_exporter_events_lost_total: events the kernel dropped because
 //     the socket's queue was full (exact: the socket's drop count).
@@ -78,20 +98,43 @@ type Subscribers = watch.Subscribers[LifetimeSink]
 // still sends the counters and returns ErrSubscriberDown.
 type EventsCollector struct {
 	subs *Subscribers
+	topK int
 
 	events, lost, overruns, malformed, noTimestamp *prometheus.Desc
 	mode, tableEntries, evictions, rcvbuf          *prometheus.Desc
 	restarts                                       *prometheus.Desc
+	topSources, topSilent, windowEnds, errorBound  *prometheus.Desc
 	lifetimeDescs                                  []*prometheus.Desc
 }
 
-// NewEventsCollector returns the events collector over subs.
-func NewEventsCollector(subs *Subscribers) *EventsCollector {
+// Breakdown label values of the window totals and error bounds.
+const (
+	breakdownSource            = "source"
+	breakdownSilentDestination = "silent_destination"
+)
+
+// NewEventsCollector returns the events collector over subs; topK is the
+// number of sources and destinations named in the top-K families (0
+// leaves them out).
+func NewEventsCollector(subs *Subscribers, topK int) *EventsCollector {
 	desc := func(subsystem, name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, subsystem, name), help, append(labels, NetnsLabel), nil)
 	}
 	c := &EventsCollector{
 		subs: subs,
+		topK: topK,
+		topSources: desc("flow", "ends_top_source",
+			"Flows that ended within the sliding window, by original-direction source address: the top K sources, and all others (source=\"other\"). The series sum to conntrack_flow_top_window_ends{breakdown=\"source\"}.",
+			"source"),
+		topSilent: desc("flow", "silent_ends_top_destination",
+			"Flows that reached ESTABLISHED and ended still ESTABLISHED (no FIN or RST seen) within the sliding window, by original-direction destination address and port: the top K, and all others (destination=\"other\",port=\"other\"). The series sum to conntrack_flow_top_window_ends{breakdown=\"silent_destination\"}.",
+			"destination", "port"),
+		windowEnds: desc("flow", "top_window_ends",
+			"Flow ends (breakdown=\"source\") and silent ends (breakdown=\"silent_destination\") counted within the sliding window of the top-K families (exact).",
+			"breakdown"),
+		errorBound: desc("flow", "top_error_bound_ends",
+			"How far any top-K count of the breakdown may be from the true count in the sliding window, either way (the count is within ± this bound); 0 while every time step saw no more distinct keys than its counters and every count is exact.",
+			"breakdown"),
 		events: desc("", "events_total",
 			"Conntrack events received from the kernel, by type (new, update, destroy).", "type"),
 		lost: desc("exporter", "events_lost_total",
@@ -127,6 +170,7 @@ func (c *EventsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.events, c.lost, c.overruns, c.malformed, c.noTimestamp,
 		c.mode, c.tableEntries, c.evictions, c.rcvbuf, c.restarts,
+		c.topSources, c.topSilent, c.windowEnds, c.errorBound,
 	} {
 		ch <- d
 	}
@@ -168,6 +212,7 @@ func (c *EventsCollector) Update(_ context.Context, target netns.Target, ch chan
 	gauge(c.rcvbuf, float64(st.ReceiveBuffer))
 	counter(c.restarts, st.Restarts)
 	sub.Sink.Histogram.Collect(ch)
+	c.sendTop(sub.Source, gauge)
 	if !st.Running {
 		if st.Err != nil {
 			return fmt.Errorf("events: netns %s: %w: %w", target, ErrSubscriberDown, st.Err)
@@ -175,4 +220,24 @@ func (c *EventsCollector) Update(_ context.Context, target netns.Target, ch chan
 		return fmt.Errorf("events: netns %s: %w", target, ErrSubscriberDown)
 	}
 	return nil
+}
+
+// sendTop sends the top-K families of one namespace's sliding window.
+func (c *EventsCollector) sendTop(src watch.EventSource, gauge func(d *prometheus.Desc, v float64, labels ...string)) {
+	ends, silent := src.Top(c.topK)
+	gauge(c.windowEnds, float64(ends.Total), breakdownSource)
+	gauge(c.windowEnds, float64(silent.Total), breakdownSilentDestination)
+	if c.topK <= 0 {
+		return
+	}
+	for _, it := range ends.Items {
+		gauge(c.topSources, float64(it.Count), it.Key.Addr().String())
+	}
+	gauge(c.topSources, float64(ends.Other), otherLabel)
+	for _, it := range silent.Items {
+		gauge(c.topSilent, float64(it.Count), it.Key.Addr().String(), strconv.Itoa(int(it.Key.Port())))
+	}
+	gauge(c.topSilent, float64(silent.Other), otherLabel, otherLabel)
+	gauge(c.errorBound, float64(ends.MaxError), breakdownSource)
+	gauge(c.errorBound, float64(silent.MaxError), breakdownSilentDestination)
 }

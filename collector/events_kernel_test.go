@@ -3,6 +3,7 @@ package collector
 import (
 	"context"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,12 +16,14 @@ import (
 	"github.com/ct-exporter/ct-exporter/histogram"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
 	"github.com/ct-exporter/ct-exporter/internal/nstest"
+	"github.com/ct-exporter/ct-exporter/internal/topk"
 	"github.com/ct-exporter/ct-exporter/internal/watch"
 )
 
 // TestEventsCollectorKernel watches a real namespace through the Exporter:
 // an idle connection that expires ESTABLISHED shows up in the lifetime
-// histogram, and the collector succeeds.
+// histogram and as the one silent end of its destination, and the
+// collector succeeds.
 func TestEventsCollectorKernel(t *testing.T) {
 	nstest.RequireRoot(t, "conntrack")
 	t.Parallel()
@@ -28,7 +31,7 @@ func TestEventsCollectorKernel(t *testing.T) {
 	p.A.Sysctl(t, "net.netfilter.nf_conntrack_timestamp", "1")
 	p.A.Sysctl(t, "net.netfilter.nf_conntrack_tcp_timeout_established", "2")
 	subs := watch.NewSubscribers(watch.SubscriberStarter(events.Config{}), NewLifetimeSink)
-	c := NewEventsCollector(subs)
+	c := NewEventsCollector(subs, topk.DefaultK)
 	target := p.A.Target()
 	if err := subs.Watch(context.Background(), target); err != nil {
 		t.Fatal(err)
@@ -80,5 +83,20 @@ conntrack_exporter_lifetime_mode{mode="timestamp",netns="` + target.Name + `"} 1
 			m.GetHistogram().GetSampleCount() != 1 || m.GetHistogram().GetSampleSum() < 1.99 || m.GetHistogram().GetSampleSum() > 3 {
 			t.Fatalf("histogram %v", m)
 		}
+	}
+	server := servers[0].LocalAddr().(*net.TCPAddr)
+	client := clients[0].LocalAddr().(*net.TCPAddr)
+	wantTop := `# HELP conntrack_flow_silent_ends_top_destination Flows that reached ESTABLISHED and ended still ESTABLISHED (no FIN or RST seen) within the sliding window, by original-direction destination address and port: the top K, and all others (destination="other",port="other"). The series sum to conntrack_flow_top_window_ends{breakdown="silent_destination"}.
+# TYPE conntrack_flow_silent_ends_top_destination gauge
+conntrack_flow_silent_ends_top_destination{destination="` + server.IP.String() + `",netns="` + target.Name + `",port="` + strconv.Itoa(server.Port) + `"} 1
+conntrack_flow_silent_ends_top_destination{destination="other",netns="` + target.Name + `",port="other"} 0
+# HELP conntrack_flow_ends_top_source Flows that ended within the sliding window, by original-direction source address: the top K sources, and all others (source="other"). The series sum to conntrack_flow_top_window_ends{breakdown="source"}.
+# TYPE conntrack_flow_ends_top_source gauge
+conntrack_flow_ends_top_source{netns="` + target.Name + `",source="` + client.IP.String() + `"} 1
+conntrack_flow_ends_top_source{netns="` + target.Name + `",source="other"} 0
+`
+	if err := testutil.CollectAndCompare(exp, strings.NewReader(wantTop),
+		"conntrack_flow_silent_ends_top_destination", "conntrack_flow_ends_top_source"); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/ct-exporter/ct-exporter/events"
 	"github.com/ct-exporter/ct-exporter/histogram"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
+	"github.com/ct-exporter/ct-exporter/internal/topk"
 	"github.com/ct-exporter/ct-exporter/internal/watch"
 )
 
@@ -25,6 +26,22 @@ type fakeEventSource struct {
 	stats   events.Stats
 	sink    events.Sink
 	stopped bool
+	// ends and silent are the sliding windows Top reads; nil reads as
+	// empty.
+	ends, silent *topk.Window
+}
+
+// Top reads the fake's windows as events.Attribution.Top does.
+func (f *fakeEventSource) Top(k int) (ends, silent topk.WindowTop) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ends != nil {
+		ends = f.ends.Top(k)
+	}
+	if f.silent != nil {
+		silent = f.silent.Top(k)
+	}
+	return ends, silent
 }
 
 func (f *fakeEventSource) Stats() events.Stats {
@@ -61,7 +78,7 @@ func (f *fakeEventSources) start(_ context.Context, target netns.Target, sink ev
 // starts.
 func newFakeEvents(fakes *fakeEventSources) (*EventsCollector, *Subscribers) {
 	subs := watch.NewSubscribers(fakes.start, NewLifetimeSink)
-	return NewEventsCollector(subs), subs
+	return NewEventsCollector(subs, topk.DefaultK), subs
 }
 
 // eventsExposition is the expected exposition of one namespace with the

@@ -45,6 +45,15 @@ type TableStates interface {
 //   - conntrack_table_top_error_bound_entries{breakdown}: how much a top-K
 //     value may exceed the true count (0 while exact).
 //   - conntrack_table_shortened_timeout_entries
+//   - conntrack_table_nat_entries{nat}: entries by the address translation
+//     the kernel applied (none, snat, dnat, both); the four sum to the
+//     table.
+//   - conntrack_table_unreplied_entries: entries that have seen no reply.
+//   - conntrack_table_evictable_entries: entries not ASSURED, which
+//     early_drop and the GC may free when the table is full.
+//   - conntrack_table_helper_entries{helper}: entries with a conntrack
+//     helper (ALG) attached, by the kernel's helper name; at most
+//     tablescan.MaxHelpers names plus helper="other".
 //   - conntrack_table_scan_malformed_entries, conntrack_table_scan_interrupted
 //   - conntrack_table_scan_duration_seconds,
 //     conntrack_table_last_scan_timestamp_seconds
@@ -59,6 +68,7 @@ type TableCollector struct {
 
 	entries, sources, ports, zones, marks, errorBound *prometheus.Desc
 	shortened, malformed, interrupted                 *prometheus.Desc
+	nat, unreplied, evictable, helpers                *prometheus.Desc
 	duration, timestamp                               *prometheus.Desc
 }
 
@@ -89,6 +99,16 @@ func NewTableCollector(states TableStates) *TableCollector {
 			"breakdown"),
 		shortened: desc("shortened_timeout_entries",
 			"ESTABLISHED TCP entries whose remaining timeout is at or below nf_conntrack_tcp_timeout_max_retrans/_unacknowledged while the established timeout is larger: their segments went unacknowledged and they are on the path to expire without FIN or RST. From the last table scan."),
+		nat: desc("nat_entries",
+			"Conntrack entries by the address translation the kernel applied (none, snat, dnat, both, from the NAT status bits); the four sum to the table. From the last table scan.",
+			"nat"),
+		unreplied: desc("unreplied_entries",
+			"Conntrack entries that have seen no reply yet (SYN floods, scans, dead backends, UDP to nowhere), from the last table scan."),
+		evictable: desc("evictable_entries",
+			"Conntrack entries not ASSURED: the ones early_drop and the garbage collector may free when the table is full. From the last table scan."),
+		helpers: desc("helper_entries",
+			"Conntrack entries with a conntrack helper (ALG) attached, by the helper name the kernel reports; names beyond the first 16 count as helper=\"other\". From the last table scan.",
+			"helper"),
 		malformed: desc("scan_malformed_entries",
 			"Entries of the last table scan that did not decode and were skipped."),
 		interrupted: desc("scan_interrupted",
@@ -105,6 +125,7 @@ func (c *TableCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.entries, c.sources, c.ports, c.zones, c.marks, c.errorBound,
 		c.shortened, c.malformed, c.interrupted, c.duration, c.timestamp,
+		c.nat, c.unreplied, c.evictable, c.helpers,
 	} {
 		ch <- d
 	}
@@ -167,6 +188,14 @@ func (c *TableCollector) send(s *tablescan.Scan, target netns.Target, ch chan<- 
 		ch <- c.gauge(c.errorBound, float64(s.Marks.MaxError), target, "mark")
 	}
 	ch <- c.gauge(c.shortened, float64(s.Shortened), target)
+	for _, n := range s.NAT.Kinds() {
+		ch <- c.gauge(c.nat, float64(n.Entries), target, n.NAT)
+	}
+	ch <- c.gauge(c.unreplied, float64(s.Unreplied), target)
+	ch <- c.gauge(c.evictable, float64(s.Evictable), target)
+	for _, h := range s.Helpers {
+		ch <- c.gauge(c.helpers, float64(h.Entries), target, h.Helper)
+	}
 	ch <- c.gauge(c.malformed, float64(s.Malformed), target)
 	interrupted := 0.0
 	if s.Dump.Interrupted {

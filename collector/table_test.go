@@ -122,6 +122,11 @@ func goldenScan() *tablescan.Scan {
 		Dump: ctnl.DumpInfo{Entries: 1002, Datagrams: 9},
 		Result: &tablescan.Result{
 			Total: 1000, Malformed: 2, Shortened: 40,
+			NAT:       tablescan.NATCounts{None: 900, SNAT: 60, DNAT: 30, Both: 10},
+			Unreplied: 25, Evictable: 120,
+			Helpers: []tablescan.HelperCount{
+				{Helper: "ftp", Entries: 3}, {Helper: "sip", Entries: 1}, {Helper: tablescan.OtherHelper, Entries: 2},
+			},
 			States: []tablescan.StateCount{
 				{Protocol: "icmp", State: "none", Entries: 10},
 				{Protocol: "tcp", State: "established", Entries: 700},
@@ -154,6 +159,14 @@ conntrack_table_entries{netns="self",protocol="icmp",state="none"} 10
 conntrack_table_entries{netns="self",protocol="tcp",state="established"} 700
 conntrack_table_entries{netns="self",protocol="tcp",state="time_wait"} 90
 conntrack_table_entries{netns="self",protocol="udp",state="none"} 200
+# HELP conntrack_table_evictable_entries Conntrack entries not ASSURED: the ones early_drop and the garbage collector may free when the table is full. From the last table scan.
+# TYPE conntrack_table_evictable_entries gauge
+conntrack_table_evictable_entries{netns="self"} 120
+# HELP conntrack_table_helper_entries Conntrack entries with a conntrack helper (ALG) attached, by the helper name the kernel reports; names beyond the first 16 count as helper="other". From the last table scan.
+# TYPE conntrack_table_helper_entries gauge
+conntrack_table_helper_entries{helper="ftp",netns="self"} 3
+conntrack_table_helper_entries{helper="other",netns="self"} 2
+conntrack_table_helper_entries{helper="sip",netns="self"} 1
 # HELP conntrack_table_last_scan_timestamp_seconds When the last successful table scan finished, in seconds since the Unix epoch.
 # TYPE conntrack_table_last_scan_timestamp_seconds gauge
 conntrack_table_last_scan_timestamp_seconds{netns="self"} 1.7640000005e+09
@@ -161,6 +174,12 @@ conntrack_table_last_scan_timestamp_seconds{netns="self"} 1.7640000005e+09
 # TYPE conntrack_table_mark_entries gauge
 conntrack_table_mark_entries{mark="0",netns="self"} 800
 conntrack_table_mark_entries{mark="other",netns="self"} 200
+# HELP conntrack_table_nat_entries Conntrack entries by the address translation the kernel applied (none, snat, dnat, both, from the NAT status bits); the four sum to the table. From the last table scan.
+# TYPE conntrack_table_nat_entries gauge
+conntrack_table_nat_entries{nat="both",netns="self"} 10
+conntrack_table_nat_entries{nat="dnat",netns="self"} 30
+conntrack_table_nat_entries{nat="none",netns="self"} 900
+conntrack_table_nat_entries{nat="snat",netns="self"} 60
 # HELP conntrack_table_scan_duration_seconds How long the last successful table scan took.
 # TYPE conntrack_table_scan_duration_seconds gauge
 conntrack_table_scan_duration_seconds{netns="self"} 1.25
@@ -189,6 +208,9 @@ conntrack_table_top_error_bound_entries{breakdown="zone",netns="self"} 0
 conntrack_table_top_source_entries{netns="self",source="10.0.0.1"} 500
 conntrack_table_top_source_entries{netns="self",source="2001:db8::1"} 300
 conntrack_table_top_source_entries{netns="self",source="other"} 200
+# HELP conntrack_table_unreplied_entries Conntrack entries that have seen no reply yet (SYN floods, scans, dead backends, UDP to nowhere), from the last table scan.
+# TYPE conntrack_table_unreplied_entries gauge
+conntrack_table_unreplied_entries{netns="self"} 25
 # HELP conntrack_table_zone_entries Conntrack entries of the top conntrack zones (0: the default zone), and of all others (zone="other"), from the last table scan.
 # TYPE conntrack_table_zone_entries gauge
 conntrack_table_zone_entries{netns="self",zone="0"} 990
@@ -235,9 +257,11 @@ func TestTableCollectorTopKDisabled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// 4 entries series, shortened, malformed, interrupted, duration, timestamp.
-	if n != 9 {
-		t.Fatalf("%d series with top-K disabled, want 9", n)
+	// 4 entries series, shortened, malformed, interrupted, duration,
+	// timestamp; and the breakdowns that do not depend on top-K: 4 NAT
+	// kinds, unreplied, evictable, 3 helpers.
+	if n != 9+4+2+3 {
+		t.Fatalf("%d series with top-K disabled, want %d", n, 9+4+2+3)
 	}
 }
 

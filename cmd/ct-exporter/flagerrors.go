@@ -9,13 +9,15 @@ import (
 	"github.com/ct-exporter/ct-exporter/internal/logging"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
 	"github.com/ct-exporter/ct-exporter/internal/preflight"
+	"github.com/ct-exporter/ct-exporter/internal/topk"
 	"github.com/ct-exporter/ct-exporter/internal/watch"
 )
 
 // flagError names the flag behind an error of the library packages, which
 // know no flags: a namespace path is a --conntrack.netns value, a failed
 // timestamp switch is --conntrack.enable-timestamps, an unknown log level
-// or format is --log.level or --log.format. Other errors are returned as
+// or format is --log.level or --log.format, invalid top-k window options
+// are --events.top-window. Other errors are returned as
 // they are.
 func flagError(err error) error {
 	var (
@@ -43,6 +45,8 @@ func flagError(err error) error {
 		return errors.New("--log.format: " + strings.TrimPrefix(err.Error(), "log format: "))
 	case errors.Is(err, events.ErrEnableTimestamps):
 		return fmt.Errorf("--conntrack.enable-timestamps: %w", err)
+	case errors.Is(err, topk.ErrOptions):
+		return fmt.Errorf("--events.top-window: %w", err)
 	}
 	return err
 }

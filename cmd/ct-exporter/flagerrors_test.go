@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/ct-exporter/ct-exporter/events"
 	"github.com/ct-exporter/ct-exporter/internal/logging"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
 	"github.com/ct-exporter/ct-exporter/internal/preflight"
+	"github.com/ct-exporter/ct-exporter/internal/topk"
 	"github.com/ct-exporter/ct-exporter/internal/watch"
 )
 
@@ -35,6 +37,8 @@ func TestFlagError(t *testing.T) {
 		{netns.ErrEmptyPath, "--conntrack.netns: empty path"},
 		{fmt.Errorf("events: %w: denied", events.ErrEnableTimestamps),
 			"--conntrack.enable-timestamps: events: cannot enable conntrack timestamps: denied"},
+		{topk.WindowOptions{Window: 90 * time.Minute}.Validate(),
+			"--events.top-window: invalid top-k window options: window 1h30m0s holds more than 60 steps of 1m0s"},
 		{levelErr, `--log.level: unknown level "loud" (want debug, info, warn or error)`},
 		{formatErr, `--log.format: unknown format "xml" (want logfmt or json)`},
 		{other, "something else"},
@@ -45,6 +49,9 @@ func TestFlagError(t *testing.T) {
 	}
 	if flagError(nil) != nil {
 		t.Error("flagError(nil) is not nil")
+	}
+	if got := flagError(topk.WindowOptions{Window: -time.Second}.Validate()); !errors.Is(got, topk.ErrOptions) {
+		t.Errorf("flagError lost topk.ErrOptions: %v", got)
 	}
 	if got := flagError(&watch.SameNamespaceError{Path: "/x", Earlier: "/y"}); !errors.Is(got, watch.ErrSameNamespace) {
 		t.Errorf("flagError lost the sentinel: %v", got)

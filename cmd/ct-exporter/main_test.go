@@ -33,6 +33,18 @@ func TestFlagErrors(t *testing.T) {
 			"ct-exporter: error: --events.buffer-size=2GiB must be more than 0 and at most 1GiB\n"},
 		{"zero flow table", []string{"--events.flow-table-size=0"}, exitUsage,
 			"ct-exporter: error: --events.flow-table-size=0 must be positive\n"},
+		{"zero top window", []string{"--events.top-window=0s"}, exitUsage,
+			"ct-exporter: error: --events.top-window=0s must be positive\n"},
+		{"top window not whole steps", []string{"--events.top-window=5m30s"}, exitUsage,
+			"ct-exporter: error: --events.top-window: invalid top-k window options: window 5m30s is not a whole number of 1m0s steps\n"},
+		{"top window too many steps", []string{"--events.top-window=61m"}, exitUsage,
+			"ct-exporter: error: --events.top-window: invalid top-k window options: window 1h1m0s holds more than 60 steps of 1m0s\n"},
+		{"top window below a step", []string{"--events.top-window=1ns"}, exitUsage,
+			"ct-exporter: error: --events.top-window: invalid top-k window options: window 1ns, step 0s: both must be positive\n"},
+		{"negative events top-k", []string{"--events.top-k=-1"}, exitUsage,
+			"ct-exporter: error: --events.top-k=-1 must be between 0 and 100\n"},
+		{"huge events top-k", []string{"--events.top-k=101"}, exitUsage,
+			"ct-exporter: error: --events.top-k=101 must be between 0 and 100\n"},
 		{"negative table interval", []string{"--table.interval=-1s"}, exitUsage,
 			"ct-exporter: error: --table.interval=-1s must not be negative\n"},
 		{"zero table timeout", []string{"--table.timeout=0s"}, exitUsage,
@@ -78,6 +90,7 @@ func TestHelpListsEveryFlag(t *testing.T) {
 		"--log.level", "--log.format", "--conntrack.netns", "diagnose",
 		"--events.buffer-size=128MiB", "--events.flow-table-size=262144", "--[no-]conntrack.enable-timestamps",
 		"--table.interval=60s", "--table.timeout=50s", "--table.top-k=10", "--[no-]table.by-zone-mark",
+		"--events.top-window=5m0s", "--events.top-k=10",
 	} {
 		if !strings.Contains(stdout.String(), flag) {
 			t.Errorf("--help does not mention %s", flag)

@@ -31,6 +31,7 @@ import (
 	"github.com/ct-exporter/ct-exporter/internal/preflight"
 	"github.com/ct-exporter/ct-exporter/internal/sysctl"
 	"github.com/ct-exporter/ct-exporter/internal/tablescan"
+	"github.com/ct-exporter/ct-exporter/internal/topk"
 	"github.com/ct-exporter/ct-exporter/internal/watch"
 )
 
@@ -56,7 +57,13 @@ type eventsFlags struct {
 	bufferSize       units.Base2Bytes
 	flowTableSize    int
 	enableTimestamps bool
+	topWindow        time.Duration
+	topK             int
 }
+
+// maxEventsTopK is the largest --events.top-k: each named series is one
+// label value per namespace.
+const maxEventsTopK = 100
 
 // maxEventsBuffer is the largest receive buffer the kernel applies.
 const maxEventsBuffer = units.GiB
@@ -68,8 +75,17 @@ func (f eventsFlags) validate() error {
 		return fmt.Errorf("--events.buffer-size=%s must be more than 0 and at most %s", f.bufferSize, maxEventsBuffer)
 	case f.flowTableSize <= 0:
 		return fmt.Errorf("--events.flow-table-size=%d must be positive", f.flowTableSize)
+	case f.topWindow <= 0:
+		return fmt.Errorf("--events.top-window=%s must be positive", f.topWindow)
+	case f.topK < 0 || f.topK > maxEventsTopK:
+		return fmt.Errorf("--events.top-k=%d must be between 0 and %d", f.topK, maxEventsTopK)
 	}
-	return nil
+	return flagError(f.topWindowOptions().Validate())
+}
+
+// topWindowOptions are the options of each subscriber's sliding window.
+func (f eventsFlags) topWindowOptions() topk.WindowOptions {
+	return topk.WindowOptions{Window: f.topWindow}
 }
 
 // tableFlags configure the background table scan.
@@ -120,6 +136,10 @@ func newServeCommand(app *kingpin.Application, common *commonFlags) *serveComman
 		Default(strconv.Itoa(events.DefaultFlowTableSize)).IntVar(&s.events.flowTableSize)
 	s.cmd.Flag("conntrack.enable-timestamps", "Set net.netfilter.nf_conntrack_timestamp=1 in every watched namespace, so flow lifetimes come from kernel timestamps (see docs/EVENTS.md). Off: no sysctl is changed.").
 		BoolVar(&s.events.enableTimestamps)
+	s.cmd.Flag("events.top-window", "Sliding window of the top sources of flow ends and top destinations of silent ends; it moves in steps of a fifth of it, at most 1m, and holds a whole number of steps, at most 60.").
+		Default(topk.DefaultWindow.String()).DurationVar(&s.events.topWindow)
+	s.cmd.Flag("events.top-k", "Top sources of flow ends and destinations of silent ends named per namespace, plus one \"other\" series with the rest; 0 leaves out these series.").
+		Default(strconv.Itoa(topk.DefaultK)).IntVar(&s.events.topK)
 	return s
 }
 
@@ -171,12 +191,13 @@ func (s *serveCommand) run(_ io.Writer, stderr io.Writer) int {
 		BufferSize:       int(s.events.bufferSize),
 		FlowTableSize:    s.events.flowTableSize,
 		EnableTimestamps: s.events.enableTimestamps,
+		TopWindow:        s.events.topWindowOptions(),
 		Logger:           logger.With(zap.String("collector", collector.EventsName)),
 	}), collector.NewLifetimeSink)
 	collectors := map[string]collector.Collector{
 		"stats":              collector.NewStatsCollector(stats),
 		"settings":           collector.NewSettingsCollector(sysctl.Reader{}),
-		collector.EventsName: collector.NewEventsCollector(subscribers),
+		collector.EventsName: collector.NewEventsCollector(subscribers, s.events.topK),
 	}
 	watchers := map[string]watch.Watcher{collector.EventsName: subscribers}
 	if s.table.interval > 0 {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/ct-exporter/ct-exporter/events"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
+	"github.com/ct-exporter/ct-exporter/internal/topk"
 )
 
 // EventSource is the background event subscriber of one namespace;
@@ -15,6 +16,10 @@ import (
 type EventSource interface {
 	// Stats returns the subscriber's counters.
 	Stats() events.Stats
+	// Top returns the k original-direction sources that ended the most
+	// flows in the sliding window, and the k destinations (address and
+	// port) with the most silent ends (events.Attribution.Top).
+	Top(k int) (ends, silent topk.WindowTop)
 	// Stop ends the subscriber and waits for it.
 	Stop()
 }
@@ -31,8 +36,16 @@ func SubscriberStarter(cfg events.Config) StartEventSource {
 		if err := s.Start(ctx); err != nil {
 			return nil, err
 		}
-		return s, nil
+		return subscriberSource{s}, nil
 	}
+}
+
+// subscriberSource is the EventSource of an events.Subscriber.
+type subscriberSource struct{ *events.Subscriber }
+
+// Top implements EventSource.
+func (s subscriberSource) Top(k int) (ends, silent topk.WindowTop) {
+	return s.Attribution().Top(k)
 }
 
 // ErrAlreadyWatched reports a Watch of a namespace a worker watches

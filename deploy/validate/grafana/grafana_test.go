@@ -34,6 +34,10 @@ var exporterMetrics = []string{
 	"conntrack_table_scan_duration_seconds", "conntrack_table_last_scan_timestamp_seconds",
 	"conntrack_exporter_collector_success", "conntrack_exporter_collector_duration_seconds",
 	"conntrack_exporter_build_info", "up",
+	"conntrack_table_nat_entries", "conntrack_table_unreplied_entries",
+	"conntrack_table_evictable_entries", "conntrack_table_helper_entries",
+	"conntrack_flow_ends_top_source", "conntrack_flow_silent_ends_top_destination",
+	"conntrack_flow_top_window_ends", "conntrack_flow_top_error_bound_ends",
 }
 
 var histograms = []string{"conntrack_flow_lifetime_seconds"}
@@ -304,6 +308,9 @@ func TestDashboardCoverage(t *testing.T) {
 		"conntrack_table_shortened_timeout_entries",
 		"conntrack_exporter_events_lost_total", "conntrack_exporter_event_overruns_total",
 		"conntrack_exporter_collector_success", "up",
+		"conntrack_table_nat_entries", "conntrack_table_unreplied_entries",
+		"conntrack_table_evictable_entries", "conntrack_table_helper_entries",
+		"conntrack_flow_ends_top_source", "conntrack_flow_silent_ends_top_destination",
 	} {
 		if !used[m] {
 			t.Errorf("no panel queries %s", m)
