@@ -41,13 +41,6 @@ func TestKernelSystemdBurstablePodV2(t *testing.T) {
 	if got, want := FromProcCgroup(content), (Identity{PodUID: podUID, ContainerID: containerID}); got != want {
 		t.Errorf("FromProcCgroup = %+v, want %+v\n%s", got, want, content)
 	}
-	got, err := ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := (Identity{PodUID: podUID, ContainerID: containerID}); got != want {
-		t.Errorf("ReadFile = %+v, want %+v", got, want)
-	}
 	assertInNamespace(t, pid, ns)
 }
 

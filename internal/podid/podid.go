@@ -35,8 +35,6 @@ package podid
 
 import (
 	"bytes"
-	"fmt"
-	"os"
 	"strings"
 )
 
@@ -121,17 +119,6 @@ func FromProcCgroup(content []byte) Identity {
 		}
 	}
 	return found
-}
-
-// ReadFile reads a /proc/PID/cgroup file (for example
-// /proc/1234/cgroup, or under another mount of the process filesystem)
-// and returns the pod and container it names.
-func ReadFile(path string) (Identity, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return Identity{}, fmt.Errorf("pod identity: %w", err)
-	}
-	return FromProcCgroup(b), nil
 }
 
 // Preference of the hierarchies of a /proc/PID/cgroup file, best first.

@@ -1,10 +1,6 @@
 package podid
 
 import (
-	"errors"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -152,30 +148,6 @@ func TestFromProcCgroup(t *testing.T) {
 				t.Errorf("FromProcCgroup(%q)\n got  %+v\n want %+v", tc.content, got, tc.want)
 			}
 		})
-	}
-}
-
-func TestReadFile(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "cgroup")
-	content := "0::/kubepods/pod" + uid + "/" + cid + "\n"
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	got, err := ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := (Identity{uid, cid}); got != want {
-		t.Errorf("ReadFile = %+v, want %+v", got, want)
-	}
-
-	_, err = ReadFile(filepath.Join(dir, "missing"))
-	if !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("ReadFile(missing) error = %v, want fs.ErrNotExist", err)
-	}
-	if err != nil && !strings.HasPrefix(err.Error(), "pod identity: ") {
-		t.Errorf("ReadFile(missing) error %q lacks its context", err)
 	}
 }
 
