@@ -67,6 +67,7 @@ type options struct {
 	plotOut      string
 	markdownOut  string
 	quiet        bool
+	cpuProfile   string
 	plotInputs   string
 }
 
@@ -88,6 +89,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		PlaceHolder("FILE").StringVar(&o.jsonOut)
 	app.Flag("plot", "Draw the results as an SVG plot to FILE.").PlaceHolder("FILE.svg").StringVar(&o.plotOut)
 	app.Flag("markdown", "Write the results as Markdown tables to FILE.").PlaceHolder("FILE").StringVar(&o.markdownOut)
+	app.Flag("cpu-profile", "Take a CPU profile of the exporter during the load of drills that support it (churn) and write it to PREFIX-rate=R.pprof; read it with go tool pprof -top. The exporter runs with --web.enable-pprof.").
+		PlaceHolder("PREFIX").StringVar(&o.cpuProfile)
 	app.Flag("quiet", "Print no progress lines.").Short('q').BoolVar(&o.quiet)
 
 	list := app.Command("list", "List the drills.")
@@ -268,7 +271,7 @@ func runDrills(o options, d bench.Drill, runs []bench.Params, args []string, std
 		fmt.Fprintf(stderr, "ct-drill: %v\n", err)
 		return exitFailure
 	}
-	env := &bench.Env{Lab: owned, Exporter: binary, ExporterArgs: o.exporterArgs, Self: self, Log: progress}
+	env := &bench.Env{Lab: owned, Exporter: binary, ExporterArgs: o.exporterArgs, CPUProfile: o.cpuProfile, Self: self, Log: progress}
 	report := &bench.Report{Machine: bench.ThisMachine(), Command: "ct-drill " + strings.Join(args, " ")}
 	code := exitOK
 	for _, p := range runs {
