@@ -5,18 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"math"
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ct-exporter/ct-exporter/internal/ctnl"
 	"github.com/ct-exporter/ct-exporter/internal/lab"
@@ -322,7 +321,7 @@ func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	t0, err := threadsCPU(exp.PID())
+	t0, err := processCPU(exp.PID())
 	if err != nil {
 		return nil, err
 	}
@@ -343,7 +342,7 @@ func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 			case <-scrapeCtx.Done():
 				return
 			case <-tk.C:
-				before, err := threadsCPU(exp.PID())
+				before, err := processCPU(exp.PID())
 				if err != nil {
 					scrapeErr = err
 					return
@@ -355,7 +354,7 @@ func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 					}
 					return
 				}
-				after, err := threadsCPU(exp.PID())
+				after, err := processCPU(exp.PID())
 				if err != nil {
 					scrapeErr = err
 					return
@@ -412,7 +411,7 @@ func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	t1, err := threadsCPU(exp.PID())
+	t1, err := processCPU(exp.PID())
 	if err != nil {
 		return nil, err
 	}
@@ -459,7 +458,7 @@ func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 		NewRow("CPU per 1000 events", "s", perThousand(used.CPU, c1.sub(c0).destroy), AnchorEvents, perThousand(ev.Usage.CPU, float64(ev.Destroy))),
 		NewRow("peak RSS", "bytes", float64(used.PeakRSS), AnchorEvents, float64(ev.Usage.PeakRSS)),
 	)
-	// The same from the threads' schedstat, in nanoseconds, with and
+	// The same from the process CPU clock, in nanoseconds, with and
 	// without the CPU spent while scrapes were being served.
 	destroys := c1.sub(c0).destroy
 	anchorPer := perEvent(ev.Usage.CPU, float64(ev.Destroy))
@@ -477,7 +476,7 @@ func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 	r.Notes = append(r.Notes,
 		fmt.Sprintf("router: TIME_WAIT timeout %s s so that connections end within the drill, nf_conntrack_timestamp=1; the exporter is scraped once a second during the load.", churnTimeWait),
 		"every connection is one conntrack entry in the router and ends with one DESTROY event; CPU per 1000 events divides each listener's CPU by the events it received, the exporter's including its scrapes.",
-		"CPU per DESTROY event reads the exporter's threads from /proc/PID/task/*/schedstat (nanoseconds); scrapes excluded subtracts the exporter CPU spent between the start and the end of each scrape (events handled meanwhile included).")
+		"CPU per DESTROY event reads the exporter's CPU clock (CLOCK_PROCESS_CPUTIME_ID, nanoseconds); scrapes excluded subtracts the exporter CPU spent between the start and the end of each scrape (events handled meanwhile included).")
 	return r, nil
 }
 
@@ -489,35 +488,18 @@ func perEvent(cpu time.Duration, n float64) float64 {
 	return float64(cpu) / 1e3 / n
 }
 
-// threadsCPU returns the CPU time of the live threads of process pid,
-// summed from /proc/PID/task/*/schedstat (nanoseconds, unlike the clock
-// ticks of /proc/PID/stat).
-func threadsCPU(pid int) (time.Duration, error) {
-	dir := fmt.Sprintf("/proc/%d/task", pid)
-	tasks, err := os.ReadDir(dir)
-	if err != nil {
-		return 0, fmt.Errorf("exporter threads: %w", err)
+// processCPU returns the CPU time of process pid, every thread
+// included (also those that ended), in nanoseconds: its
+// CLOCK_PROCESS_CPUTIME_ID clock, where /proc/PID/stat counts clock
+// ticks.
+func processCPU(pid int) (time.Duration, error) {
+	var ts unix.Timespec
+	// MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)
+	clock := int32((^pid)<<3 | 2)
+	if err := unix.ClockGettime(clock, &ts); err != nil {
+		return 0, fmt.Errorf("CPU clock of process %d: %w", pid, err)
 	}
-	var total time.Duration
-	for _, t := range tasks {
-		b, err := os.ReadFile(filepath.Join(dir, t.Name(), "schedstat"))
-		if errors.Is(err, fs.ErrNotExist) {
-			continue // the thread ended
-		}
-		if err != nil {
-			return 0, fmt.Errorf("exporter threads: %w", err)
-		}
-		f := strings.Fields(string(b))
-		if len(f) == 0 {
-			return 0, fmt.Errorf("exporter threads: %s/schedstat is empty", t.Name())
-		}
-		ns, err := strconv.ParseInt(f[0], 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("exporter threads: %w", err)
-		}
-		total += time.Duration(ns)
-	}
-	return total, nil
+	return time.Duration(ts.Nano()), nil
 }
 
 // cpuProfile takes a CPU profile of the exporter (run with
