@@ -253,8 +253,8 @@ func (s *Subscriber) session(ctx context.Context, sock *eventSocket, buf *recvBa
 type receiverOf struct{ s *Subscriber }
 
 func (r receiverOf) datagram(b []byte) { r.s.h.datagram(b) }
-func (r receiverOf) truncated()         { r.s.c.malformed.Add(1) }
-func (r receiverOf) overrun()           { r.s.overrun() }
+func (r receiverOf) truncated()        { r.s.c.malformed.Add(1) }
+func (r receiverOf) overrun()          { r.s.overrun() }
 
 // overrun counts an ENOBUFS and reads how many events were dropped.
 func (s *Subscriber) overrun() {
