@@ -326,16 +326,23 @@ func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 		return nil, err
 	}
 
-	// Scrape once a second while the load runs, as a busy Prometheus
-	// would.
+	// Scrape once a second (Env.ScrapeInterval) while the load runs, as
+	// a busy Prometheus would.
 	scrapeCtx, stopScrapes := context.WithCancel(ctx)
 	var scrapeTimes []time.Duration
 	var scrapeCPU time.Duration // exporter CPU while a scrape was served
 	var scrapeErr error
 	scrapesDone := make(chan struct{})
+	every := env.ScrapeInterval
+	if every == 0 {
+		every = time.Second
+	}
 	go func() {
 		defer close(scrapesDone)
-		tk := time.NewTicker(time.Second)
+		if every < 0 {
+			return
+		}
+		tk := time.NewTicker(every)
 		defer tk.Stop()
 		for {
 			select {
@@ -391,6 +398,12 @@ func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 	anchor.WaitQuiet(time.Second, 10*time.Second)
 	stopScrapes()
 	<-scrapesDone
+	// Every event was sent and read: the exporter's CPU clock stops
+	// here, before the scrapes that read its counters.
+	t1, err := processCPU(exp.PID())
+	if err != nil {
+		return nil, err
+	}
 	if scrapeErr != nil {
 		return nil, scrapeErr
 	}
@@ -408,10 +421,6 @@ func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 		return nil, err
 	}
 	u1, err := exp.Usage()
-	if err != nil {
-		return nil, err
-	}
-	t1, err := processCPU(exp.PID())
 	if err != nil {
 		return nil, err
 	}
@@ -474,7 +483,7 @@ func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 		r.Notes = append(r.Notes, "exporter CPU profile of the load: "+profilePath)
 	}
 	r.Notes = append(r.Notes,
-		fmt.Sprintf("router: TIME_WAIT timeout %s s so that connections end within the drill, nf_conntrack_timestamp=1; the exporter is scraped once a second during the load.", churnTimeWait),
+		fmt.Sprintf("router: TIME_WAIT timeout %s s so that connections end within the drill, nf_conntrack_timestamp=1; the exporter is scraped every %s during the load (never if negative).", churnTimeWait, every),
 		"every connection is one conntrack entry in the router and ends with one DESTROY event; CPU per 1000 events divides each listener's CPU by the events it received, the exporter's including its scrapes.",
 		"CPU per DESTROY event reads the exporter's CPU clock (CLOCK_PROCESS_CPUTIME_ID, nanoseconds); scrapes excluded subtracts the exporter CPU spent between the start and the end of each scrape (events handled meanwhile included).")
 	return r, nil
