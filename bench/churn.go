@@ -4,12 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
+	"net/http"
+	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ct-exporter/ct-exporter/internal/ctnl"
 	"github.com/ct-exporter/ct-exporter/internal/lab"
@@ -272,7 +278,13 @@ func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 		return nil, err
 	}
 	defer closeServer()
-	exp, anchor, err := startWatched(ctx, env, topo.router, nil)
+	watchEnv := env
+	if env.CPUProfile != "" {
+		e := *env
+		e.ExporterArgs = append(slices.Clone(env.ExporterArgs), "--web.enable-pprof")
+		watchEnv = &e
+	}
+	exp, anchor, err := startWatched(ctx, watchEnv, topo.router, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -309,22 +321,39 @@ func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	t0, err := processCPU(exp.PID())
+	if err != nil {
+		return nil, err
+	}
 
-	// Scrape once a second while the load runs, as a busy Prometheus
-	// would.
+	// Scrape once a second (Env.ScrapeInterval) while the load runs, as
+	// a busy Prometheus would.
 	scrapeCtx, stopScrapes := context.WithCancel(ctx)
 	var scrapeTimes []time.Duration
+	var scrapeCPU time.Duration // exporter CPU while a scrape was served
 	var scrapeErr error
 	scrapesDone := make(chan struct{})
+	every := env.ScrapeInterval
+	if every == 0 {
+		every = time.Second
+	}
 	go func() {
 		defer close(scrapesDone)
-		tk := time.NewTicker(time.Second)
+		if every < 0 {
+			return
+		}
+		tk := time.NewTicker(every)
 		defer tk.Stop()
 		for {
 			select {
 			case <-scrapeCtx.Done():
 				return
 			case <-tk.C:
+				before, err := processCPU(exp.PID())
+				if err != nil {
+					scrapeErr = err
+					return
+				}
 				_, took, err := exp.Scrape(scrapeCtx)
 				if err != nil {
 					if scrapeCtx.Err() == nil {
@@ -332,12 +361,26 @@ func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 					}
 					return
 				}
+				after, err := processCPU(exp.PID())
+				if err != nil {
+					scrapeErr = err
+					return
+				}
 				scrapeTimes = append(scrapeTimes, took)
+				scrapeCPU += after - before
 			}
 		}
 	}()
 
 	env.Logf("churn: %g connections/s for %s through %s", p.Rate, time.Duration(p.Duration), topo.router.Name)
+	profiled := make(chan error, 1)
+	profilePath := ""
+	if env.CPUProfile != "" {
+		profilePath = fmt.Sprintf("%s-rate=%g.pprof", env.CPUProfile, p.Rate)
+		go func() { profiled <- cpuProfile(ctx, exp, time.Duration(p.Duration), profilePath) }()
+	} else {
+		profiled <- nil
+	}
 	st, took, err := churnLoad(ctx, topo.client, addrs, p.Rate, time.Duration(p.Duration))
 	if err != nil {
 		stopScrapes()
@@ -355,10 +398,19 @@ func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 	anchor.WaitQuiet(time.Second, 10*time.Second)
 	stopScrapes()
 	<-scrapesDone
+	// Every event was sent and read: the exporter's CPU clock stops
+	// here, before the scrapes that read its counters.
+	t1, err := processCPU(exp.PID())
+	if err != nil {
+		return nil, err
+	}
 	if scrapeErr != nil {
 		return nil, scrapeErr
 	}
 
+	if err := <-profiled; err != nil {
+		return nil, err
+	}
 	opened := float64(st.opened.Load())
 	c1, m1, err := waitEvents(ctx, exp, topo.router.Name, c0, opened, 30*time.Second)
 	if err != nil {
@@ -415,13 +467,75 @@ func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 		NewRow("CPU per 1000 events", "s", perThousand(used.CPU, c1.sub(c0).destroy), AnchorEvents, perThousand(ev.Usage.CPU, float64(ev.Destroy))),
 		NewRow("peak RSS", "bytes", float64(used.PeakRSS), AnchorEvents, float64(ev.Usage.PeakRSS)),
 	)
+	// The same from the process CPU clock, in nanoseconds, with and
+	// without the CPU spent while scrapes were being served.
+	destroys := c1.sub(c0).destroy
+	anchorPer := perEvent(ev.Usage.CPU, float64(ev.Destroy))
+	r.Rows = append(r.Rows,
+		NewRow("CPU per DESTROY event", "us", perEvent(t1-t0, destroys), AnchorEvents, anchorPer),
+		NewRow("CPU per DESTROY event, scrapes excluded", "us", perEvent(t1-t0-scrapeCPU, destroys), AnchorEvents, anchorPer),
+		ExporterRow("CPU while serving scrapes", "s", scrapeCPU.Seconds()),
+	)
 	if len(scrapeTimes) > 0 {
 		r.Rows = append(r.Rows, ExporterRow("scrape duration under load (median)", "s", median(scrapeTimes).Seconds()))
 	}
+	if profilePath != "" {
+		r.Notes = append(r.Notes, "exporter CPU profile of the load: "+profilePath)
+	}
 	r.Notes = append(r.Notes,
-		fmt.Sprintf("router: TIME_WAIT timeout %s s so that connections end within the drill, nf_conntrack_timestamp=1; the exporter is scraped once a second during the load.", churnTimeWait),
-		"every connection is one conntrack entry in the router and ends with one DESTROY event; CPU per 1000 events divides each listener's CPU by the events it received, the exporter's including its scrapes.")
+		fmt.Sprintf("router: TIME_WAIT timeout %s s so that connections end within the drill, nf_conntrack_timestamp=1; the exporter is scraped every %s during the load (never if negative).", churnTimeWait, every),
+		"every connection is one conntrack entry in the router and ends with one DESTROY event; CPU per 1000 events divides each listener's CPU by the events it received, the exporter's including its scrapes.",
+		"CPU per DESTROY event reads the exporter's CPU clock (CLOCK_PROCESS_CPUTIME_ID, nanoseconds); scrapes excluded subtracts the exporter CPU spent between the start and the end of each scrape (events handled meanwhile included).")
 	return r, nil
+}
+
+// perEvent returns microseconds of CPU per event.
+func perEvent(cpu time.Duration, n float64) float64 {
+	if n == 0 {
+		return math.NaN()
+	}
+	return float64(cpu) / 1e3 / n
+}
+
+// processCPU returns the CPU time of process pid, every thread
+// included (also those that ended), in nanoseconds: its
+// CLOCK_PROCESS_CPUTIME_ID clock, where /proc/PID/stat counts clock
+// ticks.
+func processCPU(pid int) (time.Duration, error) {
+	var ts unix.Timespec
+	// MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)
+	clock := int32((^pid)<<3 | 2)
+	if err := unix.ClockGettime(clock, &ts); err != nil {
+		return 0, fmt.Errorf("CPU clock of process %d: %w", pid, err)
+	}
+	return time.Duration(ts.Nano()), nil
+}
+
+// cpuProfile takes a CPU profile of the exporter (run with
+// --web.enable-pprof) for d, rounded up to whole seconds, into path.
+func cpuProfile(ctx context.Context, exp *Exporter, d time.Duration, path string) error {
+	secs := max(1, int((d+time.Second-1)/time.Second))
+	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", exp.Addr, secs)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return fmt.Errorf("cpu profile: %w", err)
+	}
+	resp, err := (&http.Client{Timeout: d + time.Minute}).Do(req)
+	if err != nil {
+		return fmt.Errorf("cpu profile: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("cpu profile: %s: %s (is --web.enable-pprof supported by this ct-exporter?)", url, resp.Status)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		return fmt.Errorf("cpu profile: %w", err)
+	}
+	return nil
 }
 
 // perThousand returns seconds of CPU per 1000 units of work.

@@ -176,6 +176,15 @@ type Env struct {
 	Exporter string
 	// ExporterArgs are extra flags for every exporter a drill starts.
 	ExporterArgs []string
+	// ScrapeInterval is how often drills that scrape during their load
+	// (churn) scrape the exporter, as Prometheus would; 0 means once a
+	// second, a negative value not at all during the load.
+	ScrapeInterval time.Duration
+	// CPUProfile, when set, is the path prefix of the exporter CPU
+	// profiles that drills which support it (churn) take during their
+	// load: PREFIX-rate=R.pprof. The exporter then runs with
+	// --web.enable-pprof.
+	CPUProfile string
 	// Self is an executable that runs an anchor in a child process when
 	// started with ChildEnv set (the drill tool itself, or a test binary
 	// whose TestMain calls RunChild).

@@ -50,6 +50,13 @@ const (
 	// attempts to open the socket again after a failure.
 	DefaultRetryMin = time.Second
 	DefaultRetryMax = time.Minute
+	// DefaultCoalesce is how long the receive loop lets events queue in
+	// the socket after it read some, before it reads again: an event is
+	// counted at most this long (plus the time to read the events queued
+	// before it) after the kernel sent it, far less than a scrape
+	// interval, and a busy namespace costs a few reads every 10 ms
+	// instead of a wake-up per event.
+	DefaultCoalesce = 10 * time.Millisecond
 )
 
 // Config configures a Subscriber. The zero value uses the defaults.
@@ -70,6 +77,15 @@ type Config struct {
 	ModeCheckInterval time.Duration
 	// RetryMin and RetryMax bound the backoff between restarts.
 	RetryMin, RetryMax time.Duration
+	// Coalesce is how long the receive loop sleeps after a wake-up that
+	// read events, before it reads again; meanwhile events queue in the
+	// socket's receive buffer (BufferSize holds seconds of events at any
+	// realistic rate, and what overflows is still counted exactly in
+	// Stats.Lost). An idle socket is waited on, not polled: the first
+	// event after a quiet spell is read at once. 0 means
+	// DefaultCoalesce; a negative value reads again at once, one wake-up
+	// per burst of events.
+	Coalesce time.Duration
 	// TopWindow configures the sliding windows of the Subscriber's
 	// Attribution; the zero value is a 5-minute window in 1-minute steps.
 	// Options that topk.WindowOptions.Validate rejects fall back to the
@@ -95,6 +111,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RetryMax < c.RetryMin {
 		c.RetryMax = max(DefaultRetryMax, c.RetryMin)
+	}
+	if c.Coalesce == 0 {
+		c.Coalesce = DefaultCoalesce
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()

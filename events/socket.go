@@ -27,9 +27,68 @@ const (
 	skMeminfoVars      = 9 // SK_MEMINFO_VARS
 )
 
-// recvBufferSize is the user-space buffer of one receive. One event is a
-// few hundred bytes; a datagram never exceeds 64 KiB.
-const recvBufferSize = 1 << 16
+// A receive reads up to recvSlots datagrams with one recvmmsg call, each
+// into its own recvSlotSize bytes of one reused buffer. A ctnetlink event
+// is one message of a few hundred bytes (its attributes are bounded: two
+// tuples, status, timeouts, counters, timestamps, helper and security
+// context names), so a slot holds any; a datagram cut short by its slot
+// (MSG_TRUNC) is counted as malformed.
+const (
+	recvSlots    = 16
+	recvSlotSize = 4096
+)
+
+// recvBatch is the reused memory of the receives of one socket.
+type recvBatch struct {
+	buf  []byte
+	iovs [recvSlots]unix.Iovec
+	msgs [recvSlots]unix.Mmsghdr
+}
+
+// newRecvBatch returns the receive memory: recvSlots*recvSlotSize bytes.
+func newRecvBatch() *recvBatch {
+	b := &recvBatch{buf: make([]byte, recvSlots*recvSlotSize)}
+	for i := range b.msgs {
+		b.iovs[i].Base = &b.buf[i*recvSlotSize]
+		b.iovs[i].SetLen(recvSlotSize)
+		b.msgs[i].Hdr.Iov = &b.iovs[i]
+		b.msgs[i].Hdr.SetIovlen(1)
+	}
+	return b
+}
+
+// recv reads up to recvSlots datagrams from fd without blocking and
+// returns how many it read, or the error of the first read.
+func (b *recvBatch) recv(fd uintptr) (int, error) {
+	for i := range b.msgs {
+		b.msgs[i].Len = 0
+		b.msgs[i].Hdr.Flags = 0
+	}
+	n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.msgs[0])), recvSlots,
+		unix.MSG_DONTWAIT, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// datagram returns the i-th datagram of the last recv and whether it was
+// cut short.
+func (b *recvBatch) datagram(i int) (d []byte, truncated bool) {
+	off := i * recvSlotSize
+	return b.buf[off : off+int(b.msgs[i].Len)], b.msgs[i].Hdr.Flags&unix.MSG_TRUNC != 0
+}
+
+// receiver is what the receive loop hands its datagrams and conditions
+// to; the handler implements it.
+type receiver interface {
+	// datagram handles one received datagram.
+	datagram(b []byte)
+	// truncated counts a datagram cut short by its slot.
+	truncated()
+	// overrun handles an ENOBUFS: events were dropped.
+	overrun()
+}
 
 // eventSocket is one ctnetlink socket subscribed to conntrack events.
 type eventSocket struct {
@@ -160,26 +219,44 @@ func (s *eventSocket) fail(cause error) {
 func (s *eventSocket) close() error { return s.conn.Close() }
 
 // receive reads and handles datagrams until the socket fails or is
-// interrupted. Each wake-up drains the socket in a tight loop of
-// non-blocking reads into buf. onOverrun is called after every ENOBUFS;
-// the loop then goes on.
-func (s *eventSocket) receive(buf []byte, handle func([]byte), onOverrun func()) error {
+// interrupted. Each wake-up drains the socket with non-blocking recvmmsg
+// calls. When a wake-up read something, the loop then sleeps for
+// coalesce before it reads again, so that the events of that time queue
+// in the kernel buffer and are read in a few calls instead of one wake-up
+// each; when a read finds the socket empty, the loop waits until it is
+// readable. coalesce <= 0 reads again at once. r.overrun is called after
+// every ENOBUFS; the loop then goes on.
+func (s *eventSocket) receive(b *recvBatch, r receiver, coalesce time.Duration) error {
 	for {
-		var rerr error
+		var (
+			rerr error
+			read bool // something was read since the loop last waited
+		)
 		err := s.raw.Read(func(fd uintptr) bool {
 			for {
-				n, err := unix.Read(int(fd), buf)
+				n, err := b.recv(fd)
 				switch {
 				case err == nil && n > 0:
-					handle(buf[:n])
+					read = true
+					for i := range n {
+						d, cut := b.datagram(i)
+						if cut {
+							r.truncated()
+							continue
+						}
+						r.datagram(d)
+					}
 				case err == unix.EINTR:
 				case err == unix.EAGAIN:
+					if read && coalesce > 0 {
+						return true // sleep, then read again
+					}
 					return false // wait until readable
 				case err == unix.ENOBUFS:
 					rerr = err
 					return true
 				case err == nil:
-					rerr = errors.New("netlink socket returned 0 bytes")
+					rerr = errors.New("netlink socket returned no datagram")
 					return true
 				default:
 					rerr = err
@@ -193,10 +270,13 @@ func (s *eventSocket) receive(buf []byte, handle func([]byte), onOverrun func())
 		if err != nil {
 			return fmt.Errorf("receive events: %w", err)
 		}
-		if rerr == unix.ENOBUFS {
-			onOverrun()
-			continue
+		switch rerr {
+		case nil:
+			time.Sleep(coalesce)
+		case unix.ENOBUFS:
+			r.overrun()
+		default:
+			return fmt.Errorf("receive events: %w", rerr)
 		}
-		return fmt.Errorf("receive events: %w", rerr)
 	}
 }

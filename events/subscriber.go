@@ -194,7 +194,7 @@ func (s *Subscriber) closeSocket(cause error) {
 // run receives on sock, and on new sockets after failures, until ctx ends.
 func (s *Subscriber) run(ctx context.Context, sock *eventSocket) {
 	defer close(s.done)
-	buf := make([]byte, recvBufferSize)
+	buf := newRecvBatch()
 	backoff := s.cfg.RetryMin
 	for {
 		opened := time.Now()
@@ -231,7 +231,7 @@ func (s *Subscriber) run(ctx context.Context, sock *eventSocket) {
 
 // session receives on one socket until it fails or ctx ends, and keeps the
 // lifetime mode in step with nf_conntrack_timestamp meanwhile.
-func (s *Subscriber) session(ctx context.Context, sock *eventSocket, buf []byte) error {
+func (s *Subscriber) session(ctx context.Context, sock *eventSocket, buf *recvBatch) error {
 	stopInterrupt := context.AfterFunc(ctx, sock.interrupt)
 	defer stopInterrupt()
 	checkDone := make(chan struct{})
@@ -245,8 +245,16 @@ func (s *Subscriber) session(ctx context.Context, sock *eventSocket, buf []byte)
 		close(checkDone)
 		wg.Wait()
 	}()
-	return sock.receive(buf, s.h.datagram, s.overrun)
+	return sock.receive(buf, receiverOf{s}, s.cfg.Coalesce)
 }
+
+// receiverOf hands the datagrams of a Subscriber's socket to its handler
+// and counts what goes wrong.
+type receiverOf struct{ s *Subscriber }
+
+func (r receiverOf) datagram(b []byte) { r.s.h.datagram(b) }
+func (r receiverOf) truncated()        { r.s.c.malformed.Add(1) }
+func (r receiverOf) overrun()          { r.s.overrun() }
 
 // overrun counts an ENOBUFS and reads how many events were dropped.
 func (s *Subscriber) overrun() {

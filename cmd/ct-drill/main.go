@@ -67,6 +67,8 @@ type options struct {
 	plotOut      string
 	markdownOut  string
 	quiet        bool
+	cpuProfile   string
+	scrapeEvery  time.Duration
 	plotInputs   string
 }
 
@@ -88,6 +90,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		PlaceHolder("FILE").StringVar(&o.jsonOut)
 	app.Flag("plot", "Draw the results as an SVG plot to FILE.").PlaceHolder("FILE.svg").StringVar(&o.plotOut)
 	app.Flag("markdown", "Write the results as Markdown tables to FILE.").PlaceHolder("FILE").StringVar(&o.markdownOut)
+	app.Flag("cpu-profile", "Take a CPU profile of the exporter during the load of drills that support it (churn) and write it to PREFIX-rate=R.pprof; read it with go tool pprof -top. The exporter runs with --web.enable-pprof.").
+		PlaceHolder("PREFIX").StringVar(&o.cpuProfile)
+	app.Flag("scrape-interval", "How often churn scrapes the exporter during its load; 0 means no scrape during the load (the exporter is still scraped before and after it).").
+		Default("1s").DurationVar(&o.scrapeEvery)
 	app.Flag("quiet", "Print no progress lines.").Short('q').BoolVar(&o.quiet)
 
 	list := app.Command("list", "List the drills.")
@@ -130,6 +136,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	return runDrills(o, f.drill, runs, args, stdout, stderr)
+}
+
+// scrapeInterval maps --scrape-interval to Env.ScrapeInterval, where 0
+// is the default and a negative value turns scrapes off.
+func scrapeInterval(flag time.Duration) time.Duration {
+	if flag <= 0 {
+		return -1
+	}
+	return flag
 }
 
 func intOrEmpty(v int) string {
@@ -268,7 +283,7 @@ func runDrills(o options, d bench.Drill, runs []bench.Params, args []string, std
 		fmt.Fprintf(stderr, "ct-drill: %v\n", err)
 		return exitFailure
 	}
-	env := &bench.Env{Lab: owned, Exporter: binary, ExporterArgs: o.exporterArgs, Self: self, Log: progress}
+	env := &bench.Env{Lab: owned, Exporter: binary, ExporterArgs: o.exporterArgs, CPUProfile: o.cpuProfile, ScrapeInterval: scrapeInterval(o.scrapeEvery), Self: self, Log: progress}
 	report := &bench.Report{Machine: bench.ThisMachine(), Command: "ct-drill " + strings.Join(args, " ")}
 	code := exitOK
 	for _, p := range runs {

@@ -120,8 +120,15 @@ func (w *Window) step(t time.Time) int64 {
 }
 
 // Add counts one occurrence of k now.
-func (w *Window) Add(k Key) {
-	now := w.step(w.opts.Now())
+func (w *Window) Add(k Key) { w.AddAt(k, w.opts.Now()) }
+
+// Now returns the current time of the window's clock (WindowOptions.Now).
+func (w *Window) Now() time.Time { return w.opts.Now() }
+
+// AddAt counts one occurrence of k at t, a time read from the window's
+// clock (Now): callers that add to several windows read the clock once.
+func (w *Window) AddAt(k Key, t time.Time) {
+	now := w.step(t)
 	i := int(now % int64(len(w.steps)))
 	w.mu.Lock()
 	if w.stepNo[i] != now {

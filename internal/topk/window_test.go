@@ -346,3 +346,26 @@ func BenchmarkWindowAdd(b *testing.B) {
 		w.Add(src(i % 50000))
 	}
 }
+
+// TestWindowAddAt counts occurrences in the step of the time given, not
+// of the clock's time: an occurrence added at a time that has left the
+// window is not read.
+func TestWindowAddAt(t *testing.T) {
+	clk := newClock()
+	w, err := NewWindow(WindowOptions{Window: time.Minute, Step: 10 * time.Second, Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !w.Now().Equal(clk.now()) {
+		t.Fatalf("Now %v, want the clock's %v", w.Now(), clk.now())
+	}
+	old := w.Now()
+	clk.advance(2 * time.Minute)
+	w.AddAt(src(1), old) // its step left the window long ago
+	w.AddAt(src(2), w.Now())
+	w.AddAt(src(2), w.Now().Add(-30*time.Second))
+	got := w.Top(5)
+	if got.Total != 2 || len(got.Items) != 1 || got.Items[0].Key != src(2) || got.Items[0].Count != 2 {
+		t.Fatalf("read %+v, want 2 occurrences of %v only", got, src(2))
+	}
+}

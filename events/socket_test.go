@@ -1,0 +1,68 @@
+package events
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestRecvBatchReadsSeveralDatagramsPerCall reads datagrams from a Unix
+// datagram socket pair: one call returns up to recvSlots of them, each
+// whole in its slot, and a datagram larger than a slot is flagged.
+func TestRecvBatchReadsSeveralDatagramsPerCall(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fds[0]); unix.Close(fds[1]) })
+	if err := unix.SetsockoptInt(fds[0], unix.SOL_SOCKET, unix.SO_SNDBUF, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	var sent [][]byte
+	for i := range recvSlots + 3 {
+		d := bytes.Repeat([]byte{byte(i + 1)}, 100+i)
+		if i == recvSlots+1 {
+			d = bytes.Repeat([]byte{0xee}, recvSlotSize+10)
+		}
+		if _, err := unix.Write(fds[0], d); err != nil {
+			t.Fatal(err)
+		}
+		sent = append(sent, d)
+	}
+	b := newRecvBatch()
+	n, err := b.recv(uintptr(fds[1]))
+	if err != nil || n != recvSlots {
+		t.Fatalf("first recv: %d datagrams, %v; want %d", n, err, recvSlots)
+	}
+	for i := range n {
+		d, cut := b.datagram(i)
+		if cut || !bytes.Equal(d, sent[i]) {
+			t.Fatalf("datagram %d: %d bytes (cut %v), want %d bytes", i, len(d), cut, len(sent[i]))
+		}
+	}
+	n, err = b.recv(uintptr(fds[1]))
+	if err != nil || n != 3 {
+		t.Fatalf("second recv: %d datagrams, %v; want 3", n, err)
+	}
+	for i := range n {
+		d, cut := b.datagram(i)
+		want := sent[recvSlots+i]
+		if big := len(want) > recvSlotSize; cut != big || (!big && !bytes.Equal(d, want)) {
+			t.Fatalf("datagram %d: %d bytes, cut %v; sent %d bytes", recvSlots+i, len(d), cut, len(want))
+		}
+	}
+	if _, err := b.recv(uintptr(fds[1])); !errors.Is(err, unix.EAGAIN) {
+		t.Fatalf("recv of an empty socket: %v, want EAGAIN", err)
+	}
+}
+
+func TestConfigCoalesceDefault(t *testing.T) {
+	if got := (Config{}).withDefaults().Coalesce; got != DefaultCoalesce {
+		t.Errorf("zero Coalesce became %v, want %v", got, DefaultCoalesce)
+	}
+	if got := (Config{Coalesce: -1}).withDefaults().Coalesce; got >= 0 {
+		t.Errorf("negative Coalesce became %v, want it kept (no waiting)", got)
+	}
+}
