@@ -18,7 +18,6 @@ var coreFamilies = []string{
 	"conntrack_events_mode", "conntrack_timestamp_enabled", "conntrack_acct_enabled",
 	"conntrack_tcp_be_liberal", "conntrack_tcp_loose", "conntrack_tcp_max_retrans",
 	"conntrack_tcp_keepalive_time_seconds", "conntrack_tcp_keepalive_interval_seconds", "conntrack_tcp_keepalive_probes",
-	"conntrack_table_unreplied_entries", "conntrack_table_evictable_entries", "conntrack_table_nat_entries",
 	"conntrack_exporter_collector_success", "conntrack_exporter_collector_duration_seconds",
 	"conntrack_exporter_build_info", "go_goroutines", "process_resident_memory_bytes",
 }
