@@ -178,7 +178,7 @@ type wantJoin struct {
 func checkPodJoins(t *testing.T, s *stack, end time.Time, want []wantJoin, hostAddr, hostNetns string) {
 	joined := podSeries(t, s, end)
 	for _, j := range joined {
-		t.Logf("%s%v", j.rule, j.labels)
+		t.Logf("joined: %v", j.labels)
 		for _, l := range []model.LabelName{"uid", "pod_ip", "host_ip", "host_network", "created_by_kind", "phase", "container"} {
 			if _, ok := j.labels[l]; ok {
 				t.Errorf("%s%v carries kube-state-metrics' or the target's label %s", j.rule, j.labels, l)
