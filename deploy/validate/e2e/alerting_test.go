@@ -149,11 +149,17 @@ type ingestion struct {
 	// conntrack_flow_lifetime_seconds as a native histogram only, without
 	// _bucket, _count and _sum series.
 	native bool
+	// kubeStateMetrics adds a scrape job that serves kube-state-metrics'
+	// pod series naming the drills' addresses (kubernetes_test.go); without
+	// it, the run is a cluster without kube-state-metrics, or no cluster.
+	kubeStateMetrics bool
 }
 
 // ingestions are the runs of the end-to-end test: the shipped rules and
-// dashboard must give the same answers in both.
-var ingestions = []ingestion{{name: "classic"}, {name: "native", native: true}}
+// dashboard must give the same answers in both. The Kubernetes joins are
+// checked with kube-state-metrics in the classic run and without it in
+// the native run; the histogram ingestion does not change them.
+var ingestions = []ingestion{{name: "classic", kubeStateMetrics: true}, {name: "native", native: true}}
 
 // stack is one exporter scraped by one Prometheus that sends to one
 // Alertmanager whose webhook receiver is in the test.
@@ -176,9 +182,11 @@ type arrival struct {
 }
 
 // startStack starts the webhook, Alertmanager, the exporter watching
-// netns, and Prometheus, and waits until Prometheus has scraped every
-// namespace.
-func startStack(t *testing.T, netns []*nstest.Namespace, mode ingestion) *stack {
+// netns, and Prometheus with the shipped rules and Kubernetes rules, and
+// waits until Prometheus has scraped every namespace. With pods, it also
+// serves them as kube-state-metrics does, scraped as job ksmJob, and waits
+// until Prometheus has them.
+func startStack(t *testing.T, netns []*nstest.Namespace, mode ingestion, pods []ksmPod) *stack {
 	t.Helper()
 	s := &stack{start: time.Now(), hook: startWebhook(t)}
 	s.am = startAlertmanager(t, s.hook.URL)
@@ -189,15 +197,26 @@ func startStack(t *testing.T, netns []*nstest.Namespace, mode ingestion) *stack 
 		args = append(args, "--conntrack.netns="+ns.Path)
 	}
 	s.exporter = nstest.StartExporter(t, binary, args...)
+	var more []ScrapeJob
+	if len(pods) > 0 {
+		more = append(more, ScrapeJob{Job: ksmJob, Targets: []string{startKubeStateMetrics(t, ksmExposition(pods))}})
+	}
 	s.prom = startPrometheus(t, PrometheusConfig{
 		ScrapeInterval: scrapeInterval,
 		Job:            promJob,
 		Targets:        []string{s.exporter.Addr},
-		Rules:          testRules(t),
+		MoreJobs:       more,
+		Rules:          [][]byte{testRules(t), kubernetesTestRules(t)},
 		Alertmanager:   s.am.Addr,
 
 		NativeHistograms: mode.native,
 	})
+	if len(pods) > 0 {
+		expr := fmt.Sprintf(`kube_pod_info{job=%q}`, ksmJob)
+		if v := s.prom.WaitVector(t, expr, 30*time.Second); len(v) != len(pods) {
+			t.Fatalf("Prometheus has %d series %s after 30s, want %d", len(v), expr, len(pods))
+		}
+	}
 	for _, ns := range netns {
 		expr := fmt.Sprintf(`conntrack_entries{job=%q, netns=%q}`, promJob, ns.Name)
 		if v := s.prom.WaitVector(t, expr, 30*time.Second); len(v) == 0 {
@@ -254,7 +273,13 @@ func (s *stack) waitAlerts(t *testing.T, drill string, drillStart time.Time, net
 // which alerts arrived and how long after the start of their drill.
 //
 // It runs once per ingestion mode (see ingestions), one after the other:
-// with classic histogram series and with native histograms only.
+// with classic histogram series and with native histograms only. The
+// classic run also scrapes a kube-state-metrics stand-in that names the
+// lifetime drill's client and server as pods (kubernetes_test.go): the
+// Kubernetes rules must join them, never a host-network pod's address, and
+// the dashboard's Kubernetes panels must name the pods; the native run,
+// without kube-state-metrics, must get no joined series and the addresses
+// in those panels.
 func TestAlertsEndToEnd(t *testing.T) {
 	nstest.RequireRoot(t, "conntrack", "prometheus", "prometheus-alertmanager", "promtool")
 	t.Parallel()
@@ -271,7 +296,12 @@ func alertsEndToEnd(t *testing.T, mode ingestion) {
 	fill := nstest.NewPair(t)
 	healthy := nstest.NewPair(t)
 	healthy.Connect(t, 8)
-	life := nstest.NewPair(t)
+	// The lifetime drill's pair has addresses of its own, so that the
+	// kube-state-metrics stand-in can name its client and server as pods
+	// while the other pairs' client address (198.18.0.1) is the node
+	// address of host-network pods.
+	life := &nstest.Pair{A: nstest.NewNamespace(t), B: nstest.NewNamespace(t), AAddr: "198.18.1.1", BAddr: "198.18.1.2"}
+	nstest.Link(t, life.A, life.AAddr+"/24", life.B, life.BAddr+"/24")
 	for _, kv := range [][2]string{
 		{"net.netfilter.nf_conntrack_timestamp", "1"},
 		{"net.netfilter.nf_conntrack_events", "1"},
@@ -281,7 +311,11 @@ func alertsEndToEnd(t *testing.T, mode ingestion) {
 	}
 	t.Logf("namespaces: fill %s, healthy %s and %s, lifetime %s", fill.B.Name, healthy.A.Name, healthy.B.Name, life.B.Name)
 
-	s := startStack(t, []*nstest.Namespace{fill.B, healthy.A, healthy.B, life.B}, mode)
+	var pods []ksmPod
+	if mode.kubeStateMetrics {
+		pods = drillPods(life.AAddr, life.BAddr, healthy.AAddr)
+	}
+	s := startStack(t, []*nstest.Namespace{fill.B, healthy.A, healthy.B, life.B}, mode, pods)
 
 	t.Run("drills", func(t *testing.T) {
 		// Short connections in the healthy namespaces for as long as the
@@ -327,7 +361,38 @@ func alertsEndToEnd(t *testing.T, mode ingestion) {
 			{"Top churning sources", "A", life.B.Name, 0},
 			{"Top silent-end destinations", "A", life.B.Name, 0},
 			{"Entries by NAT kind", "A", fill.B.Name, 0},
+			// Pods where kube-state-metrics names them, addresses
+			// otherwise: data in both runs.
+			{"Pods by connection churn (address if no pod)", "A", life.B.Name, 0},
+			{"Pods whose connections die silently (address if no pod)", "A", life.B.Name, 0},
+			{"Pods by table entries (address if no pod)", "A", healthy.B.Name, 0},
+			// The fleet row ignores the namespace selection: the fill
+			// drill's node is the fleet's fullest, and it drops.
+			{"Fleet: nodes nearest to full", "A", fill.B.Name, 0.9},
+			{"Fleet: nodes dropping packets", "A", fill.B.Name, 0},
+			{"Fleet: nodes with the most silent ends", "A", life.B.Name, 0},
 		})
+	})
+	t.Run("kubernetes", func(t *testing.T) {
+		// The lifetime drill dials from life.A to life.B port 8081 and its
+		// flows die ESTABLISHED: life.A's address is the top source of
+		// flow ends in life.B, life.B's the top silent-end destination.
+		// The healthy pair's 8 idle connections from 198.18.0.1 make it a
+		// top source of healthy.B's table.
+		if !mode.kubeStateMetrics {
+			checkNoPodJoins(t, s, end)
+			checkPanelNames(t, s, end, "Pods by connection churn (address if no pod)", life.B.Name, life.AAddr)
+			checkPanelNames(t, s, end, "Pods whose connections die silently (address if no pod)", life.B.Name, life.BAddr)
+			checkPanelNames(t, s, end, "Pods by table entries (address if no pod)", healthy.B.Name, healthy.AAddr)
+			return
+		}
+		checkPodJoins(t, s, end, []wantJoin{
+			{rule: "netns:conntrack_flow_ends_top_source:pod", addrLabel: "source", addr: life.AAddr, netns: life.B.Name, namespace: "drill", pod: "client"},
+			{rule: "netns:conntrack_flow_silent_ends_top_destination:pod", addrLabel: "destination", addr: life.BAddr, port: "8081", netns: life.B.Name, namespace: "drill", pod: "server"},
+		}, healthy.AAddr, healthy.B.Name)
+		checkPanelNames(t, s, end, "Pods by connection churn (address if no pod)", life.B.Name, "drill/client "+life.AAddr)
+		checkPanelNames(t, s, end, "Pods whose connections die silently (address if no pod)", life.B.Name, "drill/server "+life.BAddr)
+		checkPanelNames(t, s, end, "Pods by table entries (address if no pod)", healthy.B.Name, healthy.AAddr)
 	})
 	t.Run("rules", func(t *testing.T) {
 		checkRuleHealth(t, s)
@@ -746,7 +811,8 @@ type ruleState struct {
 
 // checkRuleHealth fails for every rule whose last evaluation failed, for
 // example on a many-to-many match or a wrong type, and for a rule count
-// that differs from the rule file's.
+// that differs from the rule files' (the shipped rules and the Kubernetes
+// and fleet rules).
 func checkRuleHealth(t *testing.T, s *stack) {
 	raw, err := s.prom.get(context.Background(), "/api/v1/rules", nil)
 	if err != nil {
@@ -761,15 +827,18 @@ func checkRuleHealth(t *testing.T, s *stack) {
 	if err := json.Unmarshal(raw, &data); err != nil {
 		t.Fatal(err)
 	}
-	prod, err := alerts.Rules()
-	if err != nil {
-		t.Fatal(err)
+	want := 0
+	for _, read := range []func() ([]byte, error){alerts.Rules, alerts.KubernetesRules} {
+		prod, err := read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := alerts.Parse(prod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want += len(f.AlertingRules()) + len(f.RecordingRules())
 	}
-	f, err := alerts.Parse(prod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := len(f.AlertingRules()) + len(f.RecordingRules())
 	got := 0
 	for _, g := range data.Groups {
 		for _, r := range g.Rules {

@@ -160,8 +160,11 @@ type PrometheusConfig struct {
 	// Job is the scrape job name; Targets are its host:port targets.
 	Job     string
 	Targets []string
-	// Rules is the content of the one rule file.
-	Rules []byte
+	// MoreJobs are further scrape jobs, for example a kube-state-metrics
+	// stand-in.
+	MoreJobs []ScrapeJob
+	// Rules are the contents of the rule files, one file each.
+	Rules [][]byte
 	// Alertmanager is the host:port alerts are sent to.
 	Alertmanager string
 	// NativeHistograms starts Prometheus with
@@ -169,6 +172,12 @@ type PrometheusConfig struct {
 	// have native buckets as native histograms only, without their classic
 	// _bucket, _count and _sum series.
 	NativeHistograms bool
+}
+
+// ScrapeJob is one scrape job of static host:port targets.
+type ScrapeJob struct {
+	Job     string
+	Targets []string
 }
 
 // Prometheus is a running Prometheus server.
@@ -182,7 +191,20 @@ type Prometheus struct {
 func startPrometheus(t *testing.T, cfg PrometheusConfig) *Prometheus {
 	t.Helper()
 	dir := t.TempDir()
-	rules := writeFile(t, dir, "rules.yml", cfg.Rules)
+	var rules []string
+	for i, r := range cfg.Rules {
+		rules = append(rules, writeFile(t, dir, fmt.Sprintf("rules-%d.yml", i), r))
+	}
+	jobs := []any{map[string]any{
+		"job_name":       cfg.Job,
+		"static_configs": []any{map[string]any{"targets": cfg.Targets}},
+	}}
+	for _, j := range cfg.MoreJobs {
+		jobs = append(jobs, map[string]any{
+			"job_name":       j.Job,
+			"static_configs": []any{map[string]any{"targets": j.Targets}},
+		})
+	}
 	iv := model.Duration(cfg.ScrapeInterval).String()
 	conf := map[string]any{
 		"global": map[string]any{
@@ -190,17 +212,14 @@ func startPrometheus(t *testing.T, cfg PrometheusConfig) *Prometheus {
 			"scrape_timeout":      iv,
 			"evaluation_interval": iv,
 		},
-		"rule_files": []string{rules},
+		"rule_files": rules,
 		"alerting": map[string]any{
 			"alertmanagers": []any{map[string]any{
 				"api_version":    "v2",
 				"static_configs": []any{map[string]any{"targets": []string{cfg.Alertmanager}}},
 			}},
 		},
-		"scrape_configs": []any{map[string]any{
-			"job_name":       cfg.Job,
-			"static_configs": []any{map[string]any{"targets": cfg.Targets}},
-		}},
+		"scrape_configs": jobs,
 	}
 	path := writeFile(t, dir, "prometheus.yml", jsonConfig(t, conf))
 	p := &Prometheus{Addr: nstest.FreeLoopbackAddr(t)}

@@ -60,18 +60,28 @@ func knownNames(t *testing.T) map[string]bool {
 			known[h+s] = true
 		}
 	}
-	b, err := alerts.Rules()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rules, err := alerts.Parse(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range rules.RecordingRules() {
-		known[r.Record] = true
+	for _, read := range []func() ([]byte, error){alerts.Rules, alerts.KubernetesRules} {
+		b, err := read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rules, err := alerts.Parse(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rules.RecordingRules() {
+			known[r.Record] = true
+		}
 	}
 	return known
+}
+
+// isFleetRule says whether name is a fleet recording rule ("job:" level):
+// one series per cluster and job, or a few nodes of each. The fleet row
+// shows every exporter the data source sees, so its queries are not
+// filtered by the dashboard's instance and netns variables.
+func isFleetRule(name string) bool {
+	return strings.HasPrefix(name, "job:")
 }
 
 // dashboardFile returns the path of the repository's dashboard.
@@ -240,6 +250,12 @@ func TestQueriesUseKnownMetrics(t *testing.T) {
 			if !known[s.Name] {
 				t.Errorf("panel %q %s: unknown metric %q", q.PanelTitle, q.RefID, s.Name)
 			}
+			if isFleetRule(s.Name) {
+				if strings.Contains(s.Matchers, "$instance") || strings.Contains(s.Matchers, "$netns") {
+					t.Errorf("panel %q %s: fleet rule %s is filtered by the instance or netns variable: %s", q.PanelTitle, q.RefID, s.Name, s.Matchers)
+				}
+				continue
+			}
 			if !strings.Contains(s.Matchers, `instance=~"$instance"`) {
 				t.Errorf("panel %q %s: %s is not filtered by $instance", q.PanelTitle, q.RefID, s.Name)
 			}
@@ -311,6 +327,10 @@ func TestDashboardCoverage(t *testing.T) {
 		"conntrack_table_nat_entries", "conntrack_table_unreplied_entries",
 		"conntrack_table_evictable_entries", "conntrack_table_helper_entries",
 		"conntrack_flow_ends_top_source", "conntrack_flow_silent_ends_top_destination",
+		"netns:conntrack_table_top_source_entries:pod", "netns:conntrack_flow_ends_top_source:pod",
+		"netns:conntrack_flow_silent_ends_top_destination:pod",
+		"job:conntrack_fill_ratio:topk10", "job:conntrack_stat_drop:topk10_rate5m",
+		"job:conntrack_flow_silent_ends:topk10_sum_window",
 	} {
 		if !used[m] {
 			t.Errorf("no panel queries %s", m)
@@ -469,5 +489,47 @@ func TestRateInterval(t *testing.T) {
 		if got := grafana.RateInterval(tc.scrape, tc.step); got != tc.want {
 			t.Errorf("RateInterval(%v, %v) = %q; want %q", tc.scrape, tc.step, got, tc.want)
 		}
+	}
+}
+
+// TestPodPanelsFallBackToAddresses: a query that reads a Kubernetes ":pod"
+// recording rule also reads the exporter's family the rule joins, minus
+// the addresses the rule names, so that the panel shows addresses, and
+// not nothing, where no pod is known (no kube-state-metrics, host-network
+// pods, peers outside the cluster). The end-to-end run checks what the
+// queries return with and without kube_pod_info.
+func TestPodPanelsFallBackToAddresses(t *testing.T) {
+	queries, err := grafana.PanelQueries(dashboardFile(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, q := range queries {
+		names, err := grafana.MetricNames(q.Expr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range names {
+			if !strings.HasPrefix(name, "netns:") || !strings.HasSuffix(name, ":pod") {
+				continue
+			}
+			n++
+			family := strings.TrimSuffix(strings.TrimPrefix(name, "netns:"), ":pod")
+			if family == "conntrack_netns_info" {
+				continue
+			}
+			if !slices.Contains(names, family) {
+				t.Errorf("panel %q %s reads %s but not %s, the addresses it falls back to: %s", q.PanelTitle, q.RefID, name, family, q.Expr)
+			}
+			if !strings.Contains(q.Expr, "unless ignoring (namespace, pod)") || !strings.Contains(q.Expr, " or\n") {
+				t.Errorf("panel %q %s: want pods \"or\" the addresses \"unless ignoring (namespace, pod)\" a pod was joined to: %s", q.PanelTitle, q.RefID, q.Expr)
+			}
+			if !strings.Contains(q.LegendFormat, "{{who}}") {
+				t.Errorf("panel %q %s: legend %q does not show who (pod and address, or address)", q.PanelTitle, q.RefID, q.LegendFormat)
+			}
+		}
+	}
+	if n == 0 {
+		t.Error("no panel reads a :pod recording rule")
 	}
 }
