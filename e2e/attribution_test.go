@@ -147,51 +147,6 @@ func (w *destroyWatch) waitEnded(t *testing.T, ns *nstest.Namespace, n int) []en
 	}
 }
 
-// dialFrom opens a TCP connection from the local address from to addr
-// inside ns, without keepalive probes.
-func dialFrom(t *testing.T, ns *nstest.Namespace, from, addr string) *net.TCPConn {
-	t.Helper()
-	var c net.Conn
-	err := ns.Target().Do(func() error {
-		d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, KeepAlive: -1}
-		var err error
-		c, err = d.Dial("tcp", addr)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("dial %s from %s: %v", addr, from, err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c.(*net.TCPConn)
-}
-
-// closeAfterPeer accepts connections on l and closes each once its peer
-// has: an orderly FIN in both directions.
-func closeAfterPeer(l net.Listener) {
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			io.Copy(io.Discard, c)
-			c.Close()
-		}()
-	}
-}
-
-// holdIdle accepts connections on l and keeps them open and idle.
-func holdIdle(t *testing.T, l net.Listener) {
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		c.(*net.TCPConn).SetKeepAlive(false)
-		t.Cleanup(func() { c.Close() })
-	}
-}
-
 // shortClosingTimeouts makes entries of closed TCP connections expire
 // after 1 s in ns.
 func shortClosingTimeouts(t *testing.T, ns *nstest.Namespace) {
@@ -253,13 +208,13 @@ func TestDaemonFlowEndsTopSource(t *testing.T) {
 	d := startDaemon(t, "--conntrack.netns="+ns.Path, "--events.top-window=10m", "--events.top-k=2")
 
 	l := ns.Listen(t, "127.0.0.1:0")
-	go closeAfterPeer(l)
+	go nstest.CloseAfterPeer(l)
 	opened := map[string]int{"127.0.0.2": 30, "127.0.0.3": 3, "127.0.0.4": 3}
 	want := 0
 	for from, n := range opened {
 		want += n
 		for range n {
-			c := dialFrom(t, ns, from, l.Addr().String())
+			c := ns.DialFrom(t, from, l.Addr().String())
 			c.Close()
 		}
 	}
@@ -308,14 +263,14 @@ func TestDaemonSilentEndsTopDestination(t *testing.T) {
 
 	idle := ns.Listen(t, "127.0.0.1:0")
 	orderly := ns.Listen(t, "127.0.0.1:0")
-	go holdIdle(t, idle)
-	go closeAfterPeer(orderly)
+	go nstest.HoldIdle(t, idle)
+	go nstest.CloseAfterPeer(orderly)
 	const idleConns, orderlyConns = 4, 5
 	for range idleConns {
-		dialFrom(t, ns, "127.0.0.2", idle.Addr().String())
+		ns.DialFrom(t, "127.0.0.2", idle.Addr().String())
 	}
 	for range orderlyConns {
-		dialFrom(t, ns, "127.0.0.3", orderly.Addr().String()).Close()
+		ns.DialFrom(t, "127.0.0.3", orderly.Addr().String()).Close()
 	}
 	silentSeen := map[string]int{}
 	for _, e := range w.waitEnded(t, ns, idleConns+orderlyConns) {
@@ -364,14 +319,14 @@ func TestDaemonTableAttribution(t *testing.T) {
 }`)
 	for _, port := range []string{"21", "80"} {
 		l := p.B.Listen(t, net.JoinHostPort(p.BAddr, port))
-		go holdIdle(t, l)
+		go nstest.HoldIdle(t, l)
 	}
 	const ftp, dnat, syns = 3, 2, 4
 	for range ftp {
-		dialFrom(t, p.A, p.AAddr, net.JoinHostPort(p.BAddr, "21"))
+		p.A.DialFrom(t, p.AAddr, net.JoinHostPort(p.BAddr, "21"))
 	}
 	for range dnat {
-		dialFrom(t, p.A, p.AAddr, net.JoinHostPort(p.BAddr, "8080"))
+		p.A.DialFrom(t, p.AAddr, net.JoinHostPort(p.BAddr, "8080"))
 	}
 	for i := range syns {
 		if c, err := p.A.Dial(t, net.JoinHostPort(p.BAddr, "9"), 300*time.Millisecond); err == nil {

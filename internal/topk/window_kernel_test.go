@@ -2,7 +2,6 @@ package topk_test
 
 import (
 	"errors"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -15,50 +14,6 @@ import (
 	"github.com/ct-exporter/ct-exporter/internal/nstest"
 	"github.com/ct-exporter/ct-exporter/internal/topk"
 )
-
-// dialFrom opens a TCP connection from the local address from to addr
-// inside ns.
-func dialFrom(t *testing.T, ns *nstest.Namespace, from, addr string) *net.TCPConn {
-	t.Helper()
-	var c net.Conn
-	err := ns.Target().Do(func() error {
-		d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, KeepAlive: -1}
-		var err error
-		c, err = d.Dial("tcp", addr)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("dial %s from %s: %v", addr, from, err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c.(*net.TCPConn)
-}
-
-// echoClose accepts connections and closes each once its peer has.
-func echoClose(l net.Listener) {
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			io.Copy(io.Discard, c)
-			c.Close()
-		}()
-	}
-}
-
-// holdOpen accepts connections and keeps them open and idle.
-func holdOpen(t *testing.T, l net.Listener) {
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		c.(*net.TCPConn).SetKeepAlive(false)
-		t.Cleanup(func() { c.Close() })
-	}
-}
 
 // TestWindowKernelFlowEnds feeds the DESTROY events of real loopback
 // connections, decoded by ctnl.DecodeFlow, into a window of flow ends per
@@ -93,19 +48,19 @@ func TestWindowKernelFlowEnds(t *testing.T) {
 
 	orderly := ns.Listen(t, "127.0.0.1:0")
 	idle := ns.Listen(t, "127.0.0.1:0")
-	go echoClose(orderly)
-	go holdOpen(t, idle)
+	go nstest.CloseAfterPeer(orderly)
+	go nstest.HoldIdle(t, idle)
 	opened := map[string]int{"127.0.0.2": 20, "127.0.0.3": 2, "127.0.0.4": 2, "127.0.0.6": 2}
 	for from, n := range opened {
 		for range n {
-			c := dialFrom(t, ns, from, orderly.Addr().String())
+			c := ns.DialFrom(t, from, orderly.Addr().String())
 			c.Close()
 		}
 	}
 	const idleConns = 3
 	opened["127.0.0.5"] = idleConns
 	for range idleConns {
-		dialFrom(t, ns, "127.0.0.5", idle.Addr().String())
+		ns.DialFrom(t, "127.0.0.5", idle.Addr().String())
 	}
 	want := 0
 	for _, n := range opened {
