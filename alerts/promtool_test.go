@@ -6,39 +6,16 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ct-exporter/ct-exporter/internal/nstest"
 )
 
 // rulesFiles are the rule files in this directory: the exporter's rules
 // and alerts, and the Kubernetes and fleet recording rules.
 var rulesFiles = []string{"ct-exporter.rules.yml", "kubernetes.rules.yml"}
 
-// promtool returns the path of promtool. It fails the test in CI when
-// promtool is missing, and skips it elsewhere.
-func promtool(t *testing.T) string {
-	t.Helper()
-	p, err := exec.LookPath("promtool")
-	if err != nil {
-		if ci := os.Getenv("CI"); ci == "true" || ci == "1" {
-			t.Fatalf("promtool not found (apt-get install prometheus): %v", err)
-		}
-		t.Skipf("promtool not found: %v", err)
-	}
-	return p
-}
-
-func runPromtool(t *testing.T, dir string, args ...string) {
-	t.Helper()
-	cmd := exec.Command(promtool(t), args...)
-	cmd.Dir = dir
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	t.Logf("promtool %s:\n%s", strings.Join(args, " "), out)
-}
-
 func TestPromtoolCheckRules(t *testing.T) {
-	runPromtool(t, ".", append([]string{"check", "rules"}, rulesFiles...)...)
+	nstest.Promtool(t, ".", append([]string{"check", "rules"}, rulesFiles...)...)
 }
 
 func TestPromtoolTestRules(t *testing.T) {
@@ -46,7 +23,7 @@ func TestPromtoolTestRules(t *testing.T) {
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no promtool tests: %v", err)
 	}
-	runPromtool(t, ".", append([]string{"test", "rules"}, files...)...)
+	nstest.Promtool(t, ".", append([]string{"test", "rules"}, files...)...)
 }
 
 // TestPromtoolNativeHistogramInput says whether the installed promtool can
@@ -69,7 +46,7 @@ func TestPromtoolNativeHistogramInput(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cmd := exec.Command(promtool(t), "test", "rules", "t.yml")
+	cmd := exec.Command(nstest.PromtoolPath(t), "test", "rules", "t.yml")
 	cmd.Dir = dir
 	out, err := cmd.CombinedOutput()
 	switch {
