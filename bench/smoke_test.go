@@ -44,7 +44,8 @@ func (w *testLog) Write(p []byte) (int, error) {
 // and that the drill left no namespace behind.
 func TestDrillsSmoke(t *testing.T) {
 	nstest.RequireRoot(t, "conntrack", GNUTime)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	// A budget for every drill together, generous for a loaded machine.
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	binary, err := lab.BuildExporter(ctx, t.TempDir())
 	if err != nil {
