@@ -50,6 +50,7 @@ type serveCommand struct {
 	namespaces             *namespaceFlags
 	table                  tableFlags
 	events                 eventsFlags
+	enablePprof            bool
 }
 
 // eventsFlags configure the DESTROY-event subscribers.
@@ -142,6 +143,7 @@ func newServeCommand(app *kingpin.Application, common *commonFlags) *serveComman
 		Default(topk.DefaultWindow.String()).DurationVar(&s.events.topWindow)
 	s.cmd.Flag("events.top-k", "Top sources of flow ends and destinations of silent ends named per namespace, plus one \"other\" series with the rest; 0 leaves out these series.").
 		Default(strconv.Itoa(topk.DefaultK)).IntVar(&s.events.topK)
+	addPprofFlag(s.cmd, &s.enablePprof)
 	return s
 }
 
@@ -255,6 +257,9 @@ func (s *serveCommand) run(_ io.Writer, stderr io.Writer) int {
 	ok := func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "OK") }
 	mux.HandleFunc("/-/healthy", ok)
 	mux.HandleFunc("/-/ready", ok)
+	if s.enablePprof {
+		handlePprof(mux)
+	}
 	if s.telemetryPath != "/" {
 		landing, err := web.NewLandingPage(web.LandingConfig{
 			Name:        "ct-exporter",

@@ -25,7 +25,9 @@ func (KernelStats) Stats(ctx context.Context, target netns.Target) (ctnl.Snapsho
 // StatsSockets is the StatsSource and Watcher that keeps one ctnetlink
 // socket open per watched namespace, opened inside the namespace when it
 // is watched, and reads the statistics through it: a scrape neither
-// enters the namespace nor opens a socket. A socket whose read fails (a
+// enters the namespace nor opens a socket; it only checks that the
+// target's path still names the socket's namespace (a vanished namespace
+// fails, a replaced one gets a new socket). A socket whose read fails (a
 // timeout may leave a late reply in it) is closed, and the next read
 // opens a new one. A namespace that is not watched is read with a socket
 // of its own, as KernelStats does.
@@ -92,6 +94,17 @@ func (s *StatsSockets) Stats(ctx context.Context, target netns.Target) (ctnl.Sna
 	defer sock.mu.Unlock()
 	if sock.closed {
 		return ctnl.ReadSnapshot(ctx, target)
+	}
+	// The path must still name the namespace the socket lives in: a
+	// namespace that vanished fails its reads, and one replaced under the
+	// same path gets a new socket (and its counters start again).
+	ino, err := target.Inode()
+	if err != nil {
+		sock.close()
+		return ctnl.Snapshot{}, err
+	}
+	if sock.conn != nil && sock.inode != ino {
+		sock.close()
 	}
 	if sock.conn == nil {
 		if err := sock.open(target); err != nil {
