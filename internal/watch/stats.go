@@ -98,7 +98,7 @@ func (s *StatsSockets) Stats(ctx context.Context, target netns.Target) (ctnl.Sna
 	// The path must still name the namespace the socket lives in: a
 	// namespace that vanished fails its reads, and one replaced under the
 	// same path gets a new socket (and its counters start again).
-	ino, err := target.Inode()
+	ino, err := target.PathInode()
 	if err != nil {
 		sock.close()
 		return ctnl.Snapshot{}, err
