@@ -48,21 +48,16 @@ type DumpInfo struct {
 // Dump streams the conntrack table of the namespace, IPv4 and IPv6, one
 // entry at a time: fn is called with the body of every entry message
 // (the nfgenmsg header followed by the CTA_* attributes) as the datagrams
-// arrive. data aliases a receive buffer that is reused during the dump:
+// arrive. data aliases a receive buffer that is reused for the whole dump:
 // it is valid only during the call and fn must not keep it. Nothing is
-// allocated per entry. fn is called from the calling goroutine, one entry
-// after the other.
+// allocated per entry.
 //
-// The kernel produces the next datagram of a dump inside the read of the
-// previous one. Dump reads on a goroutine of its own while fn handles
-// the datagram before, so the kernel's work and the decoding overlap: a
-// dump takes about as long as the longer of the two, not their sum. It
-// needs dumpBuffers buffers of 64 KiB, allocated once per dump, and no
-// large socket buffer. When fn returns an error the dump stops and Dump
-// returns that error. After any error the rest of the dump may still be
-// queued on the socket: close the Conn. The context's deadline, or its
-// cancellation, ends a dump in progress with an error wrapping the
-// context's error.
+// The kernel produces the next datagram only when the previous one has
+// been read, so a dump of any size needs one 64 KiB buffer, allocated once
+// per dump, and no large socket buffer. When fn returns an error the dump stops and Dump returns
+// that error. After any error the rest of the dump may still be queued on
+// the socket: close the Conn. The context's deadline, or its cancellation,
+// ends a dump in progress with an error wrapping the context's error.
 func (c *Conn) Dump(ctx context.Context, fn func(data []byte) error) (DumpInfo, error) {
 	if err := c.setDeadline(ctx); err != nil {
 		return DumpInfo{}, fmt.Errorf("netns %s: table dump: %w", c.target, err)
@@ -70,6 +65,7 @@ func (c *Conn) Dump(ctx context.Context, fn func(data []byte) error) (DumpInfo, 
 	// Cancellation without a deadline must also end a blocked read.
 	stop := context.AfterFunc(ctx, func() { _ = c.nl.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
+
 	req := netlink.Message{
 		Header: netlink.Header{Type: msgType(msgCTGet), Flags: netlink.Request | netlink.Dump},
 		Data:   nfgenmsgRequest(),
@@ -78,110 +74,21 @@ func (c *Conn) Dump(ctx context.Context, fn func(data []byte) error) (DumpInfo, 
 	if err != nil {
 		return DumpInfo{}, fmt.Errorf("netns %s: table dump request: %w", c.target, wrapPermission(err))
 	}
-	r := newDumpReader(c, sent.Header.Sequence)
-	defer r.stop()
+	buf := make([]byte, dumpBufSize)
 	p := dumpParser{seq: sent.Header.Sequence}
 	for !p.done {
-		d, ok := <-r.full
-		if !ok {
-			// The reader saw the end but the parser did not: it cannot
-			// happen, both follow the same messages.
-			return p.info, fmt.Errorf("netns %s: table dump after %d entries: reader ended early: %w", c.target, p.info.Entries, ErrMalformed)
-		}
-		if d.err != nil {
-			err := d.err
+		n, err := recvDatagram(c, buf)
+		if err != nil {
 			if ctx.Err() != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 				err = fmt.Errorf("%w (%w)", ctx.Err(), err)
 			}
 			return p.info, fmt.Errorf("netns %s: table dump after %d entries: %w", c.target, p.info.Entries, err)
 		}
-		err := p.feed(d.buf[:d.n], fn)
-		r.free <- d.buf
-		if err != nil {
+		if err := p.feed(buf[:n], fn); err != nil {
 			return p.info, fmt.Errorf("netns %s: table dump after %d entries: %w", c.target, p.info.Entries, err)
 		}
 	}
 	return p.info, nil
-}
-
-// dumpBuffers is how many receive buffers a dump cycles through: one
-// being read into, one being decoded, one spare.
-const dumpBuffers = 3
-
-// datagram is one read of a dumpReader: n bytes of buf, or an error.
-type datagram struct {
-	buf []byte
-	n   int
-	err error
-}
-
-// dumpReader reads the datagrams of one dump on a goroutine of its own
-// into buffers it gets back from the decoder. It stops after the last
-// datagram of the dump, the first error, or stop.
-type dumpReader struct {
-	c    *Conn
-	full chan datagram
-	free chan []byte
-	quit chan struct{}
-	done chan struct{}
-}
-
-// newDumpReader starts reading the reply to the dump request seq.
-func newDumpReader(c *Conn, seq uint32) *dumpReader {
-	r := &dumpReader{
-		c:    c,
-		full: make(chan datagram, dumpBuffers),
-		free: make(chan []byte, dumpBuffers),
-		quit: make(chan struct{}),
-		done: make(chan struct{}),
-	}
-	for range dumpBuffers {
-		r.free <- make([]byte, dumpBufSize)
-	}
-	go r.run(seq)
-	return r
-}
-
-// run reads until the end of the dump. It follows the messages with a
-// parser of its own that only looks for the end, so that it does not
-// wait for a datagram that will never come.
-func (r *dumpReader) run(seq uint32) {
-	defer close(r.done)
-	defer close(r.full)
-	end := dumpParser{seq: seq}
-	skip := func([]byte) error { return nil }
-	for !end.done {
-		var buf []byte
-		select {
-		case buf = <-r.free:
-		case <-r.quit:
-			return
-		}
-		n, err := recvDatagram(r.c, buf)
-		r.full <- datagram{buf: buf, n: n, err: err}
-		if err != nil {
-			return
-		}
-		if end.feed(buf[:n], skip) != nil {
-			return // the decoder sees the same error
-		}
-	}
-}
-
-// stop ends the reader, also while it waits for a datagram, and waits
-// for it: after stop no buffer is in use.
-func (r *dumpReader) stop() {
-	close(r.quit)
-	select {
-	case <-r.done:
-		return
-	default:
-	}
-	// A read in progress ends with the socket's deadline.
-	_ = r.c.nl.SetReadDeadline(time.Unix(1, 0))
-	for range r.full { // drain, so that the reader never blocks on a send
-	}
-	<-r.done
 }
 
 // recvDatagram reads one datagram into buf, honouring the socket deadline,
