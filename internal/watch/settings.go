@@ -33,6 +33,13 @@ type SysctlSource interface {
 	ReadIPv4(ctx context.Context, target netns.Target, names ...string) (sysctl.Values, error)
 }
 
+// bothReader is a SysctlSource that reads the conntrack and the IPv4
+// sysctls entering the namespace once; sysctl.Reader is one. Each entry
+// costs a thread of its own, thrown away afterwards.
+type bothReader interface {
+	ReadBoth(ctx context.Context, target netns.Target, conntrack, ipv4 []string) (sysctl.Values, sysctl.Values, error)
+}
+
 // SettingsOptions configure Settings.
 type SettingsOptions struct {
 	// Interval is the time between two readings of a namespace; the
@@ -229,11 +236,15 @@ func (s *Settings) readOnce(ctx context.Context, target netns.Target, w *setting
 	at := time.Now()
 	next := &SettingsReading{At: at}
 	var err error
-	next.Conntrack, err = s.opts.Source.Read(ctx, target, s.opts.Conntrack...)
-	if err == nil {
-		next.IPv4, err = s.opts.Source.ReadIPv4(ctx, target, s.opts.IPv4...)
-		if err != nil {
-			err = fmt.Errorf("keepalive: %w", err)
+	if both, ok := s.opts.Source.(bothReader); ok {
+		next.Conntrack, next.IPv4, err = both.ReadBoth(ctx, target, s.opts.Conntrack, s.opts.IPv4)
+	} else {
+		next.Conntrack, err = s.opts.Source.Read(ctx, target, s.opts.Conntrack...)
+		if err == nil {
+			next.IPv4, err = s.opts.Source.ReadIPv4(ctx, target, s.opts.IPv4...)
+			if err != nil {
+				err = fmt.Errorf("keepalive: %w", err)
+			}
 		}
 	}
 	if err != nil {
