@@ -140,6 +140,27 @@ type Result struct {
 	Rows  []Row    `json:"rows"`
 	// Notes say what a reader needs to read the rows right.
 	Notes []string `json:"notes,omitempty"`
+	// Series are measures sampled over the run (the soak drill's memory,
+	// goroutines and open files), each drawn as a panel over time.
+	Series []TimeSeries `json:"series,omitempty"`
+}
+
+// TimeSeries is one measure sampled over a run.
+type TimeSeries struct {
+	// Name names the measure.
+	Name string `json:"name"`
+	// Unit is the unit of the values, as in Row.
+	Unit string `json:"unit,omitempty"`
+	// Seconds are the times of the samples since the run started.
+	Seconds []float64 `json:"seconds"`
+	// Values are the samples.
+	Values []float64 `json:"values"`
+}
+
+// Add appends one sample.
+func (s *TimeSeries) Add(at time.Duration, v float64) {
+	s.Seconds = append(s.Seconds, at.Seconds())
+	s.Values = append(s.Values, v)
 }
 
 // AddFact appends a fact.
@@ -235,7 +256,7 @@ type Drill interface {
 
 // Drills returns every drill, in the order the tool lists them.
 func Drills() []Drill {
-	return []Drill{Burst{}, Churn{}, Fill{}, Scan{}, IdleExpiry{}, Namespaces{}}
+	return []Drill{Burst{}, Churn{}, Fill{}, Scan{}, IdleExpiry{}, Namespaces{}, Soak{}}
 }
 
 // Run runs drill d with parameters p (zero fields from its defaults) and

@@ -141,6 +141,41 @@ func (l *Lab) Expose(dir string, ns *lab.Namespace) error {
 	return nil
 }
 
+// Unexpose takes the namespace out of dir again, as a container runtime
+// does when a pod goes: it unmounts its file and removes it.
+func (l *Lab) Unexpose(dir string, ns *lab.Namespace) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return errors.New("lab is closed")
+	}
+	dst := filepath.Join(dir, ns.Name)
+	if _, err := lab.CombinedOutput("umount", dst); err != nil {
+		return fmt.Errorf("unexpose %s: %w", ns.Name, err)
+	}
+	for i, m := range l.mounts {
+		if m == dst {
+			l.mounts = append(l.mounts[:i], l.mounts[i+1:]...)
+			break
+		}
+	}
+	if err := os.Remove(dst); err != nil {
+		return fmt.Errorf("unexpose %s: %w", ns.Name, err)
+	}
+	return nil
+}
+
+// RemoveNamespace deletes a namespace the Lab created before Close does;
+// Close does not try again.
+func (l *Lab) RemoveNamespace(ns *lab.Namespace) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := ns.Remove(); err != nil {
+		return fmt.Errorf("remove namespace %s: %w", ns.Name, err)
+	}
+	return nil
+}
+
 // Created returns the paths of the namespaces the Lab created.
 func (l *Lab) Created() []string {
 	l.mu.Lock()

@@ -148,6 +148,7 @@ func (Namespaces) Run(ctx context.Context, env *Env, p Params) (*Result, error) 
 		NewRow("open fds", "fds", many.fds, AnchorOwnOnly, own.fds),
 		NewRow("threads", "threads", many.threads, AnchorOwnOnly, own.threads),
 		NewRow("idle CPU, share of a core", "%", 100*many.idleCPU, AnchorOwnOnly, 100*own.idleCPU),
+		NewRow("idle CPU per watched namespace, share of a core", "%", 100*many.idleCPU/many.watched, AnchorOwnOnly, 100*own.idleCPU/own.watched),
 	)
 	r.Notes = append(r.Notes,
 		fmt.Sprintf("Each exporter: --conntrack.netns-discover on a directory of bind-mounted namespace files, default collectors; 5 warm-up scrapes, then %d scrapes one after the other, timed from request to the body read; CPU per scrape from /proc/PID/stat over them; goroutines and open fds the lowest of 5 scrapes (they count the scrape being served); RSS, peak RSS and threads from /proc/PID/status; idle CPU over --duration without scrapes.", namespaceScrapes),

@@ -83,6 +83,25 @@ func panels(results []*Result) []panel {
 	return out
 }
 
+// timePanels builds one panel per sampled series of each result, over
+// minutes since the run started.
+func timePanels(results []*Result) []panel {
+	var out []panel
+	for _, r := range results {
+		for _, ts := range r.Series {
+			s := series{name: "ct-exporter", ys: ts.Values}
+			for _, sec := range ts.Seconds {
+				s.xs = append(s.xs, sec/60)
+			}
+			if len(s.xs) == 0 {
+				continue
+			}
+			out = append(out, panel{title: r.Drill + ": " + ts.Name, xLabel: "minutes since the start", unit: ts.Unit, series: []series{s}})
+		}
+	}
+	return out
+}
+
 func containsX(xs []float64, x float64) bool {
 	for _, v := range xs {
 		if v == x {
@@ -96,7 +115,7 @@ func containsX(xs []float64, x float64) bool {
 // charts, one per drill and plotted metric, logarithmic axes when the
 // values span more than a factor of 20.
 func WriteSVG(w io.Writer, title string, results []*Result) error {
-	ps := panels(results)
+	ps := append(panels(results), timePanels(results)...)
 	if len(ps) == 0 {
 		return fmt.Errorf("plot: no results of a drill with plotted metrics")
 	}

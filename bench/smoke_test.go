@@ -290,6 +290,27 @@ var smokeChecks = map[string]func(t *testing.T, r *Result){
 			t.Errorf("series: %v watching %v namespaces, %v watching one", *s.Exporter, *watched.Exporter, *s.AnchorValue)
 		}
 	},
+	"soak": func(t *testing.T, r *Result) {
+		// Every DESTROY event sent was received or counted as lost.
+		same(t, r, "DESTROY events received + lost, connections", AnchorEvents+" received + socket drops")
+		if b := same(t, r, "DESTROY events received + lost, bursts", "entries removed"); *b.AnchorValue == 0 {
+			t.Error("no burst in the soak")
+		}
+		for _, m := range []string{"counters that went backwards", "failed scrapes"} {
+			if got := row(t, r, m, ""); *got.Exporter != 0 {
+				t.Errorf("%s: %v (%v)", m, *got.Exporter, r.Notes)
+			}
+		}
+		if got := fact(t, r, "namespaces that appeared"); got < 1 {
+			t.Errorf("%v namespaces appeared", got)
+		}
+		if got := fact(t, r, "scrapes"); got < 1 {
+			t.Errorf("%v scrapes", got)
+		}
+		if len(r.Series) == 0 || len(r.Series[0].Values) < 2 {
+			t.Errorf("series: %+v", r.Series)
+		}
+	},
 	"scan": func(t *testing.T, r *Result) {
 		size := float64(r.Params.Size)
 		for _, a := range []string{AnchorList, AnchorTiMo, AnchorFloor} {

@@ -4,7 +4,8 @@
 //
 // Each concern (kernel statistics, sysctl settings, lifetime events, table
 // breakdown) is one Collector. The Exporter runs every Collector for every
-// watched namespace on each scrape, concurrently, and reports
+// watched namespace on each scrape, concurrently on a bounded number of
+// goroutines, and reports
 // conntrack_exporter_collector_success and
 // conntrack_exporter_collector_duration_seconds for each pair. A failing
 // Collector costs its own metrics, never the scrape. NetnsCollector
@@ -14,6 +15,7 @@ package collector
 
 import (
 	"context"
+	"runtime"
 	"sort"
 	"sync"
 	"time"
@@ -85,32 +87,57 @@ func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-// Collect implements prometheus.Collector.
+// Collect implements prometheus.Collector. The pairs of collector and
+// target run on a bounded number of goroutines, whatever the number of
+// namespaces; every pair's time limit counts from the start of the
+// scrape, so a scrape never waits longer than the timeout.
 func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 	names := make([]string, 0, len(e.collectors))
 	for name := range e.collectors {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	var wg sync.WaitGroup
-	for _, target := range e.targets() {
+	var deadline time.Time
+	if e.timeout > 0 {
+		deadline = time.Now().Add(e.timeout)
+	}
+	targets := e.targets()
+	type pair struct {
+		name   string
+		target netns.Target
+	}
+	pairs := make(chan pair, len(targets)*len(names))
+	for _, target := range targets {
 		for _, name := range names {
-			wg.Add(1)
-			go func(name string, target netns.Target) {
-				defer wg.Done()
-				e.run(name, target, ch)
-			}(name, target)
+			pairs <- pair{name, target}
 		}
+	}
+	close(pairs)
+	var wg sync.WaitGroup
+	for range min(len(targets)*len(names), collectWorkers()) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p := range pairs {
+				e.run(p.name, p.target, deadline, ch)
+			}
+		}()
 	}
 	wg.Wait()
 }
 
+// collectWorkers is how many goroutines run the pairs of one scrape:
+// enough to overlap the waits on the kernel, few enough not to pay a
+// goroutine per pair.
+func collectWorkers() int { return max(4, 2*runtime.GOMAXPROCS(0)) }
+
 // run updates one collector for one target and reports how it went.
-func (e *Exporter) run(name string, target netns.Target, ch chan<- prometheus.Metric) {
+// A zero deadline means no time limit.
+func (e *Exporter) run(name string, target netns.Target, deadline time.Time, ch chan<- prometheus.Metric) {
 	ctx := context.Background()
-	if e.timeout > 0 {
+	if !deadline.IsZero() {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, e.timeout)
+		ctx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
 	}
 	start := time.Now()

@@ -3,6 +3,7 @@ package collector
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -54,6 +55,15 @@ var keepaliveSettings = []scalarSetting{
 	{sysctl.KeepaliveProbes, "tcp_keepalive_probes", "net.ipv4.tcp_keepalive_probes: unanswered keepalive probes before the connection is dropped."},
 }
 
+// SettingsAger is a SysctlReader that serves readings taken earlier, in
+// the background; *watch.Settings is one. With it, the SettingsCollector
+// also exports how old the reading it served is.
+type SettingsAger interface {
+	// Age returns the age of the reading served for target; ok is false
+	// when there is none.
+	Age(target netns.Target) (age time.Duration, ok bool)
+}
+
 // SettingsCollector exports the conntrack sysctls that explain the
 // table's behaviour: timeouts, hash size, events, timestamps, accounting
 // and TCP tracking leniency, and the namespace's TCP keepalive settings.
@@ -64,9 +74,13 @@ type SettingsCollector struct {
 	udp       *prometheus.Desc
 	scalars   []*prometheus.Desc
 	keepalive []*prometheus.Desc
+	ager      SettingsAger
+	age       *prometheus.Desc
 }
 
 // NewSettingsCollector returns a SettingsCollector reading from source.
+// When source is a SettingsAger, the collector also exports
+// conntrack_exporter_settings_age_seconds.
 func NewSettingsCollector(source SysctlReader) *SettingsCollector {
 	c := &SettingsCollector{
 		source:    source,
@@ -84,6 +98,12 @@ func NewSettingsCollector(source SysctlReader) *SettingsCollector {
 	for _, s := range keepaliveSettings {
 		c.keepalive = append(c.keepalive, prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "", s.metric), s.help, []string{NetnsLabel}, nil))
 	}
+	if ager, ok := source.(SettingsAger); ok {
+		c.ager = ager
+		c.age = prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "exporter", "settings_age_seconds"),
+			"Age of the sysctl reading the settings metrics of the namespace come from: the exporter reads them in the background, not on each scrape.",
+			[]string{NetnsLabel}, nil)
+	}
 	return c
 }
 
@@ -96,6 +116,9 @@ func (c *SettingsCollector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	for _, d := range c.keepalive {
 		ch <- d
+	}
+	if c.age != nil {
+		ch <- c.age
 	}
 }
 
@@ -127,6 +150,11 @@ func (c *SettingsCollector) Update(ctx context.Context, target netns.Target, ch 
 	for i, s := range keepaliveSettings {
 		if v, ok := keepalive[s.sysctl]; ok {
 			ch <- prometheus.MustNewConstMetric(c.keepalive[i], prometheus.GaugeValue, float64(v), target.Name)
+		}
+	}
+	if c.ager != nil {
+		if age, ok := c.ager.Age(target); ok {
+			ch <- prometheus.MustNewConstMetric(c.age, prometheus.GaugeValue, age.Seconds(), target.Name)
 		}
 	}
 	return nil

@@ -1,16 +1,20 @@
 package collector
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ct-exporter/ct-exporter/internal/netns"
 	"github.com/ct-exporter/ct-exporter/internal/nstest"
 	"github.com/ct-exporter/ct-exporter/internal/sysctl"
+	"github.com/ct-exporter/ct-exporter/internal/watch"
 )
 
 func writeSysctls(t *testing.T, values map[string]string) string {
@@ -124,5 +128,48 @@ conntrack_tcp_keepalive_time_seconds{netns="` + ns.Name + `"} 240
 	}
 	if c.err != nil {
 		t.Fatal(c.err)
+	}
+}
+
+// TestSettingsCollectorServesTheBackgroundReading serves settings read
+// when the namespace was watched: a change of the sysctl afterwards shows
+// only at the next reading, and the age of the reading is exported.
+func TestSettingsCollectorServesTheBackgroundReading(t *testing.T) {
+	dir := writeSysctls(t, map[string]string{"nf_conntrack_events": "1"})
+	ipv4 := writeSysctls(t, map[string]string{"tcp_keepalive_time": "7200"})
+	settings := watch.NewSettings(watch.SettingsOptions{
+		Source:   sysctl.Reader{Dir: dir, IPv4Dir: ipv4},
+		Interval: time.Hour,
+	})
+	target := netns.Self()
+	c := &oneTarget{c: NewSettingsCollector(settings), target: target}
+	// Not watched: no reading to serve.
+	if n := testutil.CollectAndCount(c); n != 0 || !errors.Is(c.err, watch.ErrNotWatched) {
+		t.Fatalf("%d metrics, error %v; want none and ErrNotWatched", n, c.err)
+	}
+	if err := settings.Watch(context.Background(), target); err != nil {
+		t.Fatal(err)
+	}
+	defer settings.Forget(target)
+	if err := os.WriteFile(filepath.Join(dir, "nf_conntrack_events"), []byte("2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := `# HELP conntrack_events_mode nf_conntrack_events: 0 off, 1 on, 2 on only for flows created while a listener exists.
+# TYPE conntrack_events_mode gauge
+conntrack_events_mode{netns="self"} 1
+# HELP conntrack_tcp_keepalive_time_seconds net.ipv4.tcp_keepalive_time: idle time before the first TCP keepalive probe, for sockets that enable keepalive without their own value. Above a middlebox idle timeout, idle connections are dropped silently.
+# TYPE conntrack_tcp_keepalive_time_seconds gauge
+conntrack_tcp_keepalive_time_seconds{netns="self"} 7200
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "conntrack_events_mode", "conntrack_tcp_keepalive_time_seconds"); err != nil {
+		t.Fatal(err)
+	}
+	if c.err != nil {
+		t.Fatal(c.err)
+	}
+	vals := gather(t, c.c, target)
+	age, ok := vals["conntrack_exporter_settings_age_seconds"]
+	if !ok || age < 0 || age > 3600 {
+		t.Fatalf("settings age %v (exported: %v), want the age of the reading", age, ok)
 	}
 }

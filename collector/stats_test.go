@@ -3,11 +3,13 @@ package collector
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -181,5 +183,58 @@ conntrack_exporter_collector_success{collector="stats",netns="self"} 0
 `
 	if err := testutil.CollectAndCompare(e, strings.NewReader(want), "conntrack_entries", "conntrack_exporter_collector_success"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// deadlineRecorder records the deadline of each Update and fails it.
+type deadlineRecorder struct {
+	mu        sync.Mutex
+	deadlines map[time.Time]int
+	running   int
+	most      int
+}
+
+func (d *deadlineRecorder) Describe(chan<- *prometheus.Desc) {}
+
+func (d *deadlineRecorder) Update(ctx context.Context, _ netns.Target, _ chan<- prometheus.Metric) error {
+	dl, ok := ctx.Deadline()
+	d.mu.Lock()
+	if ok {
+		d.deadlines[dl]++
+	}
+	d.running++
+	d.most = max(d.most, d.running)
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		d.running--
+		d.mu.Unlock()
+	}()
+	return errors.New("recorded")
+}
+
+// TestExporterBoundedWorkersOneDeadline runs many namespaces: every pair
+// of collector and namespace is run once, on no more goroutines than the
+// bound, and all of them share the deadline of the scrape.
+func TestExporterBoundedWorkersOneDeadline(t *testing.T) {
+	rec := &deadlineRecorder{deadlines: map[time.Time]int{}}
+	var targets []netns.Target
+	for i := range 100 {
+		targets = append(targets, netns.Target{Name: fmt.Sprintf("ns%d", i), Path: fmt.Sprintf("/run/netns/ns%d", i)})
+	}
+	e := NewExporter(map[string]Collector{"a": rec, "b": rec}, func() []netns.Target { return targets }, time.Minute, zap.NewNop())
+	if n := testutil.CollectAndCount(e, "conntrack_exporter_collector_success"); n != 200 {
+		t.Fatalf("%d success series, want 200", n)
+	}
+	if len(rec.deadlines) != 1 {
+		t.Fatalf("%d different deadlines in one scrape, want 1", len(rec.deadlines))
+	}
+	for _, n := range rec.deadlines {
+		if n != 200 {
+			t.Fatalf("%d updates had the deadline, want 200", n)
+		}
+	}
+	if rec.most > collectWorkers() {
+		t.Fatalf("%d updates at once, want at most %d", rec.most, collectWorkers())
 	}
 }

@@ -29,7 +29,6 @@ import (
 	"github.com/ct-exporter/ct-exporter/internal/caps"
 	"github.com/ct-exporter/ct-exporter/internal/logging"
 	"github.com/ct-exporter/ct-exporter/internal/preflight"
-	"github.com/ct-exporter/ct-exporter/internal/sysctl"
 	"github.com/ct-exporter/ct-exporter/internal/tablescan"
 	"github.com/ct-exporter/ct-exporter/internal/topk"
 	"github.com/ct-exporter/ct-exporter/internal/watch"
@@ -47,6 +46,7 @@ type serveCommand struct {
 	disableExporterMetrics bool
 	maxRequests            int
 	scrapeTimeout          time.Duration
+	settingsInterval       time.Duration
 	namespaces             *namespaceFlags
 	table                  tableFlags
 	events                 eventsFlags
@@ -122,6 +122,8 @@ func newServeCommand(app *kingpin.Application, common *commonFlags) *serveComman
 		Default("40").IntVar(&s.maxRequests)
 	s.cmd.Flag("collector.timeout", "Time limit of one collector for one namespace on a scrape.").
 		Default("10s").DurationVar(&s.scrapeTimeout)
+	s.cmd.Flag("collector.settings-interval", "Time between two readings of each namespace's sysctls (the first when the namespace is watched); scrapes serve the last reading, conntrack_exporter_settings_age_seconds says how old it is.").
+		Default(watch.DefaultSettingsInterval.String()).DurationVar(&s.settingsInterval)
 	s.namespaces = addNamespaceFlags(s.cmd)
 	s.cmd.Flag("table.interval", "Time between two scans of each namespace's conntrack table (the first runs at startup); scrapes serve the last scan. 0 disables the table breakdown.").
 		Default("60s").DurationVar(&s.table.interval)
@@ -161,6 +163,10 @@ func (s *serveCommand) run(_ io.Writer, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ct-exporter: error: %v\n", err)
 		return exitUsage
 	}
+	if s.settingsInterval <= 0 {
+		fmt.Fprintf(stderr, "ct-exporter: error: --collector.settings-interval=%s must be positive\n", s.settingsInterval)
+		return exitUsage
+	}
 	if err := s.events.validate(); err != nil {
 		fmt.Fprintf(stderr, "ct-exporter: error: %v\n", err)
 		return exitUsage
@@ -188,7 +194,15 @@ func (s *serveCommand) run(_ io.Writer, stderr io.Writer) int {
 
 	// What runs per namespace (package watch), and the collectors that
 	// read it.
-	stats := watch.NewStatsTotals(watch.KernelStats{})
+	// Statistics through one socket per namespace, opened when it is
+	// watched; settings read in the background, not on each scrape.
+	statsSockets := watch.NewStatsSockets()
+	stats := watch.NewStatsTotals(statsSockets)
+	settings := watch.NewSettings(watch.SettingsOptions{
+		Interval: s.settingsInterval,
+		Timeout:  s.scrapeTimeout,
+		Logger:   logger.With(zap.String("collector", "settings")),
+	})
 	subscribers := watch.NewSubscribers(watch.SubscriberStarter(events.Config{
 		BufferSize:       int(s.events.bufferSize),
 		FlowTableSize:    s.events.flowTableSize,
@@ -198,10 +212,10 @@ func (s *serveCommand) run(_ io.Writer, stderr io.Writer) int {
 	}), collector.NewLifetimeSink)
 	collectors := map[string]collector.Collector{
 		"stats":              collector.NewStatsCollector(stats),
-		"settings":           collector.NewSettingsCollector(sysctl.Reader{}),
+		"settings":           collector.NewSettingsCollector(settings),
 		collector.EventsName: collector.NewEventsCollector(subscribers, s.events.topK),
 	}
-	watchers := map[string]watch.Watcher{collector.EventsName: subscribers}
+	watchers := map[string]watch.Watcher{collector.EventsName: subscribers, "settings": settings, "stats": statsSockets}
 	if s.table.interval > 0 {
 		scans := watch.NewTableScans(watch.TableScanOptions{
 			Interval: s.table.interval,

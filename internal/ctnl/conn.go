@@ -174,6 +174,13 @@ func ReadSnapshot(ctx context.Context, target netns.Target) (Snapshot, error) {
 		return Snapshot{}, err
 	}
 	defer c.Close()
+	return c.Snapshot(ctx, ino)
+}
+
+// Snapshot asks for the global and per-CPU statistics of the socket's
+// namespace, whose inode the caller gives; a socket keeps the namespace
+// it was opened in, so a long-lived socket reads without entering it.
+func (c *Conn) Snapshot(ctx context.Context, inode uint64) (Snapshot, error) {
 	g, err := c.GlobalStats(ctx)
 	if err != nil {
 		return Snapshot{}, err
@@ -182,5 +189,5 @@ func ReadSnapshot(ctx context.Context, target netns.Target) (Snapshot, error) {
 	if err != nil {
 		return Snapshot{}, err
 	}
-	return Snapshot{Inode: ino, Global: g, CPUs: cpus}, nil
+	return Snapshot{Inode: inode, Global: g, CPUs: cpus}, nil
 }

@@ -153,6 +153,26 @@ func (t Target) Inode() (uint64, error) {
 	return st.Ino, nil
 }
 
+// PathInode returns the inode of what the path of t names now, with one
+// stat(2) and without opening it or checking that it is a network
+// namespace: a cheap way to tell whether the path still names a namespace
+// whose inode Inode returned earlier. For the exporter's own namespace it
+// is the inode of /proc/thread-self/ns/net.
+func (t Target) PathInode() (uint64, error) {
+	path := t.Path
+	if t.IsSelf() {
+		path = "/proc/thread-self/ns/net"
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return 0, fmt.Errorf("netns %s: %w", t, ErrNotExist)
+		}
+		return 0, fmt.Errorf("netns %s: stat: %w", t, err)
+	}
+	return st.Ino, nil
+}
+
 // Do runs fn with the calling context inside the namespace of t. For the
 // exporter's own namespace fn runs directly. Otherwise fn runs on a new OS
 // thread that has entered the namespace; that thread is thrown away

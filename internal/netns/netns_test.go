@@ -105,3 +105,24 @@ func TestDoNeverLeavesMainThreadInside(t *testing.T) {
 		t.Fatalf("main thread moved to namespace %d (was %d)", after, before)
 	}
 }
+
+// TestPathInode gives the inode Inode gives, for a namespace path and
+// the exporter's own namespace, and ErrNotExist once the path is gone.
+func TestPathInode(t *testing.T) {
+	nstest.RequireRoot(t)
+	ns := nstest.NewNamespace(t)
+	for _, target := range []netns.Target{ns.Target(), netns.Self()} {
+		want, err := target.Inode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := target.PathInode()
+		if err != nil || got != want {
+			t.Errorf("%s: PathInode = %d, %v; Inode = %d", target, got, err, want)
+		}
+	}
+	ns.Delete(t)
+	if _, err := ns.Target().PathInode(); !errors.Is(err, netns.ErrNotExist) {
+		t.Errorf("deleted namespace: %v, want ErrNotExist", err)
+	}
+}

@@ -156,27 +156,51 @@ func (r Reader) ReadIPv4(_ context.Context, target netns.Target, names ...string
 	return readAll(target, r.ipv4Dir(), names)
 }
 
+// ReadBoth reads the named conntrack sysctls, as Read does, and the named
+// IPv4 sysctls, as ReadIPv4 does, entering the namespace of target once
+// for both.
+func (r Reader) ReadBoth(_ context.Context, target netns.Target, conntrack, ipv4 []string) (Values, Values, error) {
+	ct, v4 := Values{}, Values{}
+	err := target.Do(func() error {
+		if err := readInto(ct, target, r.dir(), conntrack); err != nil {
+			return err
+		}
+		return readInto(v4, target, r.ipv4Dir(), ipv4)
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(ct) == 0 && len(conntrack) > 0 {
+		return nil, nil, fmt.Errorf("netns %s: %w under %s", target, ErrNoSysctls, r.dir())
+	}
+	return ct, v4, nil
+}
+
 // readAll reads the named files of dir in the namespace of target,
 // skipping those that do not exist.
 func readAll(target netns.Target, dir string, names []string) (Values, error) {
 	out := Values{}
-	err := target.Do(func() error {
-		for _, name := range names {
-			v, err := readInt(filepath.Join(dir, name))
-			if errors.Is(err, os.ErrNotExist) {
-				continue
-			}
-			if err != nil {
-				return fmt.Errorf("netns %s: %w", target, err)
-			}
-			out[name] = v
-		}
-		return nil
-	})
+	err := target.Do(func() error { return readInto(out, target, dir, names) })
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// readInto reads the named files of dir into out, skipping those that do
+// not exist; the caller is inside the namespace of target.
+func readInto(out Values, target netns.Target, dir string, names []string) error {
+	for _, name := range names {
+		v, err := readInt(filepath.Join(dir, name))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("netns %s: %w", target, err)
+		}
+		out[name] = v
+	}
+	return nil
 }
 
 // Int reads one sysctl of the namespace of target. A sysctl the kernel

@@ -126,3 +126,26 @@ func TestReadsKeepaliveOfTheKernel(t *testing.T) {
 		}
 	}
 }
+
+func TestReadBoth(t *testing.T) {
+	r := Reader{
+		Dir:     dirWith(t, map[string]string{Timestamp: "1"}),
+		IPv4Dir: dirWith(t, map[string]string{KeepaliveTime: "600"}),
+	}
+	ct, v4, err := r.ReadBoth(context.Background(), netns.Self(), []string{Timestamp, Events}, Keepalive())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ct) != 1 || ct[Timestamp] != 1 || len(v4) != 1 || v4[KeepaliveTime] != 600 {
+		t.Fatalf("ReadBoth = %v, %v", ct, v4)
+	}
+	r.Dir = dirWith(t, nil)
+	if _, _, err := r.ReadBoth(context.Background(), netns.Self(), Conntrack(), Keepalive()); !errors.Is(err, ErrNoSysctls) {
+		t.Errorf("no conntrack sysctls: %v, want ErrNoSysctls", err)
+	}
+	r.IPv4Dir = dirWith(t, map[string]string{KeepaliveProbes: "many"})
+	r.Dir = dirWith(t, map[string]string{Timestamp: "1"})
+	if _, _, err := r.ReadBoth(context.Background(), netns.Self(), []string{Timestamp}, Keepalive()); err == nil {
+		t.Error("a keepalive value that is not an integer read without error")
+	}
+}

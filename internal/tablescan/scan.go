@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
 	"time"
 
 	"github.com/ct-exporter/ct-exporter/internal/ctnl"
@@ -59,7 +60,7 @@ func (s *Scanner) Scan(ctx context.Context, target netns.Target) (*Scan, error) 
 	}
 	defer func() { <-s.sem }()
 	start := time.Now()
-	t, err := readTimeouts(target)
+	t, err := readTimeouts(ctx, target)
 	if err != nil {
 		return nil, fmt.Errorf("table scan: %w", err)
 	}
@@ -85,28 +86,35 @@ func (s *Scanner) Scan(ctx context.Context, target netns.Target) (*Scan, error) 
 	return &Scan{Result: s.agg.Result(), Start: start, End: time.Now(), Dump: info}, nil
 }
 
-// readTimeouts reads the TCP timeout sysctls of the namespace of target.
-func readTimeouts(target netns.Target) (Timeouts, error) {
-	var (
-		r sysctl.Reader
-		t Timeouts
-	)
-	for _, v := range []struct {
+// readTimeouts reads the TCP timeout sysctls of the namespace of target,
+// entering it once for the three.
+func readTimeouts(ctx context.Context, target netns.Target) (Timeouts, error) {
+	var t Timeouts
+	fields := []struct {
 		name string
 		dst  *uint32
 	}{
 		{sysctl.TCPTimeoutEstablished, &t.Established},
 		{sysctl.TCPTimeoutMaxRetrans, &t.MaxRetrans},
 		{sysctl.TCPTimeoutUnacknowledged, &t.Unacknowledged},
-	} {
-		n, err := r.Int(target, v.name)
-		if err != nil {
-			return Timeouts{}, fmt.Errorf("tcp timeouts: %w", err)
+	}
+	names := make([]string, len(fields))
+	for i, f := range fields {
+		names[i] = f.name
+	}
+	values, err := sysctl.Reader{}.Read(ctx, target, names...)
+	if err != nil {
+		return Timeouts{}, fmt.Errorf("tcp timeouts: %w", err)
+	}
+	for _, f := range fields {
+		n, ok := values[f.name]
+		if !ok {
+			return Timeouts{}, fmt.Errorf("tcp timeouts: netns %s: read %s: %w", target, f.name, os.ErrNotExist)
 		}
 		if n < 0 || n > math.MaxUint32 {
-			return Timeouts{}, fmt.Errorf("tcp timeouts: netns %s: %s=%d out of range", target, v.name, n)
+			return Timeouts{}, fmt.Errorf("tcp timeouts: netns %s: %s=%d out of range", target, f.name, n)
 		}
-		*v.dst = uint32(n)
+		*f.dst = uint32(n)
 	}
 	return t, nil
 }

@@ -2,6 +2,7 @@ package watch
 
 import (
 	"context"
+	"fmt"
 	"sync"
 
 	"github.com/ct-exporter/ct-exporter/internal/ctnl"
@@ -19,6 +20,126 @@ type KernelStats struct{}
 // Stats implements StatsSource with ctnl.ReadSnapshot.
 func (KernelStats) Stats(ctx context.Context, target netns.Target) (ctnl.Snapshot, error) {
 	return ctnl.ReadSnapshot(ctx, target)
+}
+
+// StatsSockets is the StatsSource and Watcher that keeps one ctnetlink
+// socket open per watched namespace, opened inside the namespace when it
+// is watched, and reads the statistics through it: a scrape neither
+// enters the namespace nor opens a socket; it only checks that the
+// target's path still names the socket's namespace (a vanished namespace
+// fails, a replaced one gets a new socket). A socket whose read fails (a
+// timeout may leave a late reply in it) is closed, and the next read
+// opens a new one. A namespace that is not watched is read with a socket
+// of its own, as KernelStats does.
+type StatsSockets struct {
+	mu    sync.Mutex
+	socks map[netns.Target]*statsSocket
+}
+
+// statsSocket is the socket of one namespace.
+type statsSocket struct {
+	mu     sync.Mutex
+	conn   *ctnl.Conn // nil until opened, or after a failure
+	inode  uint64     // of the namespace conn lives in
+	closed bool       // forgotten
+}
+
+// NewStatsSockets returns StatsSockets watching no namespace.
+func NewStatsSockets() *StatsSockets {
+	return &StatsSockets{socks: map[netns.Target]*statsSocket{}}
+}
+
+// Watch implements Watcher: it opens the socket of target. A socket that
+// cannot be opened now is not an error: each read tries again and reports
+// why it failed.
+func (s *StatsSockets) Watch(_ context.Context, target netns.Target) error {
+	s.mu.Lock()
+	if _, ok := s.socks[target]; ok {
+		s.mu.Unlock()
+		return fmt.Errorf("stats: netns %s: %w", target, ErrAlreadyWatched)
+	}
+	sock := &statsSocket{}
+	s.socks[target] = sock
+	s.mu.Unlock()
+	sock.mu.Lock()
+	defer sock.mu.Unlock()
+	_ = sock.open(target) // the first read reports it
+	return nil
+}
+
+// Forget implements Watcher: it closes the socket of target.
+func (s *StatsSockets) Forget(target netns.Target) {
+	s.mu.Lock()
+	sock, ok := s.socks[target]
+	delete(s.socks, target)
+	s.mu.Unlock()
+	if !ok {
+		return
+	}
+	sock.mu.Lock()
+	defer sock.mu.Unlock()
+	sock.closed = true
+	sock.close()
+}
+
+// Stats implements StatsSource through the namespace's socket.
+func (s *StatsSockets) Stats(ctx context.Context, target netns.Target) (ctnl.Snapshot, error) {
+	s.mu.Lock()
+	sock, ok := s.socks[target]
+	s.mu.Unlock()
+	if !ok {
+		return ctnl.ReadSnapshot(ctx, target)
+	}
+	sock.mu.Lock()
+	defer sock.mu.Unlock()
+	if sock.closed {
+		return ctnl.ReadSnapshot(ctx, target)
+	}
+	// The path must still name the namespace the socket lives in: a
+	// namespace that vanished fails its reads, and one replaced under the
+	// same path gets a new socket (and its counters start again).
+	ino, err := target.PathInode()
+	if err != nil {
+		sock.close()
+		return ctnl.Snapshot{}, err
+	}
+	if sock.conn != nil && sock.inode != ino {
+		sock.close()
+	}
+	if sock.conn == nil {
+		if err := sock.open(target); err != nil {
+			return ctnl.Snapshot{}, err
+		}
+	}
+	snap, err := sock.conn.Snapshot(ctx, sock.inode)
+	if err != nil {
+		sock.close()
+		return ctnl.Snapshot{}, err
+	}
+	return snap, nil
+}
+
+// open opens the socket inside the namespace of target and records the
+// namespace's inode. The caller holds sock.mu.
+func (sock *statsSocket) open(target netns.Target) error {
+	ino, err := target.Inode()
+	if err != nil {
+		return err
+	}
+	c, err := ctnl.Dial(target)
+	if err != nil {
+		return err
+	}
+	sock.conn, sock.inode = c, ino
+	return nil
+}
+
+// close closes the socket, if open. The caller holds sock.mu.
+func (sock *statsSocket) close() {
+	if sock.conn != nil {
+		_ = sock.conn.Close() // nothing to do about a failed close
+		sock.conn = nil
+	}
 }
 
 // StatsReading is one reading of a namespace's statistics with the
