@@ -68,8 +68,15 @@ func TestSetRealNamespaces(t *testing.T) {
 	// the same path: still watched, its watcher moved to the new one.
 	b.Delete(t)
 	staticIno, _ := static.Target().Inode()
+	// Hold the old namespace alive until the new one exists, so that the
+	// kernel cannot give the new one the freed inode number.
+	old, err := os.Open(static.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
 	static.Delete(t)
 	nstest.Run(t, "ip", "netns", "add", static.Name)
+	old.Close()
 	t.Cleanup(func() { nstest.Run(t, "ip", "netns", "del", static.Name) })
 	if ino, _ := static.Target().Inode(); ino == staticIno {
 		t.Fatal("namespace created again has the old inode")
