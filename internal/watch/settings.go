@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -79,16 +77,11 @@ type SettingsReading struct {
 type Settings struct {
 	opts SettingsOptions
 
-	mu      sync.Mutex
-	watches map[netns.Target]*settingsWatch
+	jobs jobs[SettingsReading]
 }
 
 // settingsWatch is the background reading of one namespace.
-type settingsWatch struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-	last   atomic.Pointer[SettingsReading]
-}
+type settingsWatch = job[SettingsReading]
 
 // NewSettings returns Settings with opts.
 func NewSettings(opts SettingsOptions) *Settings {
@@ -107,7 +100,7 @@ func NewSettings(opts SettingsOptions) *Settings {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	return &Settings{opts: opts, watches: map[netns.Target]*settingsWatch{}}
+	return &Settings{opts: opts}
 }
 
 // Watch implements Watcher: it reads the settings of target once before
@@ -115,44 +108,22 @@ func NewSettings(opts SettingsOptions) *Settings {
 // returned), then again every interval until ctx ends or Forget is
 // called.
 func (s *Settings) Watch(ctx context.Context, target netns.Target) error {
-	s.mu.Lock()
-	if _, ok := s.watches[target]; ok {
-		s.mu.Unlock()
-		return fmt.Errorf("settings: netns %s: %w", target, ErrAlreadyWatched)
+	read := func(ctx context.Context, w *settingsWatch) { s.readOnce(ctx, target, w) }
+	loop := func(ctx context.Context, w *settingsWatch) { s.loop(ctx, target, w) }
+	if err := s.jobs.start(ctx, target, read, loop); err != nil {
+		return fmt.Errorf("settings: netns %s: %w", target, err)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	w := &settingsWatch{cancel: cancel, done: make(chan struct{})}
-	s.watches[target] = w
-	s.mu.Unlock()
-	s.readOnce(ctx, target, w)
-	go s.loop(ctx, target, w)
 	return nil
 }
 
 // Forget implements Watcher: it stops the readings of target, waits for a
 // reading in progress to end, and drops the last one.
-func (s *Settings) Forget(target netns.Target) {
-	s.mu.Lock()
-	w, ok := s.watches[target]
-	delete(s.watches, target)
-	s.mu.Unlock()
-	if !ok {
-		return
-	}
-	w.cancel()
-	<-w.done
-}
+func (s *Settings) Forget(target netns.Target) { s.jobs.forget(target) }
 
 // Last returns the last reading of target without waiting for one in
 // progress; watched is false when target is not watched.
 func (s *Settings) Last(target netns.Target) (reading *SettingsReading, watched bool) {
-	s.mu.Lock()
-	w := s.watches[target]
-	s.mu.Unlock()
-	if w == nil {
-		return nil, false
-	}
-	return w.last.Load(), true
+	return s.jobs.last(target)
 }
 
 // Read implements SysctlSource from the last reading: the conntrack
@@ -212,7 +183,6 @@ func pick(v sysctl.Values, names []string) sysctl.Values {
 
 // loop reads target every interval until ctx ends.
 func (s *Settings) loop(ctx context.Context, target netns.Target, w *settingsWatch) {
-	defer close(w.done)
 	ticker := time.NewTicker(s.opts.Interval)
 	defer ticker.Stop()
 	for {

@@ -3,8 +3,6 @@ package watch
 import (
 	"context"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -58,16 +56,11 @@ type TableScans struct {
 	// sem lets one scan run at a time across namespaces.
 	sem chan struct{}
 
-	mu      sync.Mutex
-	watches map[netns.Target]*tableWatch
+	jobs jobs[TableState]
 }
 
 // tableWatch is the background scanning of one namespace.
-type tableWatch struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-	last   atomic.Pointer[TableState]
-}
+type tableWatch = job[TableState]
 
 // TableState is what the last scan of a namespace left; never changed
 // once returned.
@@ -92,55 +85,33 @@ func NewTableScans(opts TableScanOptions) *TableScans {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	return &TableScans{opts: opts, sem: make(chan struct{}, 1), watches: map[netns.Target]*tableWatch{}}
+	return &TableScans{opts: opts, sem: make(chan struct{}, 1)}
 }
 
 // Watch implements Watcher: it starts scanning the namespace of target in
 // the background, first right away, then every interval, until ctx ends
 // or Forget is called.
 func (t *TableScans) Watch(ctx context.Context, target netns.Target) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if _, ok := t.watches[target]; ok {
-		return fmt.Errorf("table: netns %s: %w", target, ErrAlreadyWatched)
+	loop := func(ctx context.Context, w *tableWatch) { t.loop(ctx, target, w) }
+	if err := t.jobs.start(ctx, target, nil, loop); err != nil {
+		return fmt.Errorf("table: netns %s: %w", target, err)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	w := &tableWatch{cancel: cancel, done: make(chan struct{})}
-	t.watches[target] = w
-	go t.loop(ctx, target, w)
 	return nil
 }
 
 // Forget implements Watcher: it stops the scans of target, waits for a
 // scan in progress to end, and drops the outcome.
-func (t *TableScans) Forget(target netns.Target) {
-	t.mu.Lock()
-	w, ok := t.watches[target]
-	delete(t.watches, target)
-	t.mu.Unlock()
-	if !ok {
-		return
-	}
-	w.cancel()
-	<-w.done
-}
+func (t *TableScans) Forget(target netns.Target) { t.jobs.forget(target) }
 
 // Last returns the outcome of the last scan of target without waiting for
 // a scan in progress: nil before the first scan finished. watched is false
 // when target is not watched.
 func (t *TableScans) Last(target netns.Target) (state *TableState, watched bool) {
-	t.mu.Lock()
-	w := t.watches[target]
-	t.mu.Unlock()
-	if w == nil {
-		return nil, false
-	}
-	return w.last.Load(), true
+	return t.jobs.last(target)
 }
 
 // loop scans target until ctx ends.
 func (t *TableScans) loop(ctx context.Context, target netns.Target, w *tableWatch) {
-	defer close(w.done)
 	ticker := time.NewTicker(t.opts.Interval)
 	defer ticker.Stop()
 	for {

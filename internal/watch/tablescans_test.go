@@ -63,9 +63,7 @@ func TestTableScansContextEndsScans(t *testing.T) {
 	}
 	sc.mu.Unlock()
 	cancel()
-	scans.mu.Lock()
-	done := scans.watches[target].done
-	scans.mu.Unlock()
+	done := scans.jobs.get(target).done
 	<-done // the loop ends with the Watch context
 	scans.Forget(target)
 	if _, watched := scans.Last(target); watched {
