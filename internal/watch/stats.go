@@ -14,14 +14,6 @@ type StatsSource interface {
 	Stats(ctx context.Context, target netns.Target) (ctnl.Snapshot, error)
 }
 
-// KernelStats reads statistics over ctnetlink inside the namespace.
-type KernelStats struct{}
-
-// Stats implements StatsSource with ctnl.ReadSnapshot.
-func (KernelStats) Stats(ctx context.Context, target netns.Target) (ctnl.Snapshot, error) {
-	return ctnl.ReadSnapshot(ctx, target)
-}
-
 // StatsSockets is the StatsSource and Watcher that keeps one ctnetlink
 // socket open per watched namespace, opened inside the namespace when it
 // is watched, and reads the statistics through it: a scrape neither
@@ -30,7 +22,7 @@ func (KernelStats) Stats(ctx context.Context, target netns.Target) (ctnl.Snapsho
 // fails, a replaced one gets a new socket). A socket whose read fails (a
 // timeout may leave a late reply in it) is closed, and the next read
 // opens a new one. A namespace that is not watched is read with a socket
-// of its own, as KernelStats does.
+// of its own (ctnl.ReadSnapshot).
 type StatsSockets struct {
 	mu    sync.Mutex
 	socks map[netns.Target]*statsSocket
