@@ -26,22 +26,7 @@ func TestKernelSystemdBurstablePodV2(t *testing.T) {
 		"kubepods-burstable.slice",
 		"kubepods-burstable-pod"+strings.ReplaceAll(podUID, "-", "_")+".slice",
 		"cri-containerd-"+containerID+".scope")
-	dir := nstest.MakeCgroup(t, root, rel)
-
-	ns := nstest.NewNamespace(t)
-	pid := nstest.StartInNamespaceAndCgroup(t, ns, dir)
-
-	content, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Contains(content, []byte("0::")) || !bytes.Contains(content, []byte("/"+rel+"\n")) {
-		t.Fatalf("/proc/%d/cgroup does not show the process in %s:\n%s", pid, rel, content)
-	}
-	if got, want := FromProcCgroup(content), (Identity{PodUID: podUID, ContainerID: containerID}); got != want {
-		t.Errorf("FromProcCgroup = %+v, want %+v\n%s", got, want, content)
-	}
-	assertInNamespace(t, pid, ns)
+	assertPodInCgroup(t, root, rel, "0::", Identity{PodUID: podUID, ContainerID: containerID})
 }
 
 // TestKernelCgroupfsPodV1 does the same with the cgroupfs driver's layout
@@ -57,19 +42,25 @@ func TestKernelCgroupfsPodV1(t *testing.T) {
 	}
 	podUID, containerID := nstest.RandomPodUID(t), nstest.RandomContainerID(t)
 	rel := filepath.Join(nstest.UniqueName(t, "ctx-podid-"), "kubepods", "besteffort", "pod"+podUID, containerID)
-	dir := nstest.MakeCgroup(t, root, rel)
+	assertPodInCgroup(t, root, rel, ":name=systemd:", Identity{PodUID: podUID, ContainerID: containerID})
+}
 
+// assertPodInCgroup starts a process in a new namespace inside the cgroup
+// rel under root, checks that /proc/PID/cgroup shows it there on the line
+// of the hierarchy marked by hierarchy, and that FromProcCgroup finds want.
+func assertPodInCgroup(t *testing.T, root, rel, hierarchy string, want Identity) {
+	t.Helper()
+	dir := nstest.MakeCgroup(t, root, rel)
 	ns := nstest.NewNamespace(t)
 	pid := nstest.StartInNamespaceAndCgroup(t, ns, dir)
-
 	content, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Contains(content, []byte(":name=systemd:")) || !bytes.Contains(content, []byte("/"+rel+"\n")) {
+	if !bytes.Contains(content, []byte(hierarchy)) || !bytes.Contains(content, []byte("/"+rel+"\n")) {
 		t.Fatalf("/proc/%d/cgroup does not show the process in %s:\n%s", pid, rel, content)
 	}
-	if got, want := FromProcCgroup(content), (Identity{PodUID: podUID, ContainerID: containerID}); got != want {
+	if got := FromProcCgroup(content); got != want {
 		t.Errorf("FromProcCgroup = %+v, want %+v\n%s", got, want, content)
 	}
 	assertInNamespace(t, pid, ns)
