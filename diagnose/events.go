@@ -20,7 +20,7 @@ import (
 // window must cover the whole sample, see AttributionWindow.
 type EventSource struct {
 	// Config configures the subscriber; the zero value uses the defaults
-	// of package events.
+	// of package events, except a Coalesce of 10 ms.
 	Config events.Config
 	// TopK is how many sources and silent-end destinations are read from
 	// the attribution; 0 means DefaultTopK.
@@ -30,7 +30,11 @@ type EventSource struct {
 // Watch implements LifetimeSource.
 func (e EventSource) Watch(ctx context.Context, target netns.Target) (LifetimeWatch, error) {
 	counter := NewLifetimeCounter()
-	sub := events.New(target, e.Config, counter)
+	cfg := e.Config
+	if cfg.Coalesce == 0 {
+		cfg.Coalesce = sampleCoalesce
+	}
+	sub := events.New(target, cfg, counter)
 	if err := sub.Start(ctx); err != nil {
 		return nil, fmt.Errorf("event subscriber: %w", err)
 	}
@@ -59,6 +63,12 @@ type eventWatch struct {
 	counter *LifetimeCounter
 	topK    int
 }
+
+// sampleCoalesce is the subscriber's Config.Coalesce unless the
+// EventSource sets one: a sample is short, and its settling (below) reads
+// the counts every settlePoll, so events are read within 10 ms rather
+// than the daemon's second.
+const sampleCoalesce = 10 * time.Millisecond
 
 // Settling: before stopping, the events the kernel already queued (the
 // table dump at the end of a sample reaps expired entries, whose DESTROY

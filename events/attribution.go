@@ -1,6 +1,8 @@
 package events
 
 import (
+	"time"
+
 	"github.com/ct-exporter/ct-exporter/internal/ctnl"
 	"github.com/ct-exporter/ct-exporter/internal/topk"
 )
@@ -29,15 +31,21 @@ func NewAttribution(opts topk.WindowOptions) (*Attribution, error) {
 	return &Attribution{ends: ends, silent: silent}, nil
 }
 
-// observe counts one DESTROY event. It allocates nothing.
-// The clock is read once for both windows: reading it is a good part of
-// the cost of an event.
-func (a *Attribution) observe(f *ctnl.Flow) {
+// now reads the windows' clock.
+func (a *Attribution) now() time.Time { return a.ends.Now() }
+
+// observe counts one DESTROY event received at now; a zero now reads the
+// clock. It allocates nothing. Reading the clock costs more than the rest
+// of the attribution, so the receive loop reads it once per batch of
+// datagrams and hands it in.
+func (a *Attribution) observe(f *ctnl.Flow, now time.Time) {
 	addrs, silent := f.Has(ctnl.HasAddrs), f.SilentEnd()
 	if !addrs && !silent {
 		return
 	}
-	now := a.ends.Now()
+	if now.IsZero() {
+		now = a.now()
+	}
 	if addrs {
 		a.ends.AddAt(topk.AddrKey(f.Src), now)
 	}

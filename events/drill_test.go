@@ -100,3 +100,42 @@ func TestOverrunIsCountedAndSurvived(t *testing.T) {
 		t.Fatalf("after the overrun: %d received before, stats %+v, %d observations", before, st, len(sink.all()))
 	}
 }
+
+// TestStopReadsQueuedEvents: with a coalescing sleep far longer than the
+// test, the events removed one by one after the loop went to sleep stay
+// queued, and Stop counts them in full, returning at once instead of
+// finishing the sleep.
+func TestStopReadsQueuedEvents(t *testing.T) {
+	nstest.RequireRoot(t, "conntrack")
+	t.Parallel()
+	const n = 300
+	ns := nstest.NewNamespace(t)
+	ns.Sysctl(t, "net.netfilter.nf_conntrack_timestamp", "1")
+	s, _ := startSubscriber(t, ns, Config{Coalesce: time.Hour})
+
+	// Removed at 1,000 per second over 0.3 s: the loop reads the first
+	// events at once, sleeps 10 ms to measure the rate, reads what came
+	// meanwhile and then sleeps the hour.
+	burst := bench.NewDestroyBurst(n, 1000)
+	if err := burst.Create(ns.Namespace); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := burst.Remove(context.Background(), ns.Namespace); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if got := s.Stats().Events[EventDestroy]; got == 0 || got >= n {
+		t.Fatalf("%d of %d DESTROY events read before Stop; want some, not all (the loop should be sleeping)", got, n)
+	}
+	stopped := make(chan struct{})
+	go func() { s.Stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stop did not end the coalescing sleep")
+	}
+	st := s.Stats()
+	if got := st.Events[EventDestroy] + st.Lost; got != n {
+		t.Fatalf("after Stop: received %d + lost %d, want %d", st.Events[EventDestroy], st.Lost, n)
+	}
+}

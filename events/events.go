@@ -4,14 +4,19 @@
 //
 // A Subscriber owns one netlink socket in one namespace, joined to the
 // NFNLGRP_CONNTRACK_DESTROY group (and NFNLGRP_CONNTRACK_NEW only in the
-// flow_table mode, below). Its receive loop is its own, on mdlayher/netlink:
-// the receive buffer is forced large with SO_RCVBUFFORCE, the socket is
-// drained in a tight non-blocking loop into one reused buffer, and messages
-// are decoded by ctnl.DecodeFlow without allocating. When the kernel could
-// not queue an event (the buffer was full) it counts the drop on the
-// socket and the next receive fails with ENOBUFS: the loop counts the
-// overrun, reads the exact number of dropped events (SK_MEMINFO_DROPS of
-// SO_MEMINFO) and keeps going. If the socket fails otherwise the
+// flow_table mode, below). Its receive loop is its own, on a plain
+// non-blocking socket that the Go runtime's poller never sees: the socket
+// sits in a private epoll instance with EPOLLONESHOT, so that events
+// queued while the loop reads or sleeps wake no thread. The receive buffer
+// is forced large with SO_RCVBUFFORCE; the socket is drained with
+// recvmmsg, 64 datagrams per call, into one reused buffer, then left to
+// fill for up to a second (Config.Coalesce) before the next drain; and
+// messages are decoded by ctnl.DecodeFlow without allocating. When the
+// kernel could not queue an event (the buffer was full) it counts the
+// drop on the socket and the next receive fails with ENOBUFS: the loop
+// counts the overrun, reads the exact number of dropped events
+// (SK_MEMINFO_DROPS of SO_MEMINFO) and keeps going. If the socket fails
+// otherwise the
 // Subscriber opens a new one after a backoff.
 //
 // Lifetimes come from the DESTROY event alone when the flow carries kernel
@@ -51,12 +56,13 @@ const (
 	DefaultRetryMin = time.Second
 	DefaultRetryMax = time.Minute
 	// DefaultCoalesce is how long the receive loop lets events queue in
-	// the socket after it read some, before it reads again: an event is
-	// counted at most this long (plus the time to read the events queued
-	// before it) after the kernel sent it, far less than a scrape
-	// interval, and a busy namespace costs a few reads every 10 ms
-	// instead of a wake-up per event.
-	DefaultCoalesce = 10 * time.Millisecond
+	// the socket after it read some, before it reads again: a busy
+	// namespace costs a few reads and one wake-up a second instead of a
+	// wake-up per event, and an event is counted at most about a second
+	// after the kernel sent it, far less than a scrape interval. At high
+	// rates the loop reads more often, so that the queue stays under a
+	// quarter of the receive buffer.
+	DefaultCoalesce = time.Second
 )
 
 // Config configures a Subscriber. The zero value uses the defaults.
@@ -79,8 +85,10 @@ type Config struct {
 	RetryMin, RetryMax time.Duration
 	// Coalesce is how long the receive loop sleeps after a wake-up that
 	// read events, before it reads again; meanwhile events queue in the
-	// socket's receive buffer (BufferSize holds seconds of events at any
-	// realistic rate, and what overflows is still counted exactly in
+	// socket's receive buffer. The first sleep after a quiet spell is at
+	// most 10 ms and measures the rate; at rates where more than a
+	// quarter of BufferSize would queue in Coalesce, the sleep is
+	// shorter (what overflows anyway is still counted exactly in
 	// Stats.Lost). An idle socket is waited on, not polled: the first
 	// event after a quiet spell is read at once. 0 means
 	// DefaultCoalesce; a negative value reads again at once, one wake-up

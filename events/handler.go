@@ -41,8 +41,11 @@ type handler struct {
 	// attr counts every DESTROY event by source and silent end; nil
 	// counts nothing.
 	attr *Attribution
-	now  clock
-	flow ctnl.Flow // scratch space, reused for every message
+	// attrNow is the receive time of the current batch of datagrams, for
+	// the attribution; zero outside a batch.
+	attrNow time.Time
+	now     clock
+	flow    ctnl.Flow // scratch space, reused for every message
 }
 
 func newHandler(c *counters, sink Sink, tableSize int, now clock) *handler {
@@ -55,6 +58,13 @@ func systemClock(base time.Time) clock {
 	return func() (int64, int64) {
 		t := time.Now()
 		return int64(t.Sub(base)), t.UnixNano()
+	}
+}
+
+// beginBatch reads the clock for a batch of datagrams received together.
+func (h *handler) beginBatch() {
+	if h.attr != nil {
+		h.attrNow = h.attr.now()
 	}
 }
 
@@ -114,7 +124,7 @@ func (h *handler) destroy(f *ctnl.Flow) {
 		h.syncTable()
 	}
 	if h.attr != nil {
-		h.attr.observe(f)
+		h.attr.observe(f, h.attrNow)
 	}
 	if !f.Assured() {
 		return

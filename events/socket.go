@@ -3,8 +3,8 @@ package events
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 	"unsafe"
 
@@ -32,11 +32,18 @@ const (
 // is one message of a few hundred bytes (its attributes are bounded: two
 // tuples, status, timeouts, counters, timestamps, helper and security
 // context names), so a slot holds any; a datagram cut short by its slot
-// (MSG_TRUNC) is counted as malformed.
+// (MSG_TRUNC) is counted as malformed. The buffer is 256 KiB of address
+// space, but only the slots a receive fills are ever touched: a quiet
+// namespace keeps one page of it resident.
 const (
-	recvSlots    = 16
+	recvSlots    = 64
 	recvSlotSize = 4096
 )
+
+// eventSocketCost is about how much receive-buffer accounting one queued
+// DESTROY event takes (the kernel charges the skb's truesize, not the
+// message length); see DefaultBufferSize.
+const eventSocketCost = 1280
 
 // recvBatch is the reused memory of the receives of one socket.
 type recvBatch struct {
@@ -82,6 +89,8 @@ func (b *recvBatch) datagram(i int) (d []byte, truncated bool) {
 // receiver is what the receive loop hands its datagrams and conditions
 // to; the handler implements it.
 type receiver interface {
+	// batch starts a batch of datagrams received by one call.
+	batch()
 	// datagram handles one received datagram.
 	datagram(b []byte)
 	// truncated counts a datagram cut short by its slot.
@@ -90,14 +99,21 @@ type receiver interface {
 	overrun()
 }
 
-// eventSocket is one ctnetlink socket subscribed to conntrack events.
+// eventSocket is one ctnetlink socket subscribed to conntrack events. It
+// is a plain non-blocking descriptor, kept out of the Go runtime's poller
+// and waited on through a oneShotWait.
 type eventSocket struct {
-	conn   *ctnl.Conn
-	raw    syscall.RawConn
+	fd     int
+	waiter *oneShotWait
 	ino    uint64 // inode of the namespace when the socket was opened
 	rcvbuf int
 	forced bool
 	joined bool // member of the NEW group
+	// stopped is set, and stop closed, by interrupt; the receive loop
+	// checks stopped between reads and wakes from its sleep on stop.
+	stopped  atomic.Bool
+	stop     chan struct{}
+	stopOnce sync.Once
 	// cause is why the socket was interrupted, if not by its context.
 	cause atomic.Pointer[error]
 }
@@ -110,29 +126,39 @@ func openSocket(target netns.Target, size int, withNew bool) (*eventSocket, erro
 	if err != nil {
 		return nil, err
 	}
-	conn, err := ctnl.Dial(target)
+	fd := -1
+	err = target.Do(func() error {
+		var err error
+		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_NETFILTER)
+		if err != nil {
+			return err
+		}
+		return unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
+	})
 	if err != nil {
-		return nil, err
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return nil, fmt.Errorf("netns %s: open netlink socket: %w", target, ctnl.WrapPermission(err))
 	}
-	s := &eventSocket{conn: conn, ino: ino}
+	s := &eventSocket{fd: fd, ino: ino, stop: make(chan struct{})}
 	fail := func(err error) (*eventSocket, error) {
-		conn.Close()
+		s.close()
 		return nil, fmt.Errorf("netns %s: %w", target, err)
-	}
-	s.raw, err = conn.Netlink().SyscallConn()
-	if err != nil {
-		return fail(err)
 	}
 	if err := s.setReceiveBuffer(size); err != nil {
 		return fail(err)
 	}
-	if err := conn.Netlink().JoinGroup(groupDestroy); err != nil {
-		return fail(fmt.Errorf("join conntrack DESTROY group: %w", err))
+	if err := s.membership(unix.NETLINK_ADD_MEMBERSHIP, groupDestroy); err != nil {
+		return fail(fmt.Errorf("join conntrack DESTROY group: %w", ctnl.WrapPermission(err)))
 	}
 	if withNew {
 		if err := s.setNew(true); err != nil {
 			return fail(err)
 		}
+	}
+	if s.waiter, err = newOneShotWait(fd); err != nil {
+		return fail(err)
 	}
 	return s, nil
 }
@@ -140,21 +166,25 @@ func openSocket(target netns.Target, size int, withNew bool) (*eventSocket, erro
 // setReceiveBuffer sets SO_RCVBUFFORCE, or SO_RCVBUF without
 // CAP_NET_ADMIN, and reads back the size the kernel applied.
 func (s *eventSocket) setReceiveBuffer(size int) error {
-	var forceErr, err error
-	cerr := s.raw.Control(func(fd uintptr) {
-		forceErr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, size)
-		if forceErr != nil {
-			err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, size)
-		}
-		if err == nil {
-			s.rcvbuf, err = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
-		}
-	})
-	if err = errors.Join(cerr, err); err != nil {
+	forceErr := unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, size)
+	var err error
+	if forceErr != nil {
+		err = unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_RCVBUF, size)
+	}
+	if err == nil {
+		s.rcvbuf, err = unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_RCVBUF)
+	}
+	if err != nil {
 		return fmt.Errorf("set receive buffer to %d bytes: %w", size, err)
 	}
 	s.forced = forceErr == nil
 	return nil
+}
+
+// membership joins (NETLINK_ADD_MEMBERSHIP) or leaves
+// (NETLINK_DROP_MEMBERSHIP) a multicast group.
+func (s *eventSocket) membership(op, group int) error {
+	return unix.SetsockoptInt(s.fd, unix.SOL_NETLINK, op, group)
 }
 
 // setNew joins or leaves the NEW group.
@@ -162,14 +192,12 @@ func (s *eventSocket) setNew(join bool) error {
 	if join == s.joined {
 		return nil
 	}
-	var err error
+	op := unix.NETLINK_DROP_MEMBERSHIP
 	if join {
-		err = s.conn.Netlink().JoinGroup(groupNew)
-	} else {
-		err = s.conn.Netlink().LeaveGroup(groupNew)
+		op = unix.NETLINK_ADD_MEMBERSHIP
 	}
-	if err != nil {
-		return fmt.Errorf("join or leave conntrack NEW group: %w", err)
+	if err := s.membership(op, groupNew); err != nil {
+		return fmt.Errorf("join or leave conntrack NEW group: %w", ctnl.WrapPermission(err))
 	}
 	s.joined = join
 	return nil
@@ -177,22 +205,15 @@ func (s *eventSocket) setNew(join bool) error {
 
 // meminfo returns the socket's SO_MEMINFO counters.
 func (s *eventSocket) meminfo() ([skMeminfoVars]uint32, error) {
-	var (
-		info [skMeminfoVars]uint32
-		serr error
-	)
-	err := s.raw.Control(func(fd uintptr) {
-		l := uint32(unsafe.Sizeof(info))
-		_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, unix.SO_MEMINFO,
-			uintptr(unsafe.Pointer(&info[0])), uintptr(unsafe.Pointer(&l)), 0)
-		if e != 0 {
-			serr = e
-		} else if l < (skMeminfoDrops+1)*4 {
-			serr = fmt.Errorf("SO_MEMINFO returned %d bytes", l)
-		}
-	})
-	if err = errors.Join(err, serr); err != nil {
-		return info, fmt.Errorf("read socket memory counters: %w", err)
+	var info [skMeminfoVars]uint32
+	l := uint32(unsafe.Sizeof(info))
+	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(s.fd), unix.SOL_SOCKET, unix.SO_MEMINFO,
+		uintptr(unsafe.Pointer(&info[0])), uintptr(unsafe.Pointer(&l)), 0)
+	switch {
+	case e != 0:
+		return info, fmt.Errorf("read socket memory counters: %w", e)
+	case l < (skMeminfoDrops+1)*4:
+		return info, fmt.Errorf("read socket memory counters: SO_MEMINFO returned %d bytes", l)
 	}
 	return info, nil
 }
@@ -204,79 +225,142 @@ func (s *eventSocket) drops() (uint32, error) {
 	return info[skMeminfoDrops], err
 }
 
-// interrupt makes a blocked receive return.
+// interrupt makes the receive loop return: at once if it waits or
+// sleeps, else after its current read.
 func (s *eventSocket) interrupt() {
-	_ = s.conn.Netlink().SetReadDeadline(time.Unix(1, 0))
+	s.stopped.Store(true)
+	s.stopOnce.Do(func() { close(s.stop) })
+	s.waiter.interrupt()
 }
 
-// fail makes a blocked receive return cause.
+// fail makes the receive loop return cause.
 func (s *eventSocket) fail(cause error) {
 	s.cause.CompareAndSwap(nil, &cause)
 	s.interrupt()
 }
 
-// close closes the socket.
-func (s *eventSocket) close() error { return s.conn.Close() }
+// close closes the socket and its epoll instance.
+func (s *eventSocket) close() error {
+	var err error
+	if s.waiter != nil {
+		err = s.waiter.close()
+	}
+	return errors.Join(err, unix.Close(s.fd))
+}
+
+// errInterrupted is what receive returns after interrupt without a cause.
+var errInterrupted = errors.New("event socket interrupted")
+
+// minCoalesce is the shortest sleep between two reads of a busy socket,
+// and probeCoalesce the longest sleep after the first read that follows a
+// wait: the round after it measures the rate that the next sleeps adapt
+// to.
+const (
+	minCoalesce   = time.Millisecond
+	probeCoalesce = 10 * time.Millisecond
+)
 
 // receive reads and handles datagrams until the socket fails or is
-// interrupted. Each wake-up drains the socket with non-blocking recvmmsg
-// calls. When a wake-up read something, the loop then sleeps for
-// coalesce before it reads again, so that the events of that time queue
-// in the kernel buffer and are read in a few calls instead of one wake-up
-// each; when a read finds the socket empty, the loop waits until it is
-// readable. coalesce <= 0 reads again at once. r.overrun is called after
-// every ENOBUFS; the loop then goes on.
+// interrupted. Each round drains the socket with non-blocking recvmmsg
+// calls. When a round read something, the loop then sleeps before the
+// next, so that the events of that time queue in the kernel buffer and
+// are read in a few calls instead of one wake-up each; when a round finds
+// the socket empty, the loop waits until it is readable (see oneShotWait:
+// datagrams queued meanwhile wake nothing). The first sleep after a wait
+// is short (probeCoalesce) and measures the rate; the next ones are
+// coalesce, cut short at high rates so that what queues meanwhile stays
+// under a quarter of the receive buffer (see coalesceFor). coalesce <= 0
+// reads again at once. r.overrun is called after every ENOBUFS; the loop then goes on.
 func (s *eventSocket) receive(b *recvBatch, r receiver, coalesce time.Duration) error {
+	var sleep *time.Timer
+	if coalesce > 0 {
+		sleep = time.NewTimer(coalesce)
+		sleep.Stop()
+		defer sleep.Stop()
+	}
+	var roundStart time.Time // zero after a wait: the next sleep probes the rate
 	for {
-		var (
-			rerr error
-			read bool // something was read since the loop last waited
-		)
-		err := s.raw.Read(func(fd uintptr) bool {
-			for {
-				n, err := b.recv(fd)
-				switch {
-				case err == nil && n > 0:
-					read = true
-					for i := range n {
-						d, cut := b.datagram(i)
-						if cut {
-							r.truncated()
-							continue
-						}
-						r.datagram(d)
-					}
-				case err == unix.EINTR:
-				case err == unix.EAGAIN:
-					if read && coalesce > 0 {
-						return true // sleep, then read again
-					}
-					return false // wait until readable
-				case err == unix.ENOBUFS:
-					rerr = err
-					return true
-				case err == nil:
-					rerr = errors.New("netlink socket returned no datagram")
-					return true
-				default:
-					rerr = err
-					return true
-				}
-			}
-		})
+		n, err := s.drain(b, r)
 		if c := s.cause.Load(); c != nil {
 			return *c
 		}
-		if err != nil {
-			return fmt.Errorf("receive events: %w", err)
+		if s.stopped.Load() {
+			return errInterrupted
 		}
-		switch rerr {
-		case nil:
-			time.Sleep(coalesce)
-		case unix.ENOBUFS:
+		switch {
+		case err == unix.ENOBUFS:
 			r.overrun()
+			continue
+		case err != nil:
+			return fmt.Errorf("receive events: %w", err)
+		case n > 0 && coalesce > 0:
+			now := time.Now()
+			d := min(coalesce, probeCoalesce)
+			if !roundStart.IsZero() {
+				d = coalesceFor(coalesce, n, now.Sub(roundStart), s.rcvbuf/4/eventSocketCost)
+			}
+			sleep.Reset(d)
+			select {
+			case <-sleep.C:
+			case <-s.stop:
+				sleep.Stop()
+			}
+			roundStart = now
+			continue
+		case n > 0:
+			continue
+		}
+		if err := s.waiter.wait(); err != nil {
+			if c := s.cause.Load(); c != nil {
+				return *c
+			}
+			if !s.stopped.Load() {
+				return fmt.Errorf("wait for events: %w", err)
+			}
+			// Stopped: the next round reads what came meanwhile.
+		}
+		roundStart = time.Time{}
+	}
+}
+
+// coalesceFor returns how long to let events queue after a round that
+// read n datagrams in elapsed (the time since the round before it began):
+// coalesce, or less if at that rate more than budget datagrams would
+// queue meanwhile, but never less than minCoalesce.
+func coalesceFor(coalesce time.Duration, n int, elapsed time.Duration, budget int) time.Duration {
+	if n <= 0 || elapsed <= 0 {
+		return coalesce
+	}
+	// budget datagrams at n per elapsed take budget*elapsed/n.
+	d := time.Duration(float64(elapsed) * float64(budget) / float64(n))
+	return min(max(d, minCoalesce), coalesce)
+}
+
+// drain reads and handles datagrams until the socket is empty, and
+// returns how many it read. It returns at the first error other than
+// EAGAIN and EINTR; ENOBUFS is returned as is.
+func (s *eventSocket) drain(b *recvBatch, r receiver) (read int, err error) {
+	for {
+		n, err := b.recv(uintptr(s.fd))
+		switch {
+		case err == nil && n > 0:
+			read += n
+			r.batch()
+			for i := range n {
+				d, cut := b.datagram(i)
+				if cut {
+					r.truncated()
+					continue
+				}
+				r.datagram(d)
+			}
+		case err == unix.EINTR:
+		case err == unix.EAGAIN:
+			return read, nil
+		case err == nil:
+			return read, errors.New("netlink socket returned no datagram")
 		default:
-			return fmt.Errorf("receive events: %w", rerr)
+			return read, err
 		}
 	}
 }

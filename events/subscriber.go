@@ -252,6 +252,7 @@ func (s *Subscriber) session(ctx context.Context, sock *eventSocket, buf *recvBa
 // and counts what goes wrong.
 type receiverOf struct{ s *Subscriber }
 
+func (r receiverOf) batch()            { r.s.h.beginBatch() }
 func (r receiverOf) datagram(b []byte) { r.s.h.datagram(b) }
 func (r receiverOf) truncated()        { r.s.c.malformed.Add(1) }
 func (r receiverOf) overrun()          { r.s.overrun() }

@@ -37,7 +37,7 @@ func Dial(target netns.Target) (*Conn, error) {
 	}
 	nl, err := netlink.Dial(unix.NETLINK_NETFILTER, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("netns %s: open netlink socket: %w", target, wrapPermission(err))
+		return nil, fmt.Errorf("netns %s: open netlink socket: %w", target, WrapPermission(err))
 	}
 	return &Conn{nl: nl, target: target}, nil
 }
@@ -60,8 +60,8 @@ func (c *Conn) setDeadline(ctx context.Context) error {
 	return c.nl.SetDeadline(d)
 }
 
-// wrapPermission marks EPERM/EACCES as ErrPermission, keeping the cause.
-func wrapPermission(err error) error {
+// WrapPermission marks EPERM/EACCES as ErrPermission, keeping the cause.
+func WrapPermission(err error) error {
 	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) || errors.Is(err, os.ErrPermission) {
 		return fmt.Errorf("%w: %w", ErrPermission, err)
 	}
@@ -79,7 +79,7 @@ func (c *Conn) CPUStats(ctx context.Context) ([]CPUStats, error) {
 	}
 	msgs, err := c.nl.Execute(req)
 	if err != nil {
-		return nil, fmt.Errorf("netns %s: per-CPU stats: %w", c.target, wrapPermission(err))
+		return nil, fmt.Errorf("netns %s: per-CPU stats: %w", c.target, WrapPermission(err))
 	}
 	out := make([]CPUStats, 0, len(msgs))
 	for _, m := range msgs {
@@ -106,7 +106,7 @@ func (c *Conn) GlobalStats(ctx context.Context) (GlobalStats, error) {
 	}
 	sent, err := c.nl.Send(req)
 	if err != nil {
-		return GlobalStats{}, fmt.Errorf("netns %s: global stats: %w", c.target, wrapPermission(err))
+		return GlobalStats{}, fmt.Errorf("netns %s: global stats: %w", c.target, WrapPermission(err))
 	}
 	var (
 		g     GlobalStats
@@ -130,7 +130,7 @@ func (c *Conn) GlobalStats(ctx context.Context) (GlobalStats, error) {
 					return err
 				}
 				if errno != 0 {
-					return wrapPermission(errno)
+					return WrapPermission(errno)
 				}
 				acked = true
 			case uint16(msgType(msgGetStats)):

@@ -72,7 +72,7 @@ func (c *Conn) Dump(ctx context.Context, fn func(data []byte) error) (DumpInfo, 
 	}
 	sent, err := c.nl.Send(req)
 	if err != nil {
-		return DumpInfo{}, fmt.Errorf("netns %s: table dump request: %w", c.target, wrapPermission(err))
+		return DumpInfo{}, fmt.Errorf("netns %s: table dump request: %w", c.target, WrapPermission(err))
 	}
 	buf := make([]byte, dumpBufSize)
 	p := dumpParser{seq: sent.Header.Sequence}
@@ -111,7 +111,7 @@ func recvDatagram(c *Conn, buf []byte) (int, error) {
 		return 0, err
 	}
 	if rerr != nil {
-		return 0, wrapPermission(rerr)
+		return 0, WrapPermission(rerr)
 	}
 	if n > len(buf) {
 		return 0, fmt.Errorf("%d-byte datagram, %d-byte buffer: %w", n, len(buf), ErrTruncated)
@@ -150,7 +150,7 @@ func (p *dumpParser) feed(b []byte, fn func(data []byte) error) error {
 			// The kernel puts the dump's final status in NLMSG_DONE.
 			if len(data) >= 4 {
 				if code := int32(binary.NativeEndian.Uint32(data[0:4])); code < 0 {
-					return fmt.Errorf("kernel ended the dump: %w", wrapPermission(unix.Errno(-code)))
+					return fmt.Errorf("kernel ended the dump: %w", WrapPermission(unix.Errno(-code)))
 				}
 			}
 			return nil
@@ -161,7 +161,7 @@ func (p *dumpParser) feed(b []byte, fn func(data []byte) error) error {
 			}
 			if errno != 0 {
 				p.done = true
-				return wrapPermission(errno)
+				return WrapPermission(errno)
 			}
 			// An acknowledgement: the dump goes on until NLMSG_DONE.
 			return nil
