@@ -317,6 +317,9 @@ func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The baseline scrape's own tail (the garbage collection its
+	// allocations trigger) ends before the exporter's CPU clock is read.
+	time.Sleep(settleAfterScrape)
 	u0, err := exp.Usage()
 	if err != nil {
 		return nil, err
@@ -488,6 +491,10 @@ func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 		"CPU per DESTROY event reads the exporter's CPU clock (CLOCK_PROCESS_CPUTIME_ID, nanoseconds); scrapes excluded subtracts the exporter CPU spent between the start and the end of each scrape (events handled meanwhile included).")
 	return r, nil
 }
+
+// settleAfterScrape is how long churn waits after its baseline scrape
+// before it reads the exporter's CPU clock.
+const settleAfterScrape = time.Second
 
 // perEvent returns microseconds of CPU per event.
 func perEvent(cpu time.Duration, n float64) float64 {

@@ -180,11 +180,15 @@ func (c *EventsCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 // Update implements Collector.
-func (c *EventsCollector) Update(_ context.Context, target netns.Target, ch chan<- prometheus.Metric) error {
+func (c *EventsCollector) Update(ctx context.Context, target netns.Target, ch chan<- prometheus.Metric) error {
 	sub, ok := c.subs.Get(target)
 	if !ok {
 		return fmt.Errorf("events: netns %s: %w", target, ErrNotWatched)
 	}
+	// The events the subscriber let queue are counted first. If that
+	// takes longer than the scrape's deadline, the counts of the events
+	// read so far are served: they are short, never wrong.
+	syncErr := sub.Source.Sync(ctx)
 	st := sub.Source.Stats()
 	name := target.Name
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
@@ -213,6 +217,9 @@ func (c *EventsCollector) Update(_ context.Context, target netns.Target, ch chan
 	counter(c.restarts, st.Restarts)
 	sub.Sink.Histogram.Collect(ch)
 	c.sendTop(sub.Source, gauge)
+	if syncErr != nil {
+		return fmt.Errorf("events: %w", syncErr)
+	}
 	if !st.Running {
 		if st.Err != nil {
 			return fmt.Errorf("events: netns %s: %w: %w", target, ErrSubscriberDown, st.Err)

@@ -26,6 +26,10 @@ type fakeEventSource struct {
 	stats   events.Stats
 	sink    events.Sink
 	stopped bool
+	// syncs counts the calls of Sync; statsUnsynced the calls of Stats
+	// with no Sync since the one before.
+	syncs, statsUnsynced int
+	synced               bool
 	// ends and silent are the sliding windows Top reads; nil reads as
 	// empty.
 	ends, silent *topk.Window
@@ -44,9 +48,22 @@ func (f *fakeEventSource) Top(k int) (ends, silent topk.WindowTop) {
 	return ends, silent
 }
 
+// Sync counts its calls.
+func (f *fakeEventSource) Sync(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.syncs++
+	f.synced = true
+	return nil
+}
+
 func (f *fakeEventSource) Stats() events.Stats {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if !f.synced {
+		f.statsUnsynced++
+	}
+	f.synced = false
 	return f.stats
 }
 
@@ -170,6 +187,12 @@ func TestEventsCollectorExposition(t *testing.T) {
 	}
 	if o.err != nil {
 		t.Fatal(o.err)
+	}
+	// Every collection of a had a's subscriber count its queued events
+	// first; b was not collected.
+	if fakes.sources["a"].statsUnsynced != 0 || fakes.sources["a"].syncs == 0 || fakes.sources["b"].syncs != 0 {
+		t.Fatalf("a: %d syncs, stats read %d times without a sync before; b: %d syncs",
+			fakes.sources["a"].syncs, fakes.sources["a"].statsUnsynced, fakes.sources["b"].syncs)
 	}
 	// The histogram of a holds a's observations only.
 	if n := testutil.CollectAndCount(o, histogram.Name); n != 1 {

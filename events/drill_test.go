@@ -139,3 +139,56 @@ func TestStopReadsQueuedEvents(t *testing.T) {
 		t.Fatalf("after Stop: received %d + lost %d, want %d", st.Events[EventDestroy], st.Lost, n)
 	}
 }
+
+// TestSyncCountsQueuedEvents: while the loop sleeps (Coalesce an hour),
+// events queue uncounted; Sync has them all counted before it returns,
+// and the loop goes on receiving afterwards.
+func TestSyncCountsQueuedEvents(t *testing.T) {
+	nstest.RequireRoot(t, "conntrack")
+	t.Parallel()
+	const n = 300
+	ctx := context.Background()
+	ns := nstest.NewNamespace(t)
+	ns.Sysctl(t, "net.netfilter.nf_conntrack_timestamp", "1")
+	s, _ := startSubscriber(t, ns, Config{Coalesce: time.Hour})
+
+	burst := bench.NewDestroyBurst(n, 1000) // over 0.3 s: the loop is asleep for most of it
+	if err := burst.Create(ns.Namespace); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := burst.Remove(ctx, ns.Namespace); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if got := s.Stats().Events[EventDestroy]; got >= n {
+		t.Fatalf("%d of %d DESTROY events counted before Sync; the loop should be sleeping", got, n)
+	}
+	syncCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := s.Sync(syncCtx); err != nil {
+		t.Fatal(err)
+	}
+	st := s.Stats()
+	if got := st.Events[EventDestroy] + st.Lost; got != n {
+		t.Fatalf("after Sync: received %d + lost %d, want %d", st.Events[EventDestroy], st.Lost, n)
+	}
+	// A Sync while nothing is held back returns at once.
+	if err := s.Sync(syncCtx); err != nil {
+		t.Fatal(err)
+	}
+	// Still receiving: the next events are read (the first at once).
+	more := bench.NewDestroyBurst(5, 0)
+	if err := more.Create(ns.Namespace); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := more.Remove(ctx, ns.Namespace); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "events after the Sync", func() bool {
+		if err := s.Sync(syncCtx); err != nil {
+			t.Fatal(err)
+		}
+		st := s.Stats()
+		return st.Events[EventDestroy]+st.Lost == n+5
+	})
+}

@@ -5,19 +5,18 @@
 // A Subscriber owns one netlink socket in one namespace, joined to the
 // NFNLGRP_CONNTRACK_DESTROY group (and NFNLGRP_CONNTRACK_NEW only in the
 // flow_table mode, below). Its receive loop is its own, on a plain
-// non-blocking socket that the Go runtime's poller never sees: the socket
-// sits in a private epoll instance with EPOLLONESHOT, so that events
-// queued while the loop reads or sleeps wake no thread. The receive buffer
-// is forced large with SO_RCVBUFFORCE; the socket is drained with
-// recvmmsg, 64 datagrams per call, into one reused buffer, then left to
-// fill for up to a second (Config.Coalesce) before the next drain; and
-// messages are decoded by ctnl.DecodeFlow without allocating. When the
-// kernel could not queue an event (the buffer was full) it counts the
-// drop on the socket and the next receive fails with ENOBUFS: the loop
-// counts the overrun, reads the exact number of dropped events
-// (SK_MEMINFO_DROPS of SO_MEMINFO) and keeps going. If the socket fails
-// otherwise the
-// Subscriber opens a new one after a backoff.
+// non-blocking socket that the Go runtime's poller never sees: the socket sits
+// in a private epoll instance with EPOLLONESHOT, so that events queued
+// while the loop reads or sleeps wake no thread. The receive buffer is
+// forced large with SO_RCVBUFFORCE; the socket is drained with recvmmsg, 64
+// datagrams per call, into one reused buffer, then left to fill for up to
+// 5 s (Config.Coalesce; a scrape cuts that short with Subscriber.Sync) before
+// the next drain; and messages are decoded by ctnl.DecodeFlow without
+// allocating. When the kernel could not queue an event (the buffer was
+// full) it counts the drop on the socket and the next receive fails with
+// ENOBUFS: the loop counts the overrun, reads the exact number of dropped
+// events (SK_MEMINFO_DROPS of SO_MEMINFO) and keeps going. If the socket
+// fails otherwise the Subscriber opens a new one after a backoff.
 //
 // Lifetimes come from the DESTROY event alone when the flow carries kernel
 // timestamps (net.netfilter.nf_conntrack_timestamp=1 when it was created):
@@ -57,12 +56,13 @@ const (
 	DefaultRetryMax = time.Minute
 	// DefaultCoalesce is how long the receive loop lets events queue in
 	// the socket after it read some, before it reads again: a busy
-	// namespace costs a few reads and one wake-up a second instead of a
-	// wake-up per event, and an event is counted at most about a second
-	// after the kernel sent it, far less than a scrape interval. At high
-	// rates the loop reads more often, so that the queue stays under a
-	// quarter of the receive buffer.
-	DefaultCoalesce = time.Second
+	// namespace costs a few reads and one wake-up every few seconds
+	// instead of a wake-up per event. Scrapes do not see the wait:
+	// Subscriber.Sync, called first by every scrape, has the loop read
+	// what is queued. At high rates the loop reads more often, so that
+	// the queue stays under a quarter of the receive buffer, and in the
+	// flow_table mode at least every 10 ms.
+	DefaultCoalesce = 5 * time.Second
 )
 
 // Config configures a Subscriber. The zero value uses the defaults.
@@ -85,11 +85,12 @@ type Config struct {
 	RetryMin, RetryMax time.Duration
 	// Coalesce is how long the receive loop sleeps after a wake-up that
 	// read events, before it reads again; meanwhile events queue in the
-	// socket's receive buffer. The first sleep after a quiet spell is at
-	// most 10 ms and measures the rate; at rates where more than a
-	// quarter of BufferSize would queue in Coalesce, the sleep is
-	// shorter (what overflows anyway is still counted exactly in
-	// Stats.Lost). An idle socket is waited on, not polled: the first
+	// socket's receive buffer, and Sync reads them at once. The first
+	// sleep after a quiet spell is at most 10 ms and measures the rate;
+	// at rates where more than a quarter of BufferSize would queue in
+	// Coalesce, the sleep is shorter (what overflows anyway is still
+	// counted exactly in Stats.Lost); in the flow_table mode it is at
+	// most 10 ms. An idle socket is waited on, not polled: the first
 	// event after a quiet spell is read at once. 0 means
 	// DefaultCoalesce; a negative value reads again at once, one wake-up
 	// per burst of events.

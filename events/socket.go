@@ -66,12 +66,19 @@ func newRecvBatch() *recvBatch {
 
 // recv reads up to recvSlots datagrams from fd without blocking and
 // returns how many it read, or the error of the first read.
+//
+// It is a raw system call: it never blocks, so the Go scheduler need not
+// know about it, and telling it would cost more than the call. Since Go
+// 1.26 every scheduler-aware system call made while all other threads
+// sleep wakes the runtime's monitor thread (sysmon) and sets it polling
+// every 20 us again; after each coalescing sleep of the receive loop that
+// would cost a hundred wake-ups of that thread.
 func (b *recvBatch) recv(fd uintptr) (int, error) {
 	for i := range b.msgs {
 		b.msgs[i].Len = 0
 		b.msgs[i].Hdr.Flags = 0
 	}
-	n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.msgs[0])), recvSlots,
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.msgs[0])), recvSlots,
 		unix.MSG_DONTWAIT, 0, 0)
 	if e != 0 {
 		return 0, e
@@ -268,46 +275,64 @@ const (
 // the socket empty, the loop waits until it is readable (see oneShotWait:
 // datagrams queued meanwhile wake nothing). The first sleep after a wait
 // is short (probeCoalesce) and measures the rate; the next ones are
-// coalesce, cut short at high rates so that what queues meanwhile stays
-// under a quarter of the receive buffer (see coalesceFor). coalesce <= 0
-// reads again at once. r.overrun is called after every ENOBUFS; the loop then goes on.
-func (s *eventSocket) receive(b *recvBatch, r receiver, coalesce time.Duration) error {
-	var sleep *time.Timer
-	if coalesce > 0 {
-		sleep = time.NewTimer(coalesce)
-		sleep.Stop()
-		defer sleep.Stop()
-	}
+// coalesce(), read every round, cut short at high rates so that what
+// queues meanwhile stays under a quarter of the receive buffer (see
+// coalesceFor). coalesce() <= 0 reads again at once. A request received
+// from syncs ends the sleep; it is closed after the next drain.
+// r.overrun is called after every ENOBUFS; the loop then goes on. Once
+// interrupted without a cause (stopped), it reads what is queued and
+// returns errInterrupted.
+func (s *eventSocket) receive(b *recvBatch, r receiver, coalesce func() time.Duration, syncs <-chan chan struct{}) error {
+	sleep := time.NewTimer(time.Hour)
+	sleep.Stop()
+	defer sleep.Stop()
+	// synced are the Sync requests that cut the last sleep short; they
+	// are answered after the next drain.
+	var synced []chan struct{}
+	defer func() {
+		for _, c := range synced {
+			close(c)
+		}
+	}()
 	var roundStart time.Time // zero after a wait: the next sleep probes the rate
 	for {
 		n, err := s.drain(b, r)
+		for _, c := range synced {
+			close(c)
+		}
+		synced = synced[:0]
 		if c := s.cause.Load(); c != nil {
 			return *c
 		}
 		if s.stopped.Load() {
 			return errInterrupted
 		}
+		c := coalesce()
 		switch {
 		case err == unix.ENOBUFS:
 			r.overrun()
 			continue
 		case err != nil:
 			return fmt.Errorf("receive events: %w", err)
-		case n > 0 && coalesce > 0:
+		case n == 0:
+		case c > 0:
 			now := time.Now()
-			d := min(coalesce, probeCoalesce)
+			d := min(c, probeCoalesce)
 			if !roundStart.IsZero() {
-				d = coalesceFor(coalesce, n, now.Sub(roundStart), s.rcvbuf/4/eventSocketCost)
+				d = coalesceFor(c, n, now.Sub(roundStart), s.rcvbuf/4/eventSocketCost)
 			}
 			sleep.Reset(d)
 			select {
 			case <-sleep.C:
 			case <-s.stop:
 				sleep.Stop()
+			case req := <-syncs:
+				sleep.Stop()
+				synced = append(synced, req)
 			}
 			roundStart = now
 			continue
-		case n > 0:
+		default:
 			continue
 		}
 		if err := s.waiter.wait(); err != nil {

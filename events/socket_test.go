@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ct-exporter/ct-exporter/internal/netns"
 )
 
 // TestRecvBatchReadsSeveralDatagramsPerCall reads datagrams from a Unix
@@ -64,5 +67,24 @@ func TestConfigCoalesceDefault(t *testing.T) {
 	}
 	if got := (Config{Coalesce: -1}).withDefaults().Coalesce; got >= 0 {
 		t.Errorf("negative Coalesce became %v, want it kept (no waiting)", got)
+	}
+}
+
+// TestCoalesceFlowTableMode: the flow_table mode, whose lifetimes are
+// receive times, sleeps at most flowTableCoalesce; the timestamp mode
+// sleeps Config.Coalesce.
+func TestCoalesceFlowTableMode(t *testing.T) {
+	s := New(netns.Self(), Config{Coalesce: time.Minute}, nil)
+	if got := s.coalesce(); got != time.Minute {
+		t.Errorf("timestamp mode: %v, want 1m", got)
+	}
+	s.c.mode.Store(int32(ModeFlowTable))
+	if got := s.coalesce(); got != flowTableCoalesce {
+		t.Errorf("flow_table mode: %v, want %v", got, flowTableCoalesce)
+	}
+	s = New(netns.Self(), Config{Coalesce: -1}, nil)
+	s.c.mode.Store(int32(ModeFlowTable))
+	if got := s.coalesce(); got >= 0 {
+		t.Errorf("flow_table mode with Coalesce -1: %v, want it kept (no sleep)", got)
 	}
 }

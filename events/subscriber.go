@@ -39,6 +39,9 @@ type Subscriber struct {
 	restarts  uint64
 	lastErr   error
 
+	// syncs carries Sync requests to the receive loop while it sleeps.
+	syncs chan chan struct{}
+
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -51,6 +54,7 @@ func New(target netns.Target, cfg Config, sink Sink) *Subscriber {
 		target: target,
 		cfg:    cfg,
 		log:    cfg.Logger.With(zap.String("netns", target.Name)),
+		syncs:  make(chan chan struct{}),
 	}
 	s.h = newHandler(&s.c, sink, cfg.FlowTableSize, systemClock(time.Now()))
 	attr, err := NewAttribution(cfg.TopWindow)
@@ -91,6 +95,43 @@ func (s *Subscriber) Stop() {
 	s.cancel()
 	<-s.done
 }
+
+// Sync returns once the events the receive loop let queue in the kernel
+// buffer before the call are counted, or when ctx ends. Call it before
+// Stats, Attribution and the sink are read for a scrape: between two
+// reads the loop lets events queue for up to Config.Coalesce, and Sync
+// cuts that wait short. While the loop is not sleeping it is reading the
+// socket or waiting for an empty one, and Sync returns at once.
+func (s *Subscriber) Sync(ctx context.Context) error {
+	req := make(chan struct{})
+	select {
+	case s.syncs <- req:
+	default:
+		return nil
+	}
+	select {
+	case <-req:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("netns %s: wait for queued events: %w", s.target, ctx.Err())
+	}
+}
+
+// coalesce returns the receive loop's sleep: Config.Coalesce, or at most
+// flowTableCoalesce in the flow_table mode, whose lifetimes are receive
+// times.
+func (s *Subscriber) coalesce() time.Duration {
+	if Mode(s.c.mode.Load()) == ModeFlowTable {
+		return min(s.cfg.Coalesce, flowTableCoalesce)
+	}
+	return s.cfg.Coalesce
+}
+
+// flowTableCoalesce bounds the sleep of the receive loop in the
+// flow_table mode: a lifetime there is the time between the receipt of
+// the NEW and of the DESTROY event, and each may wait in the socket for
+// as long as the loop sleeps.
+const flowTableCoalesce = 10 * time.Millisecond
 
 // Stats returns the counters. It reads the current socket's drop count,
 // so Lost is exact at the time of the call.
@@ -245,7 +286,7 @@ func (s *Subscriber) session(ctx context.Context, sock *eventSocket, buf *recvBa
 		close(checkDone)
 		wg.Wait()
 	}()
-	return sock.receive(buf, receiverOf{s}, s.cfg.Coalesce)
+	return sock.receive(buf, receiverOf{s}, s.coalesce, s.syncs)
 }
 
 // receiverOf hands the datagrams of a Subscriber's socket to its handler

@@ -14,6 +14,9 @@ import (
 // EventSource is the background event subscriber of one namespace;
 // *events.Subscriber is one.
 type EventSource interface {
+	// Sync has the subscriber count the events queued so far; call it
+	// before the reads of a scrape (events.Subscriber.Sync).
+	Sync(ctx context.Context) error
 	// Stats returns the subscriber's counters.
 	Stats() events.Stats
 	// Top returns the k original-direction sources that ended the most
