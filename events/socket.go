@@ -32,9 +32,7 @@ const (
 // is one message of a few hundred bytes (its attributes are bounded: two
 // tuples, status, timeouts, counters, timestamps, helper and security
 // context names), so a slot holds any; a datagram cut short by its slot
-// (MSG_TRUNC) is counted as malformed. The buffer is 256 KiB of address
-// space, but only the slots a receive fills are ever touched: a quiet
-// namespace keeps one page of it resident.
+// (MSG_TRUNC) is counted as malformed.
 const (
 	recvSlots    = 64
 	recvSlotSize = 4096
@@ -45,23 +43,56 @@ const (
 // message length); see DefaultBufferSize.
 const eventSocketCost = 1280
 
-// recvBatch is the reused memory of the receives of one socket.
+// recvBatch is the reused memory of the receives of one Subscriber: 256
+// KiB mapped outside the Go heap, so that only the pages a receive writes
+// are resident, and release gives them back when the socket goes quiet.
+// A quiet namespace thus keeps one page of it, whatever bursts it had.
 type recvBatch struct {
 	buf  []byte
 	iovs [recvSlots]unix.Iovec
 	msgs [recvSlots]unix.Mmsghdr
+	// used is the number of slots written since the last release.
+	used int
 }
 
-// newRecvBatch returns the receive memory: recvSlots*recvSlotSize bytes.
-func newRecvBatch() *recvBatch {
-	b := &recvBatch{buf: make([]byte, recvSlots*recvSlotSize)}
+// newRecvBatch maps the receive memory: recvSlots*recvSlotSize bytes,
+// untouched until written. free unmaps it.
+func newRecvBatch() (*recvBatch, error) {
+	buf, err := unix.Mmap(-1, 0, recvSlots*recvSlotSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return nil, fmt.Errorf("map %d bytes of receive memory: %w", recvSlots*recvSlotSize, err)
+	}
+	b := &recvBatch{buf: buf}
 	for i := range b.msgs {
 		b.iovs[i].Base = &b.buf[i*recvSlotSize]
 		b.iovs[i].SetLen(recvSlotSize)
 		b.msgs[i].Hdr.Iov = &b.iovs[i]
 		b.msgs[i].Hdr.SetIovlen(1)
 	}
-	return b
+	return b, nil
+}
+
+// release returns the pages of every slot but the first written since
+// the last release to the kernel (MADV_DONTNEED: they read as zero and
+// take no memory until written again).
+func (b *recvBatch) release() error {
+	if b.used <= 1 {
+		return nil
+	}
+	rest := b.buf[recvSlotSize : b.used*recvSlotSize]
+	b.used = 1
+	if err := unix.Madvise(rest, unix.MADV_DONTNEED); err != nil {
+		return fmt.Errorf("release receive memory: %w", err)
+	}
+	return nil
+}
+
+// free unmaps the receive memory; b is unusable afterwards.
+func (b *recvBatch) free() error {
+	if err := unix.Munmap(b.buf); err != nil {
+		return fmt.Errorf("unmap receive memory: %w", err)
+	}
+	return nil
 }
 
 // recv reads up to recvSlots datagrams from fd without blocking and
@@ -83,6 +114,7 @@ func (b *recvBatch) recv(fd uintptr) (int, error) {
 	if e != 0 {
 		return 0, e
 	}
+	b.used = max(b.used, int(n))
 	return int(n), nil
 }
 
@@ -335,6 +367,9 @@ func (s *eventSocket) receive(b *recvBatch, r receiver, coalesce func() time.Dur
 		default:
 			continue
 		}
+		// Quiet: the receive memory of the last rounds goes back to
+		// the kernel while the loop waits. A failure costs memory only.
+		_ = b.release()
 		if err := s.waiter.wait(); err != nil {
 			if c := s.cause.Load(); c != nil {
 				return *c

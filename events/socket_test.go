@@ -3,8 +3,10 @@ package events
 import (
 	"bytes"
 	"errors"
+	"os"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -34,7 +36,11 @@ func TestRecvBatchReadsSeveralDatagramsPerCall(t *testing.T) {
 		}
 		sent = append(sent, d)
 	}
-	b := newRecvBatch()
+	b, err := newRecvBatch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.free() })
 	n, err := b.recv(uintptr(fds[1]))
 	if err != nil || n != recvSlots {
 		t.Fatalf("first recv: %d datagrams, %v; want %d", n, err, recvSlots)
@@ -86,5 +92,71 @@ func TestCoalesceFlowTableMode(t *testing.T) {
 	s.c.mode.Store(int32(ModeFlowTable))
 	if got := s.coalesce(); got >= 0 {
 		t.Errorf("flow_table mode with Coalesce -1: %v, want it kept (no sleep)", got)
+	}
+}
+
+// residentPages returns how many pages of b are resident (mincore).
+func residentPages(t *testing.T, b []byte) int {
+	t.Helper()
+	vec := make([]byte, (len(b)+os.Getpagesize()-1)/os.Getpagesize())
+	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+		t.Fatal(e)
+	}
+	n := 0
+	for _, v := range vec {
+		n += int(v & 1)
+	}
+	return n
+}
+
+// TestRecvBatchReleasesMemory: the receive memory is resident only where
+// a receive wrote, and release gives back all but the first slot.
+func TestRecvBatchReleasesMemory(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fds[0]); unix.Close(fds[1]) })
+	if err := unix.SetsockoptInt(fds[0], unix.SOL_SOCKET, unix.SO_SNDBUF, 4<<20); err != nil {
+		t.Fatal(err)
+	}
+	b, err := newRecvBatch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.free() })
+	if n := residentPages(t, b.buf); n != 0 {
+		t.Fatalf("%d pages resident before any receive, want 0", n)
+	}
+	for range recvSlots {
+		if _, err := unix.Write(fds[0], bytes.Repeat([]byte{1}, recvSlotSize)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := b.recv(uintptr(fds[1])); err != nil || n != recvSlots {
+		t.Fatalf("recv: %d, %v; want %d", n, err, recvSlots)
+	}
+	full := residentPages(t, b.buf)
+	if full < recvSlots*recvSlotSize/os.Getpagesize() {
+		t.Fatalf("%d pages resident after filling every slot, want all %d", full, recvSlots*recvSlotSize/os.Getpagesize())
+	}
+	if err := b.release(); err != nil {
+		t.Fatal(err)
+	}
+	if n, want := residentPages(t, b.buf), recvSlotSize/os.Getpagesize(); n != want {
+		t.Fatalf("%d pages resident after release, want %d (the first slot)", n, want)
+	}
+	// Written again after the release: the slots read as written.
+	if _, err := unix.Write(fds[0], []byte("again")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.Write(fds[0], []byte("twice")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := b.recv(uintptr(fds[1])); err != nil || n != 2 {
+		t.Fatalf("recv after release: %d, %v; want 2", n, err)
+	}
+	if d, _ := b.datagram(1); string(d) != "twice" {
+		t.Fatalf("second datagram after release: %q", d)
 	}
 }

@@ -76,13 +76,18 @@ func (s *Subscriber) Attribution() *Attribution { return s.h.attr }
 // failures restart the socket after a backoff and show in Stats until it
 // is open again. ctx or Stop end the Subscriber.
 func (s *Subscriber) Start(ctx context.Context) error {
+	buf, err := newRecvBatch()
+	if err != nil {
+		return err
+	}
 	sock, err := s.open()
 	if err != nil {
+		_ = buf.free()
 		return err
 	}
 	ctx, s.cancel = context.WithCancel(ctx)
 	s.done = make(chan struct{})
-	go s.run(ctx, sock)
+	go s.run(ctx, sock, buf)
 	return nil
 }
 
@@ -232,10 +237,15 @@ func (s *Subscriber) closeSocket(cause error) {
 	s.sock, s.lastDrops, s.lastErr = nil, 0, cause
 }
 
-// run receives on sock, and on new sockets after failures, until ctx ends.
-func (s *Subscriber) run(ctx context.Context, sock *eventSocket) {
+// run receives on sock into buf, and on new sockets after failures, until
+// ctx ends; it frees buf when it returns.
+func (s *Subscriber) run(ctx context.Context, sock *eventSocket, buf *recvBatch) {
 	defer close(s.done)
-	buf := newRecvBatch()
+	defer func() {
+		if err := buf.free(); err != nil {
+			s.log.Warn("freeing the receive memory", zap.Error(err))
+		}
+	}()
 	backoff := s.cfg.RetryMin
 	for {
 		opened := time.Now()
