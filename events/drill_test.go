@@ -12,6 +12,20 @@ import (
 // drillEntries is the size of the burst drill.
 const drillEntries = 200_000
 
+// sendBurst creates n entries in ns and removes them at rate per second
+// (0: one flush), so that the kernel sends n DESTROY events
+// (bench.DestroyBurst).
+func sendBurst(t *testing.T, ns *nstest.Namespace, n int, rate float64) {
+	t.Helper()
+	burst := bench.NewDestroyBurst(n, rate)
+	if err := burst.Create(ns.Namespace); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := burst.Remove(context.Background(), ns.Namespace); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestBurstDrill drives the load of the burst drill (bench.DestroyBurst:
 // 200,000 entries created over ctnetlink, then one flush) into a
 // namespace the Subscriber watches, and checks that every DESTROY event
@@ -24,13 +38,7 @@ func TestBurstDrill(t *testing.T) {
 	ns.Sysctl(t, "net.netfilter.nf_conntrack_timestamp", "1")
 	s, sink := startSubscriber(t, ns, Config{})
 
-	burst := bench.NewDestroyBurst(drillEntries, 0)
-	if err := burst.Create(ns.Namespace); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := burst.Remove(context.Background(), ns.Namespace); err != nil {
-		t.Fatal(err)
-	}
+	sendBurst(t, ns, drillEntries, 0)
 	waitFor(t, 60*time.Second, "received + lost to reach the drill size", func() bool {
 		st := s.Stats()
 		return st.Events[EventDestroy]+st.Lost >= drillEntries
@@ -60,17 +68,10 @@ func TestOverrunIsCountedAndSurvived(t *testing.T) {
 	nstest.RequireRoot(t, "conntrack")
 	t.Parallel()
 	const n = 20_000
-	ctx := context.Background()
 	ns := nstest.NewNamespace(t)
 	ns.Sysctl(t, "net.netfilter.nf_conntrack_timestamp", "1")
 	s, sink := startSubscriber(t, ns, Config{BufferSize: 4096})
-	burst := bench.NewDestroyBurst(n, 0)
-	if err := burst.Create(ns.Namespace); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := burst.Remove(ctx, ns.Namespace); err != nil {
-		t.Fatal(err)
-	}
+	sendBurst(t, ns, n, 0)
 	waitFor(t, 30*time.Second, "received + lost to reach the burst size", func() bool {
 		st := s.Stats()
 		return st.Events[EventDestroy]+st.Lost >= n
@@ -85,13 +86,7 @@ func TestOverrunIsCountedAndSurvived(t *testing.T) {
 	// some of the next ten may be dropped too, but each is received or
 	// counted.
 	before := st.Events[EventDestroy]
-	after := bench.NewDestroyBurst(10, 0)
-	if err := after.Create(ns.Namespace); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := after.Remove(ctx, ns.Namespace); err != nil {
-		t.Fatal(err)
-	}
+	sendBurst(t, ns, 10, 0)
 	waitFor(t, 10*time.Second, "events after the overrun", func() bool {
 		st := s.Stats()
 		return st.Events[EventDestroy]+st.Lost == n+10
@@ -116,13 +111,7 @@ func TestStopReadsQueuedEvents(t *testing.T) {
 	// Removed at 1,000 per second over 0.3 s: the loop reads the first
 	// events at once, sleeps 10 ms to measure the rate, reads what came
 	// meanwhile and then sleeps the hour.
-	burst := bench.NewDestroyBurst(n, 1000)
-	if err := burst.Create(ns.Namespace); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := burst.Remove(context.Background(), ns.Namespace); err != nil {
-		t.Fatal(err)
-	}
+	sendBurst(t, ns, n, 1000)
 	time.Sleep(100 * time.Millisecond)
 	if got := s.Stats().Events[EventDestroy]; got == 0 || got >= n {
 		t.Fatalf("%d of %d DESTROY events read before Stop; want some, not all (the loop should be sleeping)", got, n)
@@ -152,13 +141,7 @@ func TestSyncCountsQueuedEvents(t *testing.T) {
 	ns.Sysctl(t, "net.netfilter.nf_conntrack_timestamp", "1")
 	s, _ := startSubscriber(t, ns, Config{Coalesce: time.Hour})
 
-	burst := bench.NewDestroyBurst(n, 1000) // over 0.3 s: the loop is asleep for most of it
-	if err := burst.Create(ns.Namespace); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := burst.Remove(ctx, ns.Namespace); err != nil {
-		t.Fatal(err)
-	}
+	sendBurst(t, ns, n, 1000) // over 0.3 s: the loop is asleep for most of it
 	time.Sleep(100 * time.Millisecond)
 	if got := s.Stats().Events[EventDestroy]; got >= n {
 		t.Fatalf("%d of %d DESTROY events counted before Sync; the loop should be sleeping", got, n)
@@ -177,13 +160,7 @@ func TestSyncCountsQueuedEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Still receiving: the next events are read (the first at once).
-	more := bench.NewDestroyBurst(5, 0)
-	if err := more.Create(ns.Namespace); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := more.Remove(ctx, ns.Namespace); err != nil {
-		t.Fatal(err)
-	}
+	sendBurst(t, ns, 5, 0)
 	waitFor(t, 10*time.Second, "events after the Sync", func() bool {
 		if err := s.Sync(syncCtx); err != nil {
 			t.Fatal(err)

@@ -20,12 +20,10 @@ func readable(t *testing.T, fd int) bool {
 	return n > 0
 }
 
-// TestOneShotWaitStaysQuietWhileDisarmed checks what keeps the receive
-// loop's sleeps free of wake-ups: after a wait returned, datagrams that
-// queue on the socket do not make the epoll instance (the descriptor the
-// Go runtime polls) readable, until the next wait arms it again, and that
-// wait returns at once because data is queued.
-func TestOneShotWaitStaysQuietWhileDisarmed(t *testing.T) {
+// pairWait returns a non-blocking datagram socket pair and a
+// oneShotWait on its second end.
+func pairWait(t *testing.T) ([2]int, *oneShotWait) {
+	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -36,6 +34,16 @@ func TestOneShotWaitStaysQuietWhileDisarmed(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { w.close() })
+	return fds, w
+}
+
+// TestOneShotWaitStaysQuietWhileDisarmed checks what keeps the receive
+// loop's sleeps free of wake-ups: after a wait returned, datagrams that
+// queue on the socket do not make the epoll instance (the descriptor the
+// Go runtime polls) readable, until the next wait arms it again, and that
+// wait returns at once because data is queued.
+func TestOneShotWaitStaysQuietWhileDisarmed(t *testing.T) {
+	fds, w := pairWait(t)
 
 	if _, err := unix.Write(fds[0], []byte("first")); err != nil {
 		t.Fatal(err)
@@ -72,16 +80,7 @@ func TestOneShotWaitStaysQuietWhileDisarmed(t *testing.T) {
 // TestOneShotWaitInterrupt: interrupt ends a wait on an empty socket with
 // os.ErrDeadlineExceeded, and a later wait too.
 func TestOneShotWaitInterrupt(t *testing.T) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(fds[0]); unix.Close(fds[1]) })
-	w, err := newOneShotWait(fds[1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { w.close() })
+	_, w := pairWait(t)
 	done := make(chan error, 1)
 	go func() { done <- w.wait() }()
 	select {
