@@ -67,7 +67,7 @@ type eventWatch struct {
 // sampleCoalesce is the subscriber's Config.Coalesce unless the
 // EventSource sets one: a sample is short, and its settling (below) reads
 // the counts every settlePoll, so events are read within 10 ms rather
-// than the daemon's second.
+// than after up to the daemon's 5 s.
 const sampleCoalesce = 10 * time.Millisecond
 
 // Settling: before stopping, the events the kernel already queued (the
