@@ -148,9 +148,8 @@ type eventSocket struct {
 	rcvbuf int
 	forced bool
 	joined bool // member of the NEW group
-	// stopped is set, and stop closed, by interrupt; the receive loop
-	// checks stopped between reads and wakes from its sleep on stop.
-	stopped  atomic.Bool
+	// stop is closed by interrupt; the receive loop checks it between
+	// reads (stopped) and wakes from its sleep on it.
 	stop     chan struct{}
 	stopOnce sync.Once
 	// cause is why the socket was interrupted, if not by its context.
@@ -267,9 +266,18 @@ func (s *eventSocket) drops() (uint32, error) {
 // interrupt makes the receive loop return: at once if it waits or
 // sleeps, else after its current read.
 func (s *eventSocket) interrupt() {
-	s.stopped.Store(true)
 	s.stopOnce.Do(func() { close(s.stop) })
 	s.waiter.interrupt()
+}
+
+// stopped reports whether interrupt was called.
+func (s *eventSocket) stopped() bool {
+	select {
+	case <-s.stop:
+		return true
+	default:
+		return false
+	}
 }
 
 // fail makes the receive loop return cause.
@@ -336,7 +344,7 @@ func (s *eventSocket) receive(b *recvBatch, r receiver, coalesce func() time.Dur
 		if c := s.cause.Load(); c != nil {
 			return *c
 		}
-		if s.stopped.Load() {
+		if s.stopped() {
 			return errInterrupted
 		}
 		c := coalesce()
@@ -374,7 +382,7 @@ func (s *eventSocket) receive(b *recvBatch, r receiver, coalesce func() time.Dur
 			if c := s.cause.Load(); c != nil {
 				return *c
 			}
-			if !s.stopped.Load() {
+			if !s.stopped() {
 				return fmt.Errorf("wait for events: %w", err)
 			}
 			// Stopped: the next round reads what came meanwhile.
