@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/ct-exporter/ct-exporter/internal/exposition"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
 )
 
@@ -55,8 +56,8 @@ type Exporter struct {
 	timeout    time.Duration
 	logger     *zap.Logger
 
-	successDesc  *prometheus.Desc
-	durationDesc *prometheus.Desc
+	successDesc  *exposition.Desc
+	durationDesc *exposition.Desc
 }
 
 // NewExporter returns an Exporter over the named collectors. timeout
@@ -67,21 +68,21 @@ func NewExporter(collectors map[string]Collector, targets Targets, timeout time.
 		targets:    targets,
 		timeout:    timeout,
 		logger:     logger,
-		successDesc: prometheus.NewDesc(
+		successDesc: exposition.NewDesc(
 			prometheus.BuildFQName(MetricPrefix, "exporter", "collector_success"),
 			"Whether the collector succeeded for the network namespace on this scrape (1) or not (0).",
-			[]string{"collector", NetnsLabel}, nil),
-		durationDesc: prometheus.NewDesc(
+			prometheus.GaugeValue, "collector", NetnsLabel),
+		durationDesc: exposition.NewDesc(
 			prometheus.BuildFQName(MetricPrefix, "exporter", "collector_duration_seconds"),
 			"How long the collector took for the network namespace on this scrape.",
-			[]string{"collector", NetnsLabel}, nil),
+			prometheus.GaugeValue, "collector", NetnsLabel),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
-	ch <- e.successDesc
-	ch <- e.durationDesc
+	ch <- e.successDesc.Desc()
+	ch <- e.durationDesc.Desc()
 	for _, c := range e.collectors {
 		c.Describe(ch)
 	}
@@ -154,6 +155,6 @@ func (e *Exporter) run(name string, target netns.Target, deadline time.Time, ch 
 			zap.String("collector", name), zap.String(NetnsLabel, target.Name),
 			zap.Float64("duration_seconds", duration))
 	}
-	ch <- prometheus.MustNewConstMetric(e.successDesc, prometheus.GaugeValue, success, name, target.Name)
-	ch <- prometheus.MustNewConstMetric(e.durationDesc, prometheus.GaugeValue, duration, name, target.Name)
+	ch <- e.successDesc.Metric(success, name, target.Name)
+	ch <- e.durationDesc.Metric(duration, name, target.Name)
 }

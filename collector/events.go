@@ -10,6 +10,7 @@ import (
 
 	"github.com/ct-exporter/ct-exporter/events"
 	"github.com/ct-exporter/ct-exporter/histogram"
+	"github.com/ct-exporter/ct-exporter/internal/exposition"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
 	"github.com/ct-exporter/ct-exporter/internal/watch"
 )
@@ -100,10 +101,10 @@ type EventsCollector struct {
 	subs *Subscribers
 	topK int
 
-	events, lost, overruns, malformed, noTimestamp *prometheus.Desc
-	mode, tableEntries, evictions, rcvbuf          *prometheus.Desc
-	restarts                                       *prometheus.Desc
-	topSources, topSilent, windowEnds, errorBound  *prometheus.Desc
+	events, lost, overruns, malformed, noTimestamp *exposition.Desc
+	mode, tableEntries, evictions, rcvbuf          *exposition.Desc
+	restarts                                       *exposition.Desc
+	topSources, topSilent, windowEnds, errorBound  *exposition.Desc
 	lifetimeDescs                                  []*prometheus.Desc
 }
 
@@ -117,44 +118,55 @@ const (
 // number of sources and destinations named in the top-K families (0
 // leaves them out).
 func NewEventsCollector(subs *Subscribers, topK int) *EventsCollector {
-	desc := func(subsystem, name, help string, labels ...string) *prometheus.Desc {
-		return prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, subsystem, name), help, append(labels, NetnsLabel), nil)
+	desc := func(subsystem, name, help string, t prometheus.ValueType, labels ...string) *exposition.Desc {
+		return exposition.NewDesc(prometheus.BuildFQName(MetricPrefix, subsystem, name), help, t, append(labels, NetnsLabel)...)
 	}
+	const counter, gauge = prometheus.CounterValue, prometheus.GaugeValue
 	c := &EventsCollector{
 		subs: subs,
 		topK: topK,
 		topSources: desc("flow", "ends_top_source",
 			"Flows that ended within the sliding window, by original-direction source address: the top K sources, and all others (source=\"other\"). The series sum to conntrack_flow_top_window_ends{breakdown=\"source\"}.",
-			"source"),
+			gauge, "source"),
 		topSilent: desc("flow", "silent_ends_top_destination",
 			"Flows that reached ESTABLISHED and ended still ESTABLISHED (no FIN or RST seen) within the sliding window, by original-direction destination address and port: the top K, and all others (destination=\"other\",port=\"other\"). The series sum to conntrack_flow_top_window_ends{breakdown=\"silent_destination\"}.",
-			"destination", "port"),
+			gauge, "destination", "port"),
 		windowEnds: desc("flow", "top_window_ends",
 			"Flow ends (breakdown=\"source\") and silent ends (breakdown=\"silent_destination\") counted within the sliding window of the top-K families (exact).",
-			"breakdown"),
+			gauge, "breakdown"),
 		errorBound: desc("flow", "top_error_bound_ends",
 			"How far any top-K count of the breakdown may be from the true count in the sliding window, either way (the count is within ± this bound); 0 while every time step saw no more distinct keys than its counters and every count is exact.",
-			"breakdown"),
+			gauge, "breakdown"),
 		events: desc("", "events_total",
-			"Conntrack events received from the kernel, by type (new, update, destroy).", "type"),
+			"Conntrack events received from the kernel, by type (new, update, destroy).",
+			counter, "type"),
 		lost: desc("exporter", "events_lost_total",
-			"Conntrack events the kernel dropped because the exporter's socket queue was full (the socket's exact drop count)."),
+			"Conntrack events the kernel dropped because the exporter's socket queue was full (the socket's exact drop count).",
+			counter),
 		overruns: desc("exporter", "event_overruns_total",
-			"Receives on the event socket that failed with ENOBUFS because events had been dropped."),
+			"Receives on the event socket that failed with ENOBUFS because events had been dropped.",
+			counter),
 		malformed: desc("exporter", "events_malformed_total",
-			"Conntrack event messages skipped because they did not decode."),
+			"Conntrack event messages skipped because they did not decode.",
+			counter),
 		noTimestamp: desc("exporter", "flows_without_timestamp_total",
-			"Flows that reached ESTABLISHED (ASSURED) and ended with no usable start (no kernel timestamp, not in the flow table): their lifetime is not in conntrack_flow_lifetime_seconds."),
+			"Flows that reached ESTABLISHED (ASSURED) and ended with no usable start (no kernel timestamp, not in the flow table): their lifetime is not in conntrack_flow_lifetime_seconds.",
+			counter),
 		mode: desc("exporter", "lifetime_mode",
-			"How flow lifetimes are measured: timestamp (kernel start/stop timestamps of the DESTROY event) or flow_table (receive times of NEW and DESTROY events); 1 for the active mode.", "mode"),
+			"How flow lifetimes are measured: timestamp (kernel start/stop timestamps of the DESTROY event) or flow_table (receive times of NEW and DESTROY events); 1 for the active mode.",
+			gauge, "mode"),
 		tableEntries: desc("exporter", "flow_table_entries",
-			"Flows whose start the flow_table lifetime mode remembers."),
+			"Flows whose start the flow_table lifetime mode remembers.",
+			gauge),
 		evictions: desc("exporter", "flow_table_evictions_total",
-			"Flows evicted from the full flow table before they ended; their lifetime is lost."),
+			"Flows evicted from the full flow table before they ended; their lifetime is lost.",
+			counter),
 		rcvbuf: desc("exporter", "events_receive_buffer_bytes",
-			"Receive buffer of the event socket as the kernel reports it (twice the requested size)."),
+			"Receive buffer of the event socket as the kernel reports it (twice the requested size).",
+			gauge),
 		restarts: desc("exporter", "event_subscriber_restarts_total",
-			"Times the event socket was opened again after a failure."),
+			"Times the event socket was opened again after a failure.",
+			counter),
 	}
 	ch := make(chan *prometheus.Desc, 4)
 	histogram.New("").Describe(ch)
@@ -167,12 +179,12 @@ func NewEventsCollector(subs *Subscribers, topK int) *EventsCollector {
 
 // Describe implements Collector.
 func (c *EventsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{
+	for _, d := range []*exposition.Desc{
 		c.events, c.lost, c.overruns, c.malformed, c.noTimestamp,
 		c.mode, c.tableEntries, c.evictions, c.rcvbuf, c.restarts,
 		c.topSources, c.topSilent, c.windowEnds, c.errorBound,
 	} {
-		ch <- d
+		ch <- d.Desc()
 	}
 	for _, d := range c.lifetimeDescs {
 		ch <- d
@@ -191,11 +203,11 @@ func (c *EventsCollector) Update(ctx context.Context, target netns.Target, ch ch
 	syncErr := sub.Source.Sync(ctx)
 	st := sub.Source.Stats()
 	name := target.Name
-	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append(labels, name)...)
+	counter := func(d *exposition.Desc, v uint64, labels ...string) {
+		ch <- d.Metric(float64(v), append(labels, name)...)
 	}
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, append(labels, name)...)
+	gauge := func(d *exposition.Desc, v float64, labels ...string) {
+		ch <- d.Metric(v, append(labels, name)...)
 	}
 	for t := events.EventType(0); t < events.NumEventTypes; t++ {
 		counter(c.events, st.Events[t], t.String())
@@ -230,7 +242,7 @@ func (c *EventsCollector) Update(ctx context.Context, target netns.Target, ch ch
 }
 
 // sendTop sends the top-K families of one namespace's sliding window.
-func (c *EventsCollector) sendTop(src watch.EventSource, gauge func(d *prometheus.Desc, v float64, labels ...string)) {
+func (c *EventsCollector) sendTop(src watch.EventSource, gauge func(d *exposition.Desc, v float64, labels ...string)) {
 	ends, silent := src.Top(c.topK)
 	gauge(c.windowEnds, float64(ends.Total), breakdownSource)
 	gauge(c.windowEnds, float64(silent.Total), breakdownSilentDestination)

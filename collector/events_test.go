@@ -285,7 +285,7 @@ func TestLifetimeSinkLabels(t *testing.T) {
 	sink.Observe(events.Lifetime{Protocol: 17, TCPState: 3, Seconds: 2}) // a state on UDP is ignored
 	sink.Observe(events.Lifetime{Protocol: 99, Seconds: 1})
 	sink.Observe(events.Lifetime{Protocol: 6, TCPState: 200, Seconds: 1}) // unknown state
-	text := exposition(t, h)
+	text := gatherText(t, h)
 	for _, want := range []string{
 		`conntrack_flow_lifetime_seconds_count{end_state="established",netns="self",protocol="tcp"} 1`,
 		`conntrack_flow_lifetime_seconds_count{end_state="none",netns="self",protocol="udp"} 1`,
@@ -304,8 +304,8 @@ func TestLifetimeSinkLabels(t *testing.T) {
 	}
 }
 
-// exposition returns the text exposition of c.
-func exposition(t *testing.T, c prometheus.Collector) string {
+// gatherText returns the text exposition of c, gathered by a pedantic registry.
+func gatherText(t *testing.T, c prometheus.Collector) string {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(c)

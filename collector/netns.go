@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ct-exporter/ct-exporter/internal/exposition"
 	"github.com/ct-exporter/ct-exporter/internal/watch"
 )
 
@@ -21,7 +22,8 @@ type NetnsStatus func() *watch.Status
 type NetnsCollector struct {
 	status NetnsStatus
 
-	watchedDesc, overLimitDesc, scanErrorsDesc, scanDurationDesc, infoDesc *prometheus.Desc
+	watchedDesc, overLimitDesc, scanErrorsDesc, scanDurationDesc *prometheus.Desc
+	infoDesc                                                     *exposition.Desc
 }
 
 // NewNetnsCollector returns a NetnsCollector reading status.
@@ -36,9 +38,9 @@ func NewNetnsCollector(status NetnsStatus) *NetnsCollector {
 			"Rescans whose namespace discovery failed in part; what they could not read was kept as it was.", nil, nil),
 		scanDurationDesc: prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "exporter", "netns_discovery_duration_seconds"),
 			"How long the last rescan of network namespaces took.", nil, nil),
-		infoDesc: prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "netns", "info"),
+		infoDesc: exposition.NewDesc(prometheus.BuildFQName(MetricPrefix, "netns", "info"),
 			"One series per watched network namespace (value 1): where it was found, its inode, and the lowest process ID in it with that process's command and cgroup when known, and the Kubernetes pod UID and container ID that cgroup names (empty outside pods).",
-			[]string{NetnsLabel, "source", "inode", "pid", "comm", "cgroup", "pod_uid", "container_id"}, nil),
+			prometheus.GaugeValue, NetnsLabel, "source", "inode", "pid", "comm", "cgroup", "pod_uid", "container_id"),
 	}
 }
 
@@ -48,7 +50,7 @@ func (c *NetnsCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.overLimitDesc
 	ch <- c.scanErrorsDesc
 	ch <- c.scanDurationDesc
-	ch <- c.infoDesc
+	ch <- c.infoDesc.Desc()
 }
 
 // Collect implements prometheus.Collector.
@@ -68,8 +70,7 @@ func (c *NetnsCollector) Collect(ch chan<- prometheus.Metric) {
 		if ns.PID != 0 {
 			pid = strconv.Itoa(ns.PID)
 		}
-		ch <- prometheus.MustNewConstMetric(c.infoDesc, prometheus.GaugeValue, 1, ns.Name, ns.Source, inode, pid, ns.Comm, ns.Cgroup,
-			ns.Pod.PodUID, ns.Pod.ContainerID)
+		ch <- c.infoDesc.Metric(1, ns.Name, ns.Source, inode, pid, ns.Comm, ns.Cgroup, ns.Pod.PodUID, ns.Pod.ContainerID)
 	}
 }
 

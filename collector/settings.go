@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ct-exporter/ct-exporter/internal/exposition"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
 	"github.com/ct-exporter/ct-exporter/internal/sysctl"
 )
@@ -70,12 +71,12 @@ type SettingsAger interface {
 type SettingsCollector struct {
 	source    SysctlReader
 	tcpStates []string
-	tcp       *prometheus.Desc
-	udp       *prometheus.Desc
-	scalars   []*prometheus.Desc
-	keepalive []*prometheus.Desc
+	tcp       *exposition.Desc
+	udp       *exposition.Desc
+	scalars   []*exposition.Desc
+	keepalive []*exposition.Desc
 	ager      SettingsAger
-	age       *prometheus.Desc
+	age       *exposition.Desc
 }
 
 // NewSettingsCollector returns a SettingsCollector reading from source.
@@ -85,40 +86,40 @@ func NewSettingsCollector(source SysctlReader) *SettingsCollector {
 	c := &SettingsCollector{
 		source:    source,
 		tcpStates: sysctl.TCPTimeoutStates(),
-		tcp: prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "tcp", "timeout_seconds"),
+		tcp: exposition.NewDesc(prometheus.BuildFQName(MetricPrefix, "tcp", "timeout_seconds"),
 			"Timeout of a TCP entry in each state (nf_conntrack_tcp_timeout_*). ESTABLISHED entries drop to max_retrans or unacknowledged after retransmissions or unacknowledged data.",
-			[]string{NetnsLabel, "state"}, nil),
-		udp: prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "udp", "timeout_seconds"),
+			prometheus.GaugeValue, NetnsLabel, "state"),
+		udp: exposition.NewDesc(prometheus.BuildFQName(MetricPrefix, "udp", "timeout_seconds"),
 			"Timeout of a UDP entry: unreplied (nf_conntrack_udp_timeout) or replied (nf_conntrack_udp_timeout_stream).",
-			[]string{NetnsLabel, "state"}, nil),
+			prometheus.GaugeValue, NetnsLabel, "state"),
 	}
 	for _, s := range scalarSettings {
-		c.scalars = append(c.scalars, prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "", s.metric), s.help, []string{NetnsLabel}, nil))
+		c.scalars = append(c.scalars, exposition.NewDesc(prometheus.BuildFQName(MetricPrefix, "", s.metric), s.help, prometheus.GaugeValue, NetnsLabel))
 	}
 	for _, s := range keepaliveSettings {
-		c.keepalive = append(c.keepalive, prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "", s.metric), s.help, []string{NetnsLabel}, nil))
+		c.keepalive = append(c.keepalive, exposition.NewDesc(prometheus.BuildFQName(MetricPrefix, "", s.metric), s.help, prometheus.GaugeValue, NetnsLabel))
 	}
 	if ager, ok := source.(SettingsAger); ok {
 		c.ager = ager
-		c.age = prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "exporter", "settings_age_seconds"),
+		c.age = exposition.NewDesc(prometheus.BuildFQName(MetricPrefix, "exporter", "settings_age_seconds"),
 			"Age of the sysctl reading the settings metrics of the namespace come from: the exporter reads them in the background, not on each scrape.",
-			[]string{NetnsLabel}, nil)
+			prometheus.GaugeValue, NetnsLabel)
 	}
 	return c
 }
 
 // Describe implements Collector.
 func (c *SettingsCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- c.tcp
-	ch <- c.udp
+	ch <- c.tcp.Desc()
+	ch <- c.udp.Desc()
 	for _, d := range c.scalars {
-		ch <- d
+		ch <- d.Desc()
 	}
 	for _, d := range c.keepalive {
-		ch <- d
+		ch <- d.Desc()
 	}
 	if c.age != nil {
-		ch <- c.age
+		ch <- c.age.Desc()
 	}
 }
 
@@ -134,27 +135,27 @@ func (c *SettingsCollector) Update(ctx context.Context, target netns.Target, ch 
 	}
 	for _, state := range c.tcpStates {
 		if v, ok := set[sysctl.TCPTimeoutPrefix+state]; ok {
-			ch <- prometheus.MustNewConstMetric(c.tcp, prometheus.GaugeValue, float64(v), target.Name, state)
+			ch <- c.tcp.Metric(float64(v), target.Name, state)
 		}
 	}
 	for name, state := range udpTimeouts {
 		if v, ok := set[name]; ok {
-			ch <- prometheus.MustNewConstMetric(c.udp, prometheus.GaugeValue, float64(v), target.Name, state)
+			ch <- c.udp.Metric(float64(v), target.Name, state)
 		}
 	}
 	for i, s := range scalarSettings {
 		if v, ok := set[s.sysctl]; ok {
-			ch <- prometheus.MustNewConstMetric(c.scalars[i], prometheus.GaugeValue, float64(v), target.Name)
+			ch <- c.scalars[i].Metric(float64(v), target.Name)
 		}
 	}
 	for i, s := range keepaliveSettings {
 		if v, ok := keepalive[s.sysctl]; ok {
-			ch <- prometheus.MustNewConstMetric(c.keepalive[i], prometheus.GaugeValue, float64(v), target.Name)
+			ch <- c.keepalive[i].Metric(float64(v), target.Name)
 		}
 	}
 	if c.ager != nil {
 		if age, ok := c.ager.Age(target); ok {
-			ch <- prometheus.MustNewConstMetric(c.age, prometheus.GaugeValue, age.Seconds(), target.Name)
+			ch <- c.age.Metric(age.Seconds(), target.Name)
 		}
 	}
 	return nil

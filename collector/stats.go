@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ct-exporter/ct-exporter/internal/ctnl"
+	"github.com/ct-exporter/ct-exporter/internal/exposition"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
 	"github.com/ct-exporter/ct-exporter/internal/watch"
 )
@@ -38,37 +39,36 @@ var counterHelp = [ctnl.NumCounters]string{
 type StatsCollector struct {
 	source StatsReader
 
-	entries, limit, ratio *prometheus.Desc
-	counters              [ctnl.NumCounters]*prometheus.Desc
+	entries, limit, ratio *exposition.Desc
+	counters              [ctnl.NumCounters]*exposition.Desc
 }
 
 // NewStatsCollector returns a StatsCollector reading from source.
 func NewStatsCollector(source StatsReader) *StatsCollector {
-	labels := []string{NetnsLabel}
 	c := &StatsCollector{
 		source: source,
-		entries: prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "", "entries"),
-			"Entries in the namespace's conntrack table.", labels, nil),
-		limit: prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "", "entries_limit"),
-			"Maximum entries per namespace (nf_conntrack_max, one global value checked against each namespace's count).", labels, nil),
-		ratio: prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "", "fill_ratio"),
-			"conntrack_entries / conntrack_entries_limit; at 1 new connections are dropped.", labels, nil),
+		entries: exposition.NewDesc(prometheus.BuildFQName(MetricPrefix, "", "entries"),
+			"Entries in the namespace's conntrack table.", prometheus.GaugeValue, NetnsLabel),
+		limit: exposition.NewDesc(prometheus.BuildFQName(MetricPrefix, "", "entries_limit"),
+			"Maximum entries per namespace (nf_conntrack_max, one global value checked against each namespace's count).", prometheus.GaugeValue, NetnsLabel),
+		ratio: exposition.NewDesc(prometheus.BuildFQName(MetricPrefix, "", "fill_ratio"),
+			"conntrack_entries / conntrack_entries_limit; at 1 new connections are dropped.", prometheus.GaugeValue, NetnsLabel),
 	}
 	for i := ctnl.Counter(0); i < ctnl.NumCounters; i++ {
-		c.counters[i] = prometheus.NewDesc(
+		c.counters[i] = exposition.NewDesc(
 			prometheus.BuildFQName(MetricPrefix, "stat", i.String()+"_total"),
-			counterHelp[i]+" Summed over CPUs.", labels, nil)
+			counterHelp[i]+" Summed over CPUs.", prometheus.CounterValue, NetnsLabel)
 	}
 	return c
 }
 
 // Describe implements Collector.
 func (c *StatsCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- c.entries
-	ch <- c.limit
-	ch <- c.ratio
+	ch <- c.entries.Desc()
+	ch <- c.limit.Desc()
+	ch <- c.ratio.Desc()
 	for _, d := range c.counters {
-		ch <- d
+		ch <- d.Desc()
 	}
 }
 
@@ -79,14 +79,13 @@ func (c *StatsCollector) Update(ctx context.Context, target netns.Target, ch cha
 		return fmt.Errorf("stats: %w", err)
 	}
 
-	ch <- prometheus.MustNewConstMetric(c.entries, prometheus.GaugeValue, float64(snap.Global.Entries), target.Name)
-	ch <- prometheus.MustNewConstMetric(c.limit, prometheus.GaugeValue, float64(snap.Global.MaxEntries), target.Name)
+	ch <- c.entries.Metric(float64(snap.Global.Entries), target.Name)
+	ch <- c.limit.Metric(float64(snap.Global.MaxEntries), target.Name)
 	if snap.Global.MaxEntries > 0 {
-		ch <- prometheus.MustNewConstMetric(c.ratio, prometheus.GaugeValue,
-			float64(snap.Global.Entries)/float64(snap.Global.MaxEntries), target.Name)
+		ch <- c.ratio.Metric(float64(snap.Global.Entries)/float64(snap.Global.MaxEntries), target.Name)
 	}
 	for i, total := range snap.Totals {
-		ch <- prometheus.MustNewConstMetric(c.counters[i], prometheus.CounterValue, float64(total), target.Name)
+		ch <- c.counters[i].Metric(float64(total), target.Name)
 	}
 	return nil
 }

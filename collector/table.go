@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ct-exporter/ct-exporter/internal/exposition"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
 	"github.com/ct-exporter/ct-exporter/internal/tablescan"
 	"github.com/ct-exporter/ct-exporter/internal/watch"
@@ -66,16 +67,17 @@ type TableStates interface {
 type TableCollector struct {
 	states TableStates
 
-	entries, sources, ports, zones, marks, errorBound *prometheus.Desc
-	shortened, malformed, interrupted                 *prometheus.Desc
-	nat, unreplied, evictable, helpers                *prometheus.Desc
-	duration, timestamp                               *prometheus.Desc
+	entries, sources, ports, zones, marks, errorBound *exposition.Desc
+	shortened, malformed, interrupted                 *exposition.Desc
+	nat, unreplied, evictable, helpers                *exposition.Desc
+	duration, timestamp                               *exposition.Desc
 }
 
 // NewTableCollector returns the table collector over states.
 func NewTableCollector(states TableStates) *TableCollector {
-	desc := func(name, help string, labels ...string) *prometheus.Desc {
-		return prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "table", name), help, append(labels, NetnsLabel), nil)
+	// Every table metric is a gauge: a count or a time of the last scan.
+	desc := func(name, help string, labels ...string) *exposition.Desc {
+		return exposition.NewDesc(prometheus.BuildFQName(MetricPrefix, "table", name), help, prometheus.GaugeValue, append(labels, NetnsLabel)...)
 	}
 	return &TableCollector{
 		states: states,
@@ -122,12 +124,12 @@ func NewTableCollector(states TableStates) *TableCollector {
 
 // Describe implements Collector.
 func (c *TableCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{
+	for _, d := range []*exposition.Desc{
 		c.entries, c.sources, c.ports, c.zones, c.marks, c.errorBound,
 		c.shortened, c.malformed, c.interrupted, c.duration, c.timestamp,
 		c.nat, c.unreplied, c.evictable, c.helpers,
 	} {
-		ch <- d
+		ch <- d.Desc()
 	}
 }
 
@@ -154,8 +156,8 @@ func (c *TableCollector) Update(_ context.Context, target netns.Target, ch chan<
 }
 
 // gauge builds one gauge of target.
-func (c *TableCollector) gauge(d *prometheus.Desc, v float64, target netns.Target, labels ...string) prometheus.Metric {
-	return prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, append(labels, target.Name)...)
+func (c *TableCollector) gauge(d *exposition.Desc, v float64, target netns.Target, labels ...string) prometheus.Metric {
+	return d.Metric(v, append(labels, target.Name)...)
 }
 
 // send sends the metrics of one successful scan.

@@ -18,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	promcollectors "github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/version"
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
@@ -27,6 +26,7 @@ import (
 	"github.com/ct-exporter/ct-exporter/collector"
 	"github.com/ct-exporter/ct-exporter/events"
 	"github.com/ct-exporter/ct-exporter/internal/caps"
+	"github.com/ct-exporter/ct-exporter/internal/exposition"
 	"github.com/ct-exporter/ct-exporter/internal/logging"
 	"github.com/ct-exporter/ct-exporter/internal/preflight"
 	"github.com/ct-exporter/ct-exporter/internal/tablescan"
@@ -241,19 +241,25 @@ func (s *serveCommand) run(_ io.Writer, stderr io.Writer) int {
 	defer namespaces.Close()
 
 	exporter := collector.NewExporter(collectors, namespaces.Targets, s.scrapeTimeout, logger)
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collector.Guard(exporter, namespaces), collector.NewNetnsCollector(namespaces.Status),
-		versioncollector.NewCollector("conntrack_exporter"))
+	// The conntrack metrics, thousands with many namespaces, are written
+	// by package exposition; the exporter's own process metrics go
+	// through a registry.
+	rest := prometheus.NewRegistry()
+	rest.MustRegister(versioncollector.NewCollector("conntrack_exporter"))
 	if !s.disableExporterMetrics {
-		reg.MustRegister(promcollectors.NewGoCollector(), promcollectors.NewProcessCollector(promcollectors.ProcessCollectorOpts{}))
+		rest.MustRegister(promcollectors.NewGoCollector(), promcollectors.NewProcessCollector(promcollectors.ProcessCollectorOpts{}))
+	}
+	metrics, err := exposition.NewHandler(rest, exposition.HandlerOpts{
+		ErrorLog:            zap.NewStdLog(logger),
+		MaxRequestsInFlight: s.maxRequests,
+	}, collector.Guard(exporter, namespaces), collector.NewNetnsCollector(namespaces.Status))
+	if err != nil {
+		fmt.Fprintf(stderr, "ct-exporter: error: %v\n", err)
+		return exitFailure
 	}
 
 	mux := http.NewServeMux()
-	mux.Handle(s.telemetryPath, promhttp.HandlerFor(reg, promhttp.HandlerOpts{
-		ErrorLog:            zap.NewStdLog(logger),
-		ErrorHandling:       promhttp.ContinueOnError,
-		MaxRequestsInFlight: s.maxRequests,
-	}))
+	mux.Handle(s.telemetryPath, metrics)
 	ok := func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "OK") }
 	mux.HandleFunc("/-/healthy", ok)
 	mux.HandleFunc("/-/ready", ok)
