@@ -48,9 +48,8 @@ const eventSocketCost = 1280
 // are resident, and release gives them back when the socket goes quiet.
 // A quiet namespace thus keeps one page of it, whatever bursts it had.
 type recvBatch struct {
-	buf  []byte
-	iovs [recvSlots]unix.Iovec
-	msgs [recvSlots]unix.Mmsghdr
+	*ctnl.Datagrams
+	buf []byte
 	// used is the number of slots written since the last release.
 	used int
 }
@@ -62,14 +61,7 @@ func newRecvBatch() (*recvBatch, error) {
 	if err != nil {
 		return nil, fmt.Errorf("map %d bytes of receive memory: %w", recvSlots*recvSlotSize, err)
 	}
-	b := &recvBatch{buf: buf}
-	for i := range b.msgs {
-		b.iovs[i].Base = &b.buf[i*recvSlotSize]
-		b.iovs[i].SetLen(recvSlotSize)
-		b.msgs[i].Hdr.Iov = &b.iovs[i]
-		b.msgs[i].Hdr.SetIovlen(1)
-	}
-	return b, nil
+	return &recvBatch{Datagrams: ctnl.NewDatagrams(buf, recvSlots), buf: buf}, nil
 }
 
 // release returns the pages of every slot but the first written since
@@ -95,35 +87,18 @@ func (b *recvBatch) free() error {
 	return nil
 }
 
-// recv reads up to recvSlots datagrams from fd without blocking and
-// returns how many it read, or the error of the first read.
-//
-// It is a raw system call: it never blocks, so the Go scheduler need not
-// know about it, and telling it would cost more than the call. Since Go
-// 1.26 every scheduler-aware system call made while all other threads
-// sleep wakes the runtime's monitor thread (sysmon) and sets it polling
-// every 20 us again; after each coalescing sleep of the receive loop that
-// would cost a hundred wake-ups of that thread.
+// recv reads up to recvSlots datagrams from fd without blocking (see
+// ctnl.Datagrams.Recv) and returns how many it read, or the error of the
+// first read.
 func (b *recvBatch) recv(fd uintptr) (int, error) {
-	for i := range b.msgs {
-		b.msgs[i].Len = 0
-		b.msgs[i].Hdr.Flags = 0
-	}
-	n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.msgs[0])), recvSlots,
-		unix.MSG_DONTWAIT, 0, 0)
-	if e != 0 {
-		return 0, e
-	}
-	b.used = max(b.used, int(n))
-	return int(n), nil
+	n, err := b.Recv(fd)
+	b.used = max(b.used, n)
+	return n, err
 }
 
 // datagram returns the i-th datagram of the last recv and whether it was
 // cut short.
-func (b *recvBatch) datagram(i int) (d []byte, truncated bool) {
-	off := i * recvSlotSize
-	return b.buf[off : off+int(b.msgs[i].Len)], b.msgs[i].Hdr.Flags&unix.MSG_TRUNC != 0
-}
+func (b *recvBatch) datagram(i int) (d []byte, truncated bool) { return b.Datagram(i) }
 
 // receiver is what the receive loop hands its datagrams and conditions
 // to; the handler implements it.

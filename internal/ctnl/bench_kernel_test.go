@@ -131,3 +131,33 @@ func BenchmarkDumpKernel(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSnapshotKernel reads what the stats collector reads for a
+// namespace on every scrape: both requests in one datagram (Snapshot)
+// against one after the other (GlobalStats, then CPUStats).
+func BenchmarkSnapshotKernel(b *testing.B) {
+	nstest.RequireRoot(b)
+	ns := nstest.NewNamespace(b)
+	ctx := context.Background()
+	b.Run("impl=batched", func(b *testing.B) {
+		c := ctnlDial(b, ns)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := c.Snapshot(ctx, 1); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("impl=one-by-one", func(b *testing.B) {
+		c := ctnlDial(b, ns)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := c.GlobalStats(ctx); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := c.CPUStats(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -2,6 +2,7 @@ package ctnl
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -21,6 +22,8 @@ var ErrPermission = errors.New("ctnetlink needs CAP_NET_ADMIN")
 type Conn struct {
 	nl     *netlink.Conn
 	target netns.Target
+	// stats is Snapshot's memory, allocated by the first one.
+	stats *statsIO
 }
 
 // Dial opens a ctnetlink socket inside the namespace of target. For a
@@ -180,14 +183,180 @@ func ReadSnapshot(ctx context.Context, target netns.Target) (Snapshot, error) {
 // Snapshot asks for the global and per-CPU statistics of the socket's
 // namespace, whose inode the caller gives; a socket keeps the namespace
 // it was opened in, so a long-lived socket reads without entering it.
+//
+// Both requests go to the kernel in one datagram and their replies are
+// read with one recvmmsg into memory the Conn keeps: two system calls,
+// where asking one request after the other took eight (a send, and a
+// peek and a read per reply), and neither is announced to the Go
+// scheduler (see Datagrams.Recv). Snapshot is called by one goroutine at
+// a time per Conn.
 func (c *Conn) Snapshot(ctx context.Context, inode uint64) (Snapshot, error) {
-	g, err := c.GlobalStats(ctx)
-	if err != nil {
-		return Snapshot{}, err
+	if err := c.setDeadline(ctx); err != nil {
+		return Snapshot{}, fmt.Errorf("netns %s: %w", c.target, err)
 	}
-	cpus, err := c.CPUStats(ctx)
+	rc, err := c.nl.SyscallConn()
 	if err != nil {
-		return Snapshot{}, err
+		return Snapshot{}, fmt.Errorf("netns %s: statistics: %w", c.target, err)
 	}
-	return Snapshot{Inode: inode, Global: g, CPUs: cpus}, nil
+	if c.stats == nil {
+		c.stats = newStatsIO()
+	}
+	st := c.stats
+	p := st.next()
+	var serr error
+	err = rc.Write(func(fd uintptr) bool {
+		serr = sendRaw(fd, st.req[:])
+		return !errors.Is(serr, unix.EAGAIN)
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("netns %s: statistics request: %w", c.target, WrapPermission(err))
+	}
+	for !p.done() {
+		var (
+			n    int
+			rerr error
+		)
+		err := rc.Read(func(fd uintptr) bool {
+			n, rerr = st.in.Recv(fd)
+			return !errors.Is(rerr, unix.EAGAIN)
+		})
+		if err == nil {
+			err = rerr
+		}
+		if err != nil {
+			return Snapshot{}, fmt.Errorf("netns %s: statistics: %w", c.target, WrapPermission(err))
+		}
+		for i := range n {
+			d, cut := st.in.Datagram(i)
+			if cut {
+				return Snapshot{}, fmt.Errorf("netns %s: statistics: datagram over %d bytes: %w", c.target, st.in.SlotSize(), ErrTruncated)
+			}
+			if err := p.feed(d); err != nil {
+				return Snapshot{}, fmt.Errorf("netns %s: statistics: %w", c.target, err)
+			}
+		}
+	}
+	return Snapshot{Inode: inode, Global: p.global, CPUs: p.cpus}, nil
+}
+
+// Snapshot's requests and receive slots. The kernel sizes a dump datagram
+// to the larger of NLMSG_GOODSIZE (at most 8 KiB) and the largest read the
+// socket has seen, so on a socket read only through slots of 8 KiB every
+// datagram fits one. Three slots take the replies of a machine with up to
+// about 70 CPUs in one receive: the global reply, the per-CPU replies and
+// the end of the dump, which the kernel queues while the receive reads the
+// replies before it; more CPUs take more receives.
+const (
+	statsSlots      = 3
+	statsSlotSize   = 8 << 10
+	statsRequestLen = nlmsgHeaderLen + nfgenmsgLen
+)
+
+// statsIO is the memory a Conn keeps for Snapshot: the datagram of its two
+// requests and the slots their replies are read into.
+type statsIO struct {
+	req [2 * statsRequestLen]byte
+	seq uint32
+	in  *Datagrams
+}
+
+func newStatsIO() *statsIO {
+	// Sequence numbers far from those package netlink counts from on the
+	// same socket; replies are matched by sequence.
+	return &statsIO{seq: 1 << 31, in: NewDatagrams(make([]byte, statsSlots*statsSlotSize), statsSlots)}
+}
+
+// next writes the next pair of requests into st.req and returns the
+// parser of their replies. The global request asks for no
+// acknowledgement: its reply is one message (or an error), and the parser
+// knows when it has it.
+func (st *statsIO) next() *statsParser {
+	st.seq += 2
+	p := &statsParser{globalSeq: st.seq - 1, cpuSeq: st.seq}
+	putRequest(st.req[:statsRequestLen], uint16(msgType(msgGetStats)), uint16(netlink.Request), p.globalSeq)
+	putRequest(st.req[statsRequestLen:], uint16(msgType(msgGetStatsCPU)), uint16(netlink.Request|netlink.Dump), p.cpuSeq)
+	return p
+}
+
+// putRequest writes one ctnetlink request with an empty nfgenmsg
+// (AF_UNSPEC, NFNETLINK_V0, res_id 0) into b.
+func putRequest(b []byte, typ, flags uint16, seq uint32) {
+	binary.NativeEndian.PutUint32(b[0:4], statsRequestLen)
+	binary.NativeEndian.PutUint16(b[4:6], typ)
+	binary.NativeEndian.PutUint16(b[6:8], flags)
+	binary.NativeEndian.PutUint32(b[8:12], seq)
+	binary.NativeEndian.PutUint32(b[12:16], 0)
+	clear(b[nlmsgHeaderLen:statsRequestLen])
+}
+
+// statsParser follows the replies of Snapshot's two requests across
+// datagrams. It is a pure function of the bytes it is fed, so it can be
+// fuzzed.
+type statsParser struct {
+	globalSeq, cpuSeq uint32
+
+	global     GlobalStats
+	haveGlobal bool
+	cpus       []CPUStats
+	dumpDone   bool
+}
+
+// done reports whether both replies are complete.
+func (p *statsParser) done() bool { return p.haveGlobal && p.dumpDone }
+
+// feed handles one datagram. Messages of other requests are skipped; an
+// error the kernel reported for either request, a reply that does not
+// decode, or broken framing is an error.
+func (p *statsParser) feed(b []byte) error {
+	return ForEachMessage(b, func(h Header, data []byte) error {
+		switch {
+		case h.Sequence == p.globalSeq && !p.haveGlobal:
+			switch h.Type {
+			case nlmsgError:
+				return errnoError("global stats", data)
+			case uint16(msgType(msgGetStats)):
+				g, err := DecodeGlobalStats(data)
+				if err != nil {
+					return err
+				}
+				p.global, p.haveGlobal = g, true
+			}
+		case h.Sequence == p.cpuSeq && !p.dumpDone:
+			switch h.Type {
+			case nlmsgError:
+				return errnoError("per-CPU stats", data)
+			case nlmsgDone:
+				if len(data) >= 4 {
+					if code := int32(binary.NativeEndian.Uint32(data[0:4])); code < 0 {
+						return fmt.Errorf("per-CPU stats: %w", WrapPermission(unix.Errno(-code)))
+					}
+				}
+				p.dumpDone = true
+			case uint16(msgType(msgGetStatsCPU)):
+				s, err := DecodeCPUStats(data)
+				if err != nil {
+					return err
+				}
+				p.cpus = append(p.cpus, s)
+			}
+		}
+		return nil
+	})
+}
+
+// errnoError returns the error an NLMSG_ERROR body reports for the named
+// request; an acknowledgement (errno 0) where a reply was due is
+// malformed.
+func errnoError(what string, data []byte) error {
+	errno, err := ErrnoFromError(data)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if errno == 0 {
+		return fmt.Errorf("%s: acknowledged without a reply: %w", what, ErrMalformed)
+	}
+	return fmt.Errorf("%s: %w", what, WrapPermission(errno))
 }

@@ -1,0 +1,77 @@
+package ctnl
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Datagrams reads several netlink datagrams with one recvmmsg call, each
+// into its own slot of one buffer. The buffer must not move while it is
+// in use: Go heap memory and mapped memory both qualify.
+type Datagrams struct {
+	buf      []byte
+	slotSize int
+	iovs     []unix.Iovec
+	msgs     []unix.Mmsghdr
+}
+
+// NewDatagrams divides buf into slots of len(buf)/slots bytes.
+func NewDatagrams(buf []byte, slots int) *Datagrams {
+	d := &Datagrams{
+		buf:      buf,
+		slotSize: len(buf) / slots,
+		iovs:     make([]unix.Iovec, slots),
+		msgs:     make([]unix.Mmsghdr, slots),
+	}
+	for i := range d.msgs {
+		d.iovs[i].Base = &buf[i*d.slotSize]
+		d.iovs[i].SetLen(d.slotSize)
+		d.msgs[i].Hdr.Iov = &d.iovs[i]
+		d.msgs[i].Hdr.SetIovlen(1)
+	}
+	return d
+}
+
+// Recv reads up to one datagram per slot from fd without blocking and
+// returns how many it read, or the error of the first read (EAGAIN when
+// none was queued).
+//
+// It is a raw system call: it never blocks, so the Go scheduler need not
+// know about it, and telling it would cost more than the call. Since Go
+// 1.26 every scheduler-aware system call made while all other threads
+// sleep wakes the runtime's monitor thread (sysmon) and sets it polling
+// every 20 us again.
+func (d *Datagrams) Recv(fd uintptr) (int, error) {
+	for i := range d.msgs {
+		d.msgs[i].Len = 0
+		d.msgs[i].Hdr.Flags = 0
+	}
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&d.msgs[0])), uintptr(len(d.msgs)),
+		unix.MSG_DONTWAIT, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// Datagram returns the i-th datagram of the last Recv and whether it was
+// cut short by its slot (MSG_TRUNC).
+func (d *Datagrams) Datagram(i int) (b []byte, truncated bool) {
+	off := i * d.slotSize
+	return d.buf[off : off+int(d.msgs[i].Len)], d.msgs[i].Hdr.Flags&unix.MSG_TRUNC != 0
+}
+
+// SlotSize returns the size of one slot.
+func (d *Datagrams) SlotSize() int { return d.slotSize }
+
+// sendRaw sends b on fd without blocking, as a raw system call for the
+// reason given at Datagrams.Recv. On an unconnected netlink socket with
+// no address the datagram goes to the kernel.
+func sendRaw(fd uintptr, b []byte) error {
+	_, _, e := unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_DONTWAIT, 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
