@@ -98,9 +98,13 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	var deadline time.Time
+	// One context for the scrape: every pair's time limit counts from
+	// its start.
+	ctx := context.Background()
 	if e.timeout > 0 {
-		deadline = time.Now().Add(e.timeout)
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, e.timeout)
+		defer cancel()
 	}
 	targets := e.targets()
 	type pair struct {
@@ -120,7 +124,7 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 		go func() {
 			defer wg.Done()
 			for p := range pairs {
-				e.run(p.name, p.target, deadline, ch)
+				e.run(ctx, p.name, p.target, ch)
 			}
 		}()
 	}
@@ -132,15 +136,9 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 // goroutine per pair.
 func collectWorkers() int { return max(4, 2*runtime.GOMAXPROCS(0)) }
 
-// run updates one collector for one target and reports how it went.
-// A zero deadline means no time limit.
-func (e *Exporter) run(name string, target netns.Target, deadline time.Time, ch chan<- prometheus.Metric) {
-	ctx := context.Background()
-	if !deadline.IsZero() {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, deadline)
-		defer cancel()
-	}
+// run updates one collector for one target within ctx and reports how it
+// went.
+func (e *Exporter) run(ctx context.Context, name string, target netns.Target, ch chan<- prometheus.Metric) {
 	start := time.Now()
 	err := e.collectors[name].Update(ctx, target, ch)
 	duration := time.Since(start).Seconds()

@@ -71,12 +71,14 @@ type SettingsAger interface {
 type SettingsCollector struct {
 	source    SysctlReader
 	tcpStates []string
-	tcp       *exposition.Desc
-	udp       *exposition.Desc
-	scalars   []*exposition.Desc
-	keepalive []*exposition.Desc
-	ager      SettingsAger
-	age       *exposition.Desc
+	// conntrackNames and keepaliveNames are the sysctls read.
+	conntrackNames, keepaliveNames []string
+	tcp                            *exposition.Desc
+	udp                            *exposition.Desc
+	scalars                        []*exposition.Desc
+	keepalive                      []*exposition.Desc
+	ager                           SettingsAger
+	age                            *exposition.Desc
 }
 
 // NewSettingsCollector returns a SettingsCollector reading from source.
@@ -84,8 +86,10 @@ type SettingsCollector struct {
 // conntrack_exporter_settings_age_seconds.
 func NewSettingsCollector(source SysctlReader) *SettingsCollector {
 	c := &SettingsCollector{
-		source:    source,
-		tcpStates: sysctl.TCPTimeoutStates(),
+		source:         source,
+		tcpStates:      sysctl.TCPTimeoutStates(),
+		conntrackNames: sysctl.Conntrack(),
+		keepaliveNames: sysctl.Keepalive(),
 		tcp: exposition.NewDesc(prometheus.BuildFQName(MetricPrefix, "tcp", "timeout_seconds"),
 			"Timeout of a TCP entry in each state (nf_conntrack_tcp_timeout_*). ESTABLISHED entries drop to max_retrans or unacknowledged after retransmissions or unacknowledged data.",
 			prometheus.GaugeValue, NetnsLabel, "state"),
@@ -125,11 +129,11 @@ func (c *SettingsCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Update implements Collector.
 func (c *SettingsCollector) Update(ctx context.Context, target netns.Target, ch chan<- prometheus.Metric) error {
-	set, err := c.source.Read(ctx, target, sysctl.Conntrack()...)
+	set, err := c.source.Read(ctx, target, c.conntrackNames...)
 	if err != nil {
 		return fmt.Errorf("settings: %w", err)
 	}
-	keepalive, err := c.source.ReadIPv4(ctx, target, sysctl.Keepalive()...)
+	keepalive, err := c.source.ReadIPv4(ctx, target, c.keepaliveNames...)
 	if err != nil {
 		return fmt.Errorf("settings: keepalive: %w", err)
 	}

@@ -216,11 +216,12 @@ func (s *eventSocket) setNew(join bool) error {
 	return nil
 }
 
-// meminfo returns the socket's SO_MEMINFO counters.
+// meminfo returns the socket's SO_MEMINFO counters. Every scrape reads
+// them: a raw system call, which never blocks (see ctnl.Datagrams.Recv).
 func (s *eventSocket) meminfo() ([skMeminfoVars]uint32, error) {
 	var info [skMeminfoVars]uint32
 	l := uint32(unsafe.Sizeof(info))
-	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(s.fd), unix.SOL_SOCKET, unix.SO_MEMINFO,
+	_, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(s.fd), unix.SOL_SOCKET, unix.SO_MEMINFO,
 		uintptr(unsafe.Pointer(&info[0])), uintptr(unsafe.Pointer(&l)), 0)
 	switch {
 	case e != 0:

@@ -111,7 +111,16 @@ func (d *Desc) Metric(value float64, labelValues ...string) prometheus.Metric {
 	if len(labelValues) != len(d.labels) {
 		panic(fmt.Sprintf("exposition: %s: %d label values for %d labels", d.name, len(labelValues), len(d.labels)))
 	}
-	return &metric{desc: d, value: value, labelValues: labelValues}
+	m := &metric{desc: d, value: value}
+	if len(labelValues) <= len(m.inline) {
+		// The values are copied, so the caller's slice does not escape:
+		// one allocation per series.
+		m.labelValues = m.inline[:len(labelValues)]
+		copy(m.labelValues, labelValues)
+	} else {
+		m.labelValues = slices.Clone(labelValues)
+	}
+	return m
 }
 
 // metric is one series built by a Desc.
@@ -119,6 +128,7 @@ type metric struct {
 	desc        *Desc
 	value       float64
 	labelValues []string
+	inline      [3]string
 }
 
 // Desc implements prometheus.Metric.

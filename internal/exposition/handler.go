@@ -240,6 +240,10 @@ type page struct {
 type family struct {
 	header string
 	lines  []span
+	// same is how many bytes every line of the family starts with alike
+	// (its name, and the first label's name when one Desc makes them
+	// all): sorting skips them.
+	same int
 }
 
 // span is where one line lies in page.text.
@@ -251,8 +255,14 @@ func (p *page) add(m *metric) {
 	if f == nil {
 		f = p.byName[m.desc.name]
 		if f == nil {
-			f = &family{header: m.desc.header}
+			f = &family{header: m.desc.header, same: len(m.desc.name)}
+			if len(m.desc.prefixes) > 0 {
+				f.same = len(m.desc.prefixes[0])
+			}
 			p.byName[m.desc.name] = f
+		} else {
+			// A second Desc of the same name: only the name is shared.
+			f.same = len(m.desc.name)
 		}
 		p.byDesc[m.desc] = f
 	}
@@ -303,7 +313,7 @@ func (p *page) write(w *bufio.Writer, keep func(name string) bool) error {
 // value holds a character below '"' (a space, a control character, '!').
 func (f *family) write(w *bufio.Writer, text []byte) error {
 	slices.SortFunc(f.lines, func(a, b span) int {
-		return bytes.Compare(text[a.start:a.end], text[b.start:b.end])
+		return bytes.Compare(text[a.start+f.same:a.end], text[b.start+f.same:b.end])
 	})
 	for _, l := range f.lines {
 		if _, err := w.Write(text[l.start:l.end]); err != nil {
