@@ -39,9 +39,9 @@ const NetnsLabel = "netns"
 type Collector interface {
 	// Describe sends the descriptors of every metric Update may send.
 	Describe(ch chan<- *prometheus.Desc)
-	// Update sends the metrics of target to ch. It returns an error when
+	// Update sends the metrics of target to s. It returns an error when
 	// it could not collect; metrics sent before the error are kept.
-	Update(ctx context.Context, target netns.Target, ch chan<- prometheus.Metric) error
+	Update(ctx context.Context, target netns.Target, s *exposition.Sink) error
 }
 
 // Targets lists the namespaces to collect from. It is called on every
@@ -88,11 +88,17 @@ func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-// Collect implements prometheus.Collector. The pairs of collector and
-// target run on a bounded number of goroutines, whatever the number of
-// namespaces; every pair's time limit counts from the start of the
-// scrape, so a scrape never waits longer than the timeout.
+// Collect implements prometheus.Collector.
 func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
+	e.CollectTo(func() *exposition.Sink { return exposition.ChannelSink(ch) })
+}
+
+// CollectTo implements exposition.Collector. The pairs of collector and
+// target run on a bounded number of goroutines, whatever the number of
+// namespaces, each sending to a Sink of its own; every pair's time limit
+// counts from the start of the scrape, so a scrape never waits longer
+// than the timeout.
+func (e *Exporter) CollectTo(newSink func() *exposition.Sink) {
 	names := make([]string, 0, len(e.collectors))
 	for name := range e.collectors {
 		names = append(names, name)
@@ -123,8 +129,9 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			sink := newSink()
 			for p := range pairs {
-				e.run(ctx, p.name, p.target, ch)
+				e.run(ctx, p.name, p.target, sink)
 			}
 		}()
 	}
@@ -138,9 +145,9 @@ func collectWorkers() int { return max(4, 2*runtime.GOMAXPROCS(0)) }
 
 // run updates one collector for one target within ctx and reports how it
 // went.
-func (e *Exporter) run(ctx context.Context, name string, target netns.Target, ch chan<- prometheus.Metric) {
+func (e *Exporter) run(ctx context.Context, name string, target netns.Target, sink *exposition.Sink) {
 	start := time.Now()
-	err := e.collectors[name].Update(ctx, target, ch)
+	err := e.collectors[name].Update(ctx, target, sink)
 	duration := time.Since(start).Seconds()
 	success := 1.0
 	if err != nil {
@@ -153,6 +160,6 @@ func (e *Exporter) run(ctx context.Context, name string, target netns.Target, ch
 			zap.String("collector", name), zap.String(NetnsLabel, target.Name),
 			zap.Float64("duration_seconds", duration))
 	}
-	ch <- e.successDesc.Metric(success, name, target.Name)
-	ch <- e.durationDesc.Metric(duration, name, target.Name)
+	sink.Add(e.successDesc, success, name, target.Name)
+	sink.Add(e.durationDesc, duration, name, target.Name)
 }

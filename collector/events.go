@@ -192,7 +192,7 @@ func (c *EventsCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 // Update implements Collector.
-func (c *EventsCollector) Update(ctx context.Context, target netns.Target, ch chan<- prometheus.Metric) error {
+func (c *EventsCollector) Update(ctx context.Context, target netns.Target, sink *exposition.Sink) error {
 	sub, ok := c.subs.Get(target)
 	if !ok {
 		return fmt.Errorf("events: netns %s: %w", target, ErrNotWatched)
@@ -204,10 +204,10 @@ func (c *EventsCollector) Update(ctx context.Context, target netns.Target, ch ch
 	st := sub.Source.Stats()
 	name := target.Name
 	counter := func(d *exposition.Desc, v uint64, labels ...string) {
-		ch <- d.Metric(float64(v), append(labels, name)...)
+		sink.Add(d, float64(v), append(labels, name)...)
 	}
 	gauge := func(d *exposition.Desc, v float64, labels ...string) {
-		ch <- d.Metric(v, append(labels, name)...)
+		sink.Add(d, v, append(labels, name)...)
 	}
 	for t := events.EventType(0); t < events.NumEventTypes; t++ {
 		counter(c.events, st.Events[t], t.String())
@@ -227,7 +227,7 @@ func (c *EventsCollector) Update(ctx context.Context, target netns.Target, ch ch
 	counter(c.evictions, st.Evictions)
 	gauge(c.rcvbuf, float64(st.ReceiveBuffer))
 	counter(c.restarts, st.Restarts)
-	sub.Sink.Histogram.Collect(ch)
+	sub.Sink.Histogram.Each(sink.Metric)
 	c.sendTop(sub.Source, gauge)
 	if syncErr != nil {
 		return fmt.Errorf("events: %w", syncErr)

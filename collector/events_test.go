@@ -14,6 +14,7 @@ import (
 
 	"github.com/ct-exporter/ct-exporter/events"
 	"github.com/ct-exporter/ct-exporter/histogram"
+	"github.com/ct-exporter/ct-exporter/internal/exposition"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
 	"github.com/ct-exporter/ct-exporter/internal/topk"
 	"github.com/ct-exporter/ct-exporter/internal/watch"
@@ -151,7 +152,7 @@ type oneNamespace struct {
 
 func (o *oneNamespace) Describe(ch chan<- *prometheus.Desc) { o.c.Describe(ch) }
 func (o *oneNamespace) Collect(ch chan<- prometheus.Metric) {
-	o.err = o.c.Update(context.Background(), o.target, ch)
+	o.err = o.c.Update(context.Background(), o.target, exposition.ChannelSink(ch))
 }
 
 func TestEventsCollectorExposition(t *testing.T) {
@@ -233,7 +234,7 @@ func TestEventsCollectorSubscriberDown(t *testing.T) {
 	cause := errors.New("socket gone")
 	fakes.sources["self"].stats = events.Stats{Running: false, Err: cause, Restarts: 3}
 	ch := make(chan prometheus.Metric, 100)
-	err := c.Update(context.Background(), target, ch)
+	err := c.Update(context.Background(), target, exposition.ChannelSink(ch))
 	if !errors.Is(err, ErrSubscriberDown) || !errors.Is(err, cause) {
 		t.Fatalf("Update = %v, want ErrSubscriberDown wrapping the cause", err)
 	}
@@ -246,7 +247,7 @@ func TestEventsCollectorWatchForget(t *testing.T) {
 	fakes := &fakeEventSources{sources: map[string]*fakeEventSource{}}
 	c, subs := newFakeEvents(fakes)
 	target := netns.Target{Name: "x", Path: "/run/netns/x"}
-	if err := c.Update(context.Background(), target, make(chan prometheus.Metric, 100)); !errors.Is(err, ErrNotWatched) {
+	if err := c.Update(context.Background(), target, exposition.ChannelSink(make(chan prometheus.Metric, 100))); !errors.Is(err, ErrNotWatched) {
 		t.Fatalf("Update before Watch = %v", err)
 	}
 	if err := subs.Watch(context.Background(), target); err != nil {
@@ -260,7 +261,7 @@ func TestEventsCollectorWatchForget(t *testing.T) {
 	if !first.stopped {
 		t.Fatal("Forget did not stop the subscriber")
 	}
-	if err := c.Update(context.Background(), target, make(chan prometheus.Metric, 100)); !errors.Is(err, ErrNotWatched) {
+	if err := c.Update(context.Background(), target, exposition.ChannelSink(make(chan prometheus.Metric, 100))); !errors.Is(err, ErrNotWatched) {
 		t.Fatalf("Update after Forget = %v", err)
 	}
 	subs.Forget(target) // twice is fine

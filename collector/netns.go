@@ -22,22 +22,21 @@ type NetnsStatus func() *watch.Status
 type NetnsCollector struct {
 	status NetnsStatus
 
-	watchedDesc, overLimitDesc, scanErrorsDesc, scanDurationDesc *prometheus.Desc
-	infoDesc                                                     *exposition.Desc
+	watchedDesc, overLimitDesc, scanErrorsDesc, scanDurationDesc, infoDesc *exposition.Desc
 }
 
 // NewNetnsCollector returns a NetnsCollector reading status.
 func NewNetnsCollector(status NetnsStatus) *NetnsCollector {
 	return &NetnsCollector{
 		status: status,
-		watchedDesc: prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "exporter", "watched_namespaces"),
-			"Network namespaces watched now: static, the exporter's own, and discovered.", nil, nil),
-		overLimitDesc: prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "exporter", "netns_over_limit"),
-			"Discovered network namespaces not watched at the last rescan because --conntrack.netns-max was reached.", nil, nil),
-		scanErrorsDesc: prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "exporter", "netns_discovery_errors_total"),
-			"Rescans whose namespace discovery failed in part; what they could not read was kept as it was.", nil, nil),
-		scanDurationDesc: prometheus.NewDesc(prometheus.BuildFQName(MetricPrefix, "exporter", "netns_discovery_duration_seconds"),
-			"How long the last rescan of network namespaces took.", nil, nil),
+		watchedDesc: exposition.NewDesc(prometheus.BuildFQName(MetricPrefix, "exporter", "watched_namespaces"),
+			"Network namespaces watched now: static, the exporter's own, and discovered.", prometheus.GaugeValue),
+		overLimitDesc: exposition.NewDesc(prometheus.BuildFQName(MetricPrefix, "exporter", "netns_over_limit"),
+			"Discovered network namespaces not watched at the last rescan because --conntrack.netns-max was reached.", prometheus.GaugeValue),
+		scanErrorsDesc: exposition.NewDesc(prometheus.BuildFQName(MetricPrefix, "exporter", "netns_discovery_errors_total"),
+			"Rescans whose namespace discovery failed in part; what they could not read was kept as it was.", prometheus.CounterValue),
+		scanDurationDesc: exposition.NewDesc(prometheus.BuildFQName(MetricPrefix, "exporter", "netns_discovery_duration_seconds"),
+			"How long the last rescan of network namespaces took.", prometheus.GaugeValue),
 		infoDesc: exposition.NewDesc(prometheus.BuildFQName(MetricPrefix, "netns", "info"),
 			"One series per watched network namespace (value 1): where it was found, its inode, and the lowest process ID in it with that process's command and cgroup when known, and the Kubernetes pod UID and container ID that cgroup names (empty outside pods).",
 			prometheus.GaugeValue, NetnsLabel, "source", "inode", "pid", "comm", "cgroup", "pod_uid", "container_id"),
@@ -46,21 +45,25 @@ func NewNetnsCollector(status NetnsStatus) *NetnsCollector {
 
 // Describe implements prometheus.Collector.
 func (c *NetnsCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- c.watchedDesc
-	ch <- c.overLimitDesc
-	ch <- c.scanErrorsDesc
-	ch <- c.scanDurationDesc
-	ch <- c.infoDesc.Desc()
+	for _, d := range []*exposition.Desc{c.watchedDesc, c.overLimitDesc, c.scanErrorsDesc, c.scanDurationDesc, c.infoDesc} {
+		ch <- d.Desc()
+	}
 }
 
 // Collect implements prometheus.Collector.
-func (c *NetnsCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *NetnsCollector) Collect(ch chan<- prometheus.Metric) { c.collect(exposition.ChannelSink(ch)) }
+
+// CollectTo implements exposition.Collector.
+func (c *NetnsCollector) CollectTo(newSink func() *exposition.Sink) { c.collect(newSink()) }
+
+// collect sends the metrics to sink.
+func (c *NetnsCollector) collect(sink *exposition.Sink) {
 	st := c.status()
-	ch <- prometheus.MustNewConstMetric(c.watchedDesc, prometheus.GaugeValue, float64(len(st.Namespaces)))
+	sink.Add(c.watchedDesc, float64(len(st.Namespaces)))
 	if st.Discovery {
-		ch <- prometheus.MustNewConstMetric(c.overLimitDesc, prometheus.GaugeValue, float64(st.OverLimit))
-		ch <- prometheus.MustNewConstMetric(c.scanErrorsDesc, prometheus.CounterValue, float64(st.ScanErrors))
-		ch <- prometheus.MustNewConstMetric(c.scanDurationDesc, prometheus.GaugeValue, st.LastScan.Seconds())
+		sink.Add(c.overLimitDesc, float64(st.OverLimit))
+		sink.Add(c.scanErrorsDesc, float64(st.ScanErrors))
+		sink.Add(c.scanDurationDesc, st.LastScan.Seconds())
 	}
 	for _, ns := range st.Namespaces {
 		var inode, pid string
@@ -70,7 +73,7 @@ func (c *NetnsCollector) Collect(ch chan<- prometheus.Metric) {
 		if ns.PID != 0 {
 			pid = strconv.Itoa(ns.PID)
 		}
-		ch <- c.infoDesc.Metric(1, ns.Name, ns.Source, inode, pid, ns.Comm, ns.Cgroup, ns.Pod.PodUID, ns.Pod.ContainerID)
+		sink.Add(c.infoDesc, 1, ns.Name, ns.Source, inode, pid, ns.Comm, ns.Cgroup, ns.Pod.PodUID, ns.Pod.ContainerID)
 	}
 }
 
@@ -81,15 +84,16 @@ type Holder interface {
 }
 
 // Guard wraps the collector that reads the watched namespaces (the
-// Exporter) so that each Collect holds h: a namespace dropped from the set
-// is forgotten only once the scrapes that may still be using it are done.
-func Guard(c prometheus.Collector, h Holder) prometheus.Collector {
+// Exporter) so that each Collect and CollectTo holds h: a namespace
+// dropped from the set is forgotten only once the scrapes that may still
+// be using it are done.
+func Guard(c exposition.Collector, h Holder) exposition.Collector {
 	return guarded{c: c, h: h}
 }
 
-// guarded is a collector whose Collect holds off forgetting.
+// guarded is a collector whose Collect and CollectTo hold off forgetting.
 type guarded struct {
-	c prometheus.Collector
+	c exposition.Collector
 	h Holder
 }
 
@@ -101,4 +105,11 @@ func (g guarded) Collect(ch chan<- prometheus.Metric) {
 	release := g.h.Hold()
 	defer release()
 	g.c.Collect(ch)
+}
+
+// CollectTo implements exposition.Collector.
+func (g guarded) CollectTo(newSink func() *exposition.Sink) {
+	release := g.h.Hold()
+	defer release()
+	g.c.CollectTo(newSink)
 }

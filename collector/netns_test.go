@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/ct-exporter/ct-exporter/internal/exposition"
 	"github.com/ct-exporter/ct-exporter/internal/podid"
 	"github.com/ct-exporter/ct-exporter/internal/watch"
 )
@@ -62,14 +63,28 @@ func (h *countingHolder) Hold() func() {
 	return func() { h.released++ }
 }
 
+// holdRecorder is an exposition.Collector that records how many holds
+// were outstanding while it collected.
+type holdRecorder struct {
+	h          *countingHolder
+	heldInside []int
+}
+
+func (r *holdRecorder) Describe(chan<- *prometheus.Desc) {}
+func (r *holdRecorder) Collect(chan<- prometheus.Metric) {
+	r.heldInside = append(r.heldInside, r.h.held-r.h.released)
+}
+func (r *holdRecorder) CollectTo(func() *exposition.Sink) {
+	r.heldInside = append(r.heldInside, r.h.held-r.h.released)
+}
+
 func TestGuardHoldsDuringCollect(t *testing.T) {
 	h := &countingHolder{}
-	var heldInside int
-	inner := prometheus.CollectorFunc(func(chan<- prometheus.Metric) {
-		heldInside = h.held - h.released
-	})
-	Guard(inner, h).Collect(make(chan prometheus.Metric))
-	if heldInside != 1 || h.held != 1 || h.released != 1 {
-		t.Fatalf("held %d inside Collect; %d holds, %d releases", heldInside, h.held, h.released)
+	inner := &holdRecorder{h: h}
+	g := Guard(inner, h)
+	g.Collect(make(chan prometheus.Metric))
+	g.CollectTo(func() *exposition.Sink { return nil })
+	if len(inner.heldInside) != 2 || inner.heldInside[0] != 1 || inner.heldInside[1] != 1 || h.held != 2 || h.released != 2 {
+		t.Fatalf("held %v inside Collect and CollectTo; %d holds, %d releases", inner.heldInside, h.held, h.released)
 	}
 }

@@ -128,7 +128,7 @@ func (c *SettingsCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 // Update implements Collector.
-func (c *SettingsCollector) Update(ctx context.Context, target netns.Target, ch chan<- prometheus.Metric) error {
+func (c *SettingsCollector) Update(ctx context.Context, target netns.Target, sink *exposition.Sink) error {
 	set, err := c.source.Read(ctx, target, c.conntrackNames...)
 	if err != nil {
 		return fmt.Errorf("settings: %w", err)
@@ -139,27 +139,27 @@ func (c *SettingsCollector) Update(ctx context.Context, target netns.Target, ch 
 	}
 	for _, state := range c.tcpStates {
 		if v, ok := set[sysctl.TCPTimeoutPrefix+state]; ok {
-			ch <- c.tcp.Metric(float64(v), target.Name, state)
+			sink.Add(c.tcp, float64(v), target.Name, state)
 		}
 	}
 	for name, state := range udpTimeouts {
 		if v, ok := set[name]; ok {
-			ch <- c.udp.Metric(float64(v), target.Name, state)
+			sink.Add(c.udp, float64(v), target.Name, state)
 		}
 	}
 	for i, s := range scalarSettings {
 		if v, ok := set[s.sysctl]; ok {
-			ch <- c.scalars[i].Metric(float64(v), target.Name)
+			sink.Add(c.scalars[i], float64(v), target.Name)
 		}
 	}
 	for i, s := range keepaliveSettings {
 		if v, ok := keepalive[s.sysctl]; ok {
-			ch <- c.keepalive[i].Metric(float64(v), target.Name)
+			sink.Add(c.keepalive[i], float64(v), target.Name)
 		}
 	}
 	if c.ager != nil {
 		if age, ok := c.ager.Age(target); ok {
-			ch <- c.age.Metric(age.Seconds(), target.Name)
+			sink.Add(c.age, age.Seconds(), target.Name)
 		}
 	}
 	return nil

@@ -73,19 +73,19 @@ func (c *StatsCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 // Update implements Collector.
-func (c *StatsCollector) Update(ctx context.Context, target netns.Target, ch chan<- prometheus.Metric) error {
+func (c *StatsCollector) Update(ctx context.Context, target netns.Target, sink *exposition.Sink) error {
 	snap, err := c.source.Read(ctx, target)
 	if err != nil {
 		return fmt.Errorf("stats: %w", err)
 	}
 
-	ch <- c.entries.Metric(float64(snap.Global.Entries), target.Name)
-	ch <- c.limit.Metric(float64(snap.Global.MaxEntries), target.Name)
+	sink.Add(c.entries, float64(snap.Global.Entries), target.Name)
+	sink.Add(c.limit, float64(snap.Global.MaxEntries), target.Name)
 	if snap.Global.MaxEntries > 0 {
-		ch <- c.ratio.Metric(float64(snap.Global.Entries)/float64(snap.Global.MaxEntries), target.Name)
+		sink.Add(c.ratio, float64(snap.Global.Entries)/float64(snap.Global.MaxEntries), target.Name)
 	}
 	for i, total := range snap.Totals {
-		ch <- c.counters[i].Metric(float64(total), target.Name)
+		sink.Add(c.counters[i], float64(total), target.Name)
 	}
 	return nil
 }

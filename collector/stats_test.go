@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ct-exporter/ct-exporter/internal/ctnl"
+	"github.com/ct-exporter/ct-exporter/internal/exposition"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
 	"github.com/ct-exporter/ct-exporter/internal/watch"
 )
@@ -59,7 +60,7 @@ type oneTarget struct {
 
 func (o *oneTarget) Describe(ch chan<- *prometheus.Desc) { o.c.Describe(ch) }
 func (o *oneTarget) Collect(ch chan<- prometheus.Metric) {
-	o.err = o.c.Update(context.Background(), o.target, ch)
+	o.err = o.c.Update(context.Background(), o.target, exposition.ChannelSink(ch))
 }
 
 func TestStatsCollectorGolden(t *testing.T) {
@@ -125,7 +126,7 @@ func TestStatsCollectorCounterWrap(t *testing.T) {
 func dropTotal(t *testing.T, sc *StatsCollector) float64 {
 	t.Helper()
 	ch := make(chan prometheus.Metric, 64)
-	if err := sc.Update(context.Background(), netns.Self(), ch); err != nil {
+	if err := sc.Update(context.Background(), netns.Self(), exposition.ChannelSink(ch)); err != nil {
 		t.Fatal(err)
 	}
 	close(ch)
@@ -148,7 +149,7 @@ func (c constCollector) Collect(ch chan<- prometheus.Metric) { ch <- c.m }
 type failing struct{ desc *prometheus.Desc }
 
 func (f failing) Describe(ch chan<- *prometheus.Desc) { ch <- f.desc }
-func (f failing) Update(context.Context, netns.Target, chan<- prometheus.Metric) error {
+func (f failing) Update(context.Context, netns.Target, *exposition.Sink) error {
 	return errors.New("namespace vanished")
 }
 
@@ -196,7 +197,7 @@ type deadlineRecorder struct {
 
 func (d *deadlineRecorder) Describe(chan<- *prometheus.Desc) {}
 
-func (d *deadlineRecorder) Update(ctx context.Context, _ netns.Target, _ chan<- prometheus.Metric) error {
+func (d *deadlineRecorder) Update(ctx context.Context, _ netns.Target, _ *exposition.Sink) error {
 	dl, ok := ctx.Deadline()
 	d.mu.Lock()
 	if ok {

@@ -135,7 +135,7 @@ func (c *TableCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Update implements Collector: it sends the metrics of the last scan of
 // target without waiting for a scan in progress.
-func (c *TableCollector) Update(_ context.Context, target netns.Target, ch chan<- prometheus.Metric) error {
+func (c *TableCollector) Update(_ context.Context, target netns.Target, sink *exposition.Sink) error {
 	st, watched := c.states.Last(target)
 	if !watched {
 		return fmt.Errorf("table: netns %s: %w", target, ErrNotWatched)
@@ -147,63 +147,59 @@ func (c *TableCollector) Update(_ context.Context, target netns.Target, ch chan<
 	}
 	if st.Err != nil {
 		if st.Last != nil {
-			ch <- c.gauge(c.timestamp, float64(st.Last.End.UnixNano())/1e9, target)
+			sink.Add(c.timestamp, float64(st.Last.End.UnixNano())/1e9, target.Name)
 		}
 		return fmt.Errorf("table: last scan failed: %w", st.Err)
 	}
-	c.send(st.Last, target, ch)
+	c.send(st.Last, target, sink)
 	return nil
 }
 
-// gauge builds one gauge of target.
-func (c *TableCollector) gauge(d *exposition.Desc, v float64, target netns.Target, labels ...string) prometheus.Metric {
-	return d.Metric(v, append(labels, target.Name)...)
-}
-
 // send sends the metrics of one successful scan.
-func (c *TableCollector) send(s *tablescan.Scan, target netns.Target, ch chan<- prometheus.Metric) {
+func (c *TableCollector) send(s *tablescan.Scan, target netns.Target, sink *exposition.Sink) {
+	gauge := func(d *exposition.Desc, v float64, labels ...string) { sink.Add(d, v, append(labels, target.Name)...) }
 	for _, e := range s.States {
-		ch <- c.gauge(c.entries, float64(e.Entries), target, e.Protocol, e.State)
+		gauge(c.entries, float64(e.Entries), e.Protocol, e.State)
 	}
 	if s.Sources != nil && s.Ports != nil {
 		for _, v := range s.Sources.Top {
-			ch <- c.gauge(c.sources, float64(v.Entries), target, v.Value.String())
+			gauge(c.sources, float64(v.Entries), v.Value.String())
 		}
-		ch <- c.gauge(c.sources, float64(s.Sources.Other), target, otherLabel)
+		gauge(c.sources, float64(s.Sources.Other), otherLabel)
 		for _, v := range s.Ports.Top {
-			ch <- c.gauge(c.ports, float64(v.Entries), target, v.Value.ProtocolLabel(), v.Value.PortLabel())
+			gauge(c.ports, float64(v.Entries), v.Value.ProtocolLabel(), v.Value.PortLabel())
 		}
-		ch <- c.gauge(c.ports, float64(s.Ports.Other), target, otherLabel, otherLabel)
-		ch <- c.gauge(c.errorBound, float64(s.Sources.MaxError), target, "source")
-		ch <- c.gauge(c.errorBound, float64(s.Ports.MaxError), target, "destination_port")
+		gauge(c.ports, float64(s.Ports.Other), otherLabel, otherLabel)
+		gauge(c.errorBound, float64(s.Sources.MaxError), "source")
+		gauge(c.errorBound, float64(s.Ports.MaxError), "destination_port")
 	}
 	if s.Zones != nil && s.Marks != nil {
 		for _, v := range s.Zones.Top {
-			ch <- c.gauge(c.zones, float64(v.Entries), target, strconv.FormatUint(uint64(v.Value), 10))
+			gauge(c.zones, float64(v.Entries), strconv.FormatUint(uint64(v.Value), 10))
 		}
-		ch <- c.gauge(c.zones, float64(s.Zones.Other), target, otherLabel)
+		gauge(c.zones, float64(s.Zones.Other), otherLabel)
 		for _, v := range s.Marks.Top {
-			ch <- c.gauge(c.marks, float64(v.Entries), target, strconv.FormatUint(uint64(v.Value), 10))
+			gauge(c.marks, float64(v.Entries), strconv.FormatUint(uint64(v.Value), 10))
 		}
-		ch <- c.gauge(c.marks, float64(s.Marks.Other), target, otherLabel)
-		ch <- c.gauge(c.errorBound, float64(s.Zones.MaxError), target, "zone")
-		ch <- c.gauge(c.errorBound, float64(s.Marks.MaxError), target, "mark")
+		gauge(c.marks, float64(s.Marks.Other), otherLabel)
+		gauge(c.errorBound, float64(s.Zones.MaxError), "zone")
+		gauge(c.errorBound, float64(s.Marks.MaxError), "mark")
 	}
-	ch <- c.gauge(c.shortened, float64(s.Shortened), target)
+	gauge(c.shortened, float64(s.Shortened))
 	for _, n := range s.NAT.Kinds() {
-		ch <- c.gauge(c.nat, float64(n.Entries), target, n.NAT)
+		gauge(c.nat, float64(n.Entries), n.NAT)
 	}
-	ch <- c.gauge(c.unreplied, float64(s.Unreplied), target)
-	ch <- c.gauge(c.evictable, float64(s.Evictable), target)
+	gauge(c.unreplied, float64(s.Unreplied))
+	gauge(c.evictable, float64(s.Evictable))
 	for _, h := range s.Helpers {
-		ch <- c.gauge(c.helpers, float64(h.Entries), target, h.Helper)
+		gauge(c.helpers, float64(h.Entries), h.Helper)
 	}
-	ch <- c.gauge(c.malformed, float64(s.Malformed), target)
+	gauge(c.malformed, float64(s.Malformed))
 	interrupted := 0.0
 	if s.Dump.Interrupted {
 		interrupted = 1
 	}
-	ch <- c.gauge(c.interrupted, interrupted, target)
-	ch <- c.gauge(c.duration, s.Duration().Seconds(), target)
-	ch <- c.gauge(c.timestamp, float64(s.End.UnixNano())/1e9, target)
+	gauge(c.interrupted, interrupted)
+	gauge(c.duration, s.Duration().Seconds())
+	gauge(c.timestamp, float64(s.End.UnixNano())/1e9)
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 
+	"github.com/ct-exporter/ct-exporter/internal/exposition"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
 	"github.com/ct-exporter/ct-exporter/internal/nstest"
 	"github.com/ct-exporter/ct-exporter/internal/tablescan"
@@ -37,7 +38,7 @@ func TestKernelTableCollector(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		ch := make(chan prometheus.Metric, 1000)
-		if err := c.Update(context.Background(), target, ch); err != nil {
+		if err := c.Update(context.Background(), target, exposition.ChannelSink(ch)); err != nil {
 			t.Fatal(err)
 		}
 		if len(ch) > 0 {

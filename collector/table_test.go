@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ct-exporter/ct-exporter/internal/ctnl"
+	"github.com/ct-exporter/ct-exporter/internal/exposition"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
 	"github.com/ct-exporter/ct-exporter/internal/tablescan"
 	"github.com/ct-exporter/ct-exporter/internal/watch"
@@ -279,7 +280,7 @@ func TestTableCollectorBeforeFirstScanAndUnwatched(t *testing.T) {
 	c, scans := newFakeTable(f, watch.TableScanOptions{Interval: time.Millisecond})
 	target := netns.Target{Name: "a", Path: "/run/netns/a"}
 	ch := make(chan prometheus.Metric, 100)
-	if err := c.Update(context.Background(), target, ch); err == nil || !strings.Contains(err.Error(), "not watched") {
+	if err := c.Update(context.Background(), target, exposition.ChannelSink(ch)); err == nil || !strings.Contains(err.Error(), "not watched") {
 		t.Fatalf("unwatched: %v", err)
 	}
 	if err := scans.Watch(context.Background(), target); err != nil {
@@ -292,7 +293,7 @@ func TestTableCollectorBeforeFirstScanAndUnwatched(t *testing.T) {
 	// happens: a scrape that waited for it would never return. It answers
 	// with nothing.
 	f.waitCalls(1)
-	if err := c.Update(context.Background(), target, ch); err != nil {
+	if err := c.Update(context.Background(), target, exposition.ChannelSink(ch)); err != nil {
 		t.Fatalf("before the first scan: %v", err)
 	}
 	if len(ch) != 0 {
@@ -300,7 +301,7 @@ func TestTableCollectorBeforeFirstScanAndUnwatched(t *testing.T) {
 	}
 	// Forget ends the blocked scan and drops the namespace.
 	scans.Forget(target)
-	if err := c.Update(context.Background(), target, ch); err == nil || !strings.Contains(err.Error(), "not watched") {
+	if err := c.Update(context.Background(), target, exposition.ChannelSink(ch)); err == nil || !strings.Contains(err.Error(), "not watched") {
 		t.Fatalf("after Forget: %v", err)
 	}
 	scans.Forget(target) // a second Forget is harmless

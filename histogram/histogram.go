@@ -220,6 +220,18 @@ func (l *Lifetimes) Describe(ch chan<- *prometheus.Desc) { l.vec.Describe(ch) }
 // Collect implements prometheus.Collector.
 func (l *Lifetimes) Collect(ch chan<- prometheus.Metric) { l.vec.Collect(ch) }
 
+// Each calls fn with every series observed so far, as Collect would send
+// them, without a channel.
+func (l *Lifetimes) Each(fn func(prometheus.Metric)) {
+	for p := range l.obs {
+		for s := range l.obs[p] {
+			if o := l.obs[p][s].Load(); o != nil {
+				fn(o.Observer.(prometheus.Metric))
+			}
+		}
+	}
+}
+
 // Bucket is one classic bucket: the number of observations <= UpperBound.
 type Bucket struct {
 	UpperBound      float64

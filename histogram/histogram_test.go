@@ -171,3 +171,36 @@ func TestCollapseShare(t *testing.T) {
 		t.Error("share with a missing bound")
 	}
 }
+
+// TestEachSendsWhatCollectSends checks that Each hands out the series
+// Collect sends: one per observed label pair, with the same contents.
+func TestEachSendsWhatCollectSends(t *testing.T) {
+	l := New("ns1")
+	l.Observe(ProtocolTCP, EndEstablished, 301)
+	l.Observe(ProtocolTCP, EndTimeWait, 2)
+	l.Observe(ProtocolUDP, EndNone, 30)
+	l.Observe(ProtocolTCP, EndEstablished, 5)
+	text := func(ms []prometheus.Metric) []string {
+		var out []string
+		for _, m := range ms {
+			var d dto.Metric
+			if err := m.Write(&d); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, m.Desc().String()+" "+d.String())
+		}
+		slices.Sort(out)
+		return out
+	}
+	ch := make(chan prometheus.Metric, 16)
+	l.Collect(ch)
+	close(ch)
+	var collected, each []prometheus.Metric
+	for m := range ch {
+		collected = append(collected, m)
+	}
+	l.Each(func(m prometheus.Metric) { each = append(each, m) })
+	if len(each) != 3 || !slices.Equal(text(each), text(collected)) {
+		t.Fatalf("Each sent %d series, Collect %d:\n%v\n%v", len(each), len(collected), text(each), text(collected))
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,13 +20,10 @@ type namespacesCollector struct {
 	namespaces []string
 	descs      []*Desc
 	extra      []int // values of the second label of each family, 0 for none
-	// constMetrics builds the series as client_golang const metrics, as
-	// the exporter did before this package.
-	constMetrics bool
 }
 
-func newNamespacesCollector(namespaces int, constMetrics bool) *namespacesCollector {
-	c := &namespacesCollector{constMetrics: constMetrics}
+func newNamespacesCollector(namespaces int) *namespacesCollector {
+	c := &namespacesCollector{}
 	for i := range namespaces {
 		c.namespaces = append(c.namespaces, fmt.Sprintf("cni-%08x-%04x", i*7919, i))
 	}
@@ -61,32 +59,52 @@ func (c *namespacesCollector) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
+// Collect sends const metrics, as the exporter did before this package.
 func (c *namespacesCollector) Collect(ch chan<- prometheus.Metric) {
-	for n, ns := range c.namespaces {
-		for i, d := range c.descs {
-			v := float64(n*1000 + i)
-			if c.extra[i] == 0 {
-				ch <- c.metric(d, v, ns)
-				continue
+	for n := range c.namespaces {
+		c.send(n, func(d *Desc, v float64, labels ...string) {
+			ch <- prometheus.MustNewConstMetric(d.Desc(), d.valueType, v, labels...)
+		})
+	}
+}
+
+// CollectTo sends the namespaces from four goroutines, as the exporter's
+// workers do.
+func (c *namespacesCollector) CollectTo(newSink func() *Sink) {
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sink := newSink()
+			for n := w; n < len(c.namespaces); n += 4 {
+				c.send(n, sink.Add)
 			}
-			for j := range c.extra[i] {
-				ch <- c.metric(d, v+float64(j), ns, strconv.Itoa(j))
-			}
+		}()
+	}
+	wg.Wait()
+}
+
+// send sends the series of the n-th namespace.
+func (c *namespacesCollector) send(n int, add func(d *Desc, v float64, labels ...string)) {
+	ns := c.namespaces[n]
+	for i, d := range c.descs {
+		v := float64(n*1000 + i)
+		if c.extra[i] == 0 {
+			add(d, v, ns)
+			continue
+		}
+		for j := range c.extra[i] {
+			add(d, v+float64(j), ns, strconv.Itoa(j))
 		}
 	}
 }
 
-func (c *namespacesCollector) metric(d *Desc, v float64, labels ...string) prometheus.Metric {
-	if c.constMetrics {
-		return prometheus.MustNewConstMetric(d.Desc(), d.valueType, v, labels...)
-	}
-	return d.Metric(v, labels...)
-}
-
 // BenchmarkScrape serves the series of 129 namespaces (128 and the
 // exporter's own) in the text format Prometheus asks for, gzipped:
-// through this package's Handler, and through client_golang's registry
-// and promhttp with const metrics, as the exporter did before it.
+// through this package's Handler from four goroutines' Sinks, and through
+// client_golang's registry and promhttp with const metrics, as the
+// exporter did before this package.
 //
 //	go test -run='^$' -bench=Scrape -benchmem ./internal/exposition/
 func BenchmarkScrape(b *testing.B) {
@@ -95,7 +113,7 @@ func BenchmarkScrape(b *testing.B) {
 		handler func(b *testing.B) http.Handler
 	}{
 		{"exposition", func(b *testing.B) http.Handler {
-			h, err := NewHandler(prometheus.NewRegistry(), HandlerOpts{}, newNamespacesCollector(129, false))
+			h, err := NewHandler(prometheus.NewRegistry(), HandlerOpts{}, newNamespacesCollector(129))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -103,7 +121,7 @@ func BenchmarkScrape(b *testing.B) {
 		}},
 		{"registry", func(b *testing.B) http.Handler {
 			reg := prometheus.NewRegistry()
-			reg.MustRegister(newNamespacesCollector(129, true))
+			reg.MustRegister(newNamespacesCollector(129))
 			return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 		}},
 	} {

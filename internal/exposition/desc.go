@@ -108,9 +108,7 @@ func (d *Desc) Name() string { return d.name }
 // the labels given to NewDesc; a wrong number of them is a programming
 // error and panics, as with prometheus.MustNewConstMetric.
 func (d *Desc) Metric(value float64, labelValues ...string) prometheus.Metric {
-	if len(labelValues) != len(d.labels) {
-		panic(fmt.Sprintf("exposition: %s: %d label values for %d labels", d.name, len(labelValues), len(d.labels)))
-	}
+	d.checkCount(labelValues)
 	m := &metric{desc: d, value: value}
 	if len(labelValues) <= len(m.inline) {
 		// The values are copied, so the caller's slice does not escape:
@@ -121,6 +119,13 @@ func (d *Desc) Metric(value float64, labelValues ...string) prometheus.Metric {
 		m.labelValues = slices.Clone(labelValues)
 	}
 	return m
+}
+
+// checkCount panics when labelValues do not match the labels in number.
+func (d *Desc) checkCount(labelValues []string) {
+	if len(labelValues) != len(d.labels) {
+		panic(fmt.Sprintf("exposition: %s: %d label values for %d labels", d.name, len(labelValues), len(d.labels)))
+	}
 }
 
 // metric is one series built by a Desc.
@@ -138,7 +143,7 @@ func (m *metric) Desc() *prometheus.Desc { return m.desc.desc }
 // format. Label values that are not valid UTF-8 are an error, as with
 // prometheus.NewConstMetric.
 func (m *metric) Write(out *dto.Metric) error {
-	if err := m.validate(); err != nil {
+	if err := m.desc.validate(m.labelValues); err != nil {
 		return err
 	}
 	out.Label = make([]*dto.LabelPair, len(m.labelValues))
@@ -155,27 +160,28 @@ func (m *metric) Write(out *dto.Metric) error {
 }
 
 // validate reports label values that are not valid UTF-8.
-func (m *metric) validate() error {
-	for i, v := range m.labelValues {
+func (d *Desc) validate(labelValues []string) error {
+	for i, v := range labelValues {
 		if !utf8.ValidString(v) {
-			return fmt.Errorf("%s: value of label %q is not valid UTF-8: %q", m.desc.name, m.desc.labels[i], v)
+			return fmt.Errorf("%s: value of label %q is not valid UTF-8: %q", d.name, d.labels[i], v)
 		}
 	}
 	return nil
 }
 
-// appendText appends the series as one line of the text format.
-func (m *metric) appendText(b []byte) []byte {
-	if len(m.labelValues) == 0 {
-		b = append(b, m.desc.name...)
+// appendLine appends one series of the family as a line of the text
+// format.
+func (d *Desc) appendLine(b []byte, value float64, labelValues []string) []byte {
+	if len(labelValues) == 0 {
+		b = append(b, d.name...)
 	} else {
-		for i, pos := range m.desc.order {
-			b = append(b, m.desc.prefixes[i]...)
-			b = appendLabelValue(b, m.labelValues[pos])
+		for i, pos := range d.order {
+			b = append(b, d.prefixes[i]...)
+			b = appendLabelValue(b, labelValues[pos])
 		}
 		b = append(b, `"}`...)
 	}
 	b = append(b, ' ')
-	b = appendFloat(b, m.value)
+	b = appendFloat(b, value)
 	return append(b, '\n')
 }

@@ -3,7 +3,9 @@ package exposition
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"compress/gzip"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -44,11 +45,24 @@ type Handler struct {
 	fallback http.Handler
 	errorLog promhttp.Logger
 	inFlight chan struct{}
-	gzips    sync.Pool
-	// textSize is the length of the last scrape's text lines: the next
-	// scrape allocates that much (and an eighth more) at once.
-	textSize atomic.Int64
+	// The memory of finished scrapes, kept for the next ones: a scrape
+	// of many namespaces writes megabytes, and allocating them anew
+	// each time made the garbage collector a tenth of the scrape's CPU.
+	// Channels, not sync.Pools: a pool is emptied by the collections
+	// that run between two scrapes.
+	spareShards  chan *shard
+	spareWriters chan *writers
 }
+
+// writers are the buffered and gzip writers of one response.
+type writers struct {
+	bw *bufio.Writer
+	gz *gzip.Writer
+}
+
+// spareShardsKept is how many shards Handler keeps between scrapes: those
+// of one scrape of the exporter (a few goroutines) and then some.
+const spareShardsKept = 16
 
 // NewHandler returns a Handler over rest and the fast collectors. It fails
 // when their descriptors are invalid or inconsistent.
@@ -71,6 +85,8 @@ func NewHandler(rest prometheus.Gatherer, opts HandlerOpts, fast ...prometheus.C
 	if opts.MaxRequestsInFlight > 0 {
 		h.inFlight = make(chan struct{}, opts.MaxRequestsInFlight)
 	}
+	h.spareShards = make(chan *shard, spareShardsKept)
+	h.spareWriters = make(chan *writers, max(opts.MaxRequestsInFlight, 1))
 	return h, nil
 }
 
@@ -93,6 +109,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	p, err := h.gather()
+	defer h.keepShards(p.shards)
 	if err != nil {
 		h.logf("error gathering metrics: %v", err)
 		if p.empty() {
@@ -105,19 +122,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	header.Add("Vary", "Accept")
 	header.Add("Vary", "Accept-Encoding")
 	header.Set("Content-Type", string(format))
+	wr := h.writers()
+	defer h.keepWriters(wr)
 	out := io.Writer(w)
 	if acceptsGzip(r.Header) {
 		header.Set("Content-Encoding", "gzip")
-		gz := h.gzipWriter(w)
-		defer h.closeGzip(gz)
-		out = gz
+		wr.gz.Reset(w)
+		out = wr.gz
 	}
-	bw := bufio.NewWriterSize(out, 64<<10)
-	if err := p.write(bw, nameFilter(r)); err != nil {
-		h.logf("error writing metrics: %v", err)
-		return
+	wr.bw.Reset(out)
+	err = p.write(wr.bw, nameFilter(r))
+	if err == nil {
+		err = wr.bw.Flush()
 	}
-	if err := bw.Flush(); err != nil {
+	if err == nil && out == wr.gz {
+		err = wr.gz.Close()
+	}
+	if err != nil {
 		h.logf("error writing metrics: %v", err)
 	}
 }
@@ -129,59 +150,105 @@ func (h *Handler) logf(format string, args ...any) {
 	}
 }
 
-// gzipWriter returns a gzip writer onto w from the handler's pool.
-func (h *Handler) gzipWriter(w io.Writer) *gzip.Writer {
-	if gz, ok := h.gzips.Get().(*gzip.Writer); ok {
-		gz.Reset(w)
-		return gz
+// writers returns the writers of a finished response, or new ones.
+func (h *Handler) writers() *writers {
+	select {
+	case wr := <-h.spareWriters:
+		return wr
+	default:
 	}
-	gz, err := gzip.NewWriterLevel(w, gzip.BestSpeed)
+	gz, err := gzip.NewWriterLevel(io.Discard, gzip.BestSpeed)
 	if err != nil {
 		panic(err) // BestSpeed is a valid level
 	}
-	return gz
+	return &writers{bw: bufio.NewWriterSize(io.Discard, 64<<10), gz: gz}
 }
 
-// closeGzip finishes a gzip stream and returns its writer to the pool.
-func (h *Handler) closeGzip(gz *gzip.Writer) {
-	if err := gz.Close(); err != nil {
-		h.logf("error writing metrics: %v", err)
+// keepWriters keeps wr for a later response, if there is room.
+func (h *Handler) keepWriters(wr *writers) {
+	wr.bw.Reset(io.Discard)
+	wr.gz.Reset(io.Discard)
+	select {
+	case h.spareWriters <- wr:
+	default:
 	}
-	h.gzips.Put(gz)
+}
+
+// newShard returns the shard of a finished scrape, emptied, or a new one.
+func (h *Handler) newShard() *shard {
+	select {
+	case sh := <-h.spareShards:
+		return sh
+	default:
+		return newShard()
+	}
+}
+
+// keepShards empties shards and keeps them for later scrapes, as many as
+// there is room for.
+func (h *Handler) keepShards(shards []*shard) {
+	for _, sh := range shards {
+		sh.reset()
+		select {
+		case h.spareShards <- sh:
+		default:
+			return
+		}
+	}
 }
 
 // gather collects fast and gathers rest into one page.
 func (h *Handler) gather() (*page, error) {
-	p := &page{
-		byDesc:  map[*Desc]*family{},
-		byName:  map[string]*family{},
-		encoded: map[string]*dto.MetricFamily{},
+	var (
+		mu     sync.Mutex
+		shards []*shard
+	)
+	newSink := func() *Sink {
+		sh := h.newShard()
+		mu.Lock()
+		shards = append(shards, sh)
+		mu.Unlock()
+		return &Sink{shard: sh}
 	}
-	if n := h.textSize.Load(); n > 0 {
-		p.text = make([]byte, 0, n+n/8)
-	}
-	var errs prometheus.MultiError
-	var others replay
-	ch := make(chan prometheus.Metric, 1024)
-	go func() {
-		defer close(ch)
-		for _, c := range h.fast {
+	for _, c := range h.fast {
+		if sc, ok := c.(Collector); ok {
+			sc.CollectTo(newSink)
+			continue
+		}
+		sink := newSink()
+		ch := make(chan prometheus.Metric, 256)
+		go func() {
+			defer close(ch)
 			c.Collect(ch)
+		}()
+		for m := range ch {
+			sink.Metric(m)
 		}
-	}()
-	for m := range ch {
-		fm, ok := m.(*metric)
-		if !ok {
-			others = append(others, m)
-			continue
-		}
-		if err := fm.validate(); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		p.add(fm)
 	}
-	h.textSize.Store(int64(len(p.text)))
+
+	p := &page{byName: map[string]*family{}, encoded: map[string]*dto.MetricFamily{}, shards: shards}
+	var (
+		errs   prometheus.MultiError
+		others replay
+	)
+	// Count first, so that each family's lines are allocated once.
+	for _, sh := range shards {
+		errs = append(errs, sh.errs...)
+		others = append(others, sh.others...)
+		for _, sf := range sh.families {
+			if len(sf.lines) > 0 {
+				p.family(sf.desc).n += len(sf.lines)
+			}
+		}
+	}
+	for _, sh := range shards {
+		for _, sf := range sh.families {
+			if len(sf.lines) > 0 {
+				p.family(sf.desc).addLines(sf, sh.text)
+			}
+		}
+	}
+
 	mfs, err := h.rest.Gather()
 	if err != nil {
 		errs = append(errs, err)
@@ -227,48 +294,54 @@ func (r replay) Collect(ch chan<- prometheus.Metric) {
 // page is what one scrape writes: the text lines of the families built
 // by Descs, and the families client_golang gathered.
 type page struct {
-	byDesc  map[*Desc]*family
 	byName  map[string]*family
 	encoded map[string]*dto.MetricFamily
-	// text holds the lines of every family built by Descs, in the order
-	// they were collected.
-	text []byte
+	// shards hold the text of the lines.
+	shards []*shard
 }
 
-// family is one family's series built by Descs: where their lines are in
-// page.text.
+// family is the lines of one family built by Descs, from every shard.
 type family struct {
-	header string
-	lines  []span
+	desc  *Desc
+	n     int // lines counted
+	lines []line
 	// same is how many bytes every line of the family starts with alike
 	// (its name, and the first label's name when one Desc makes them
 	// all): sorting skips them.
 	same int
 }
 
-// span is where one line lies in page.text.
-type span struct{ start, end int }
+// line is one line of a family and its sort key: the first 8 bytes after
+// those all the family's lines share, which decide most comparisons.
+type line struct {
+	key  uint64
+	text []byte
+}
 
-// add appends m's line to its family.
-func (p *page) add(m *metric) {
-	f := p.byDesc[m.desc]
+// family returns the family of d's name, created on first use.
+func (p *page) family(d *Desc) *family {
+	f := p.byName[d.name]
 	if f == nil {
-		f = p.byName[m.desc.name]
-		if f == nil {
-			f = &family{header: m.desc.header, same: len(m.desc.name)}
-			if len(m.desc.prefixes) > 0 {
-				f.same = len(m.desc.prefixes[0])
-			}
-			p.byName[m.desc.name] = f
-		} else {
-			// A second Desc of the same name: only the name is shared.
-			f.same = len(m.desc.name)
+		f = &family{desc: d, same: len(d.name)}
+		if len(d.prefixes) > 0 {
+			f.same = len(d.prefixes[0])
 		}
-		p.byDesc[m.desc] = f
+		p.byName[d.name] = f
+	} else if f.desc != d {
+		// A second Desc of the same name: only the name is shared.
+		f.same = len(d.name)
 	}
-	start := len(p.text)
-	p.text = m.appendText(p.text)
-	f.lines = append(f.lines, span{start, len(p.text)})
+	return f
+}
+
+// addLines adds the lines of one Desc that a shard wrote.
+func (f *family) addLines(sf shardFamily, text []byte) {
+	if f.lines == nil {
+		f.lines = make([]line, 0, f.n)
+	}
+	for _, l := range sf.lines {
+		f.lines = append(f.lines, line{text: text[l.start:l.end]})
+	}
 }
 
 // empty reports whether nothing was gathered.
@@ -295,11 +368,11 @@ func (p *page) write(w *bufio.Writer, keep func(name string) bool) error {
 			if _, err := expfmt.MetricFamilyToText(w, mf); err != nil {
 				return fmt.Errorf("%s: %w", name, err)
 			}
-		} else if _, err := w.WriteString(f.header); err != nil {
+		} else if _, err := w.WriteString(f.desc.header); err != nil {
 			return err
 		}
 		if f != nil {
-			if err := f.write(w, p.text); err != nil {
+			if err := f.write(w); err != nil {
 				return err
 			}
 		}
@@ -311,16 +384,31 @@ func (p *page) write(w *bufio.Writer, keep func(name string) bool) error {
 // name order and its label values end in a double quote, so sorting the
 // lines sorts the series by label values, as a registry does, unless a
 // value holds a character below '"' (a space, a control character, '!').
-func (f *family) write(w *bufio.Writer, text []byte) error {
-	slices.SortFunc(f.lines, func(a, b span) int {
-		return bytes.Compare(text[a.start+f.same:a.end], text[b.start+f.same:b.end])
+func (f *family) write(w *bufio.Writer) error {
+	for i := range f.lines {
+		f.lines[i].key = sortKey(f.lines[i].text[f.same:])
+	}
+	slices.SortFunc(f.lines, func(a, b line) int {
+		if c := cmp.Compare(a.key, b.key); c != 0 {
+			return c
+		}
+		return bytes.Compare(a.text[f.same:], b.text[f.same:])
 	})
 	for _, l := range f.lines {
-		if _, err := w.Write(text[l.start:l.end]); err != nil {
+		if _, err := w.Write(l.text); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// sortKey returns the first 8 bytes of b as a big-endian number, padded
+// with zeros: keys compare as the bytes do, and equal keys leave the rest
+// to compare.
+func sortKey(b []byte) uint64 {
+	var k [8]byte
+	copy(k[:], b)
+	return binary.BigEndian.Uint64(k[:])
 }
 
 // nameFilter returns whether a family is asked for: every family, or

@@ -64,20 +64,59 @@ func (c *sampleCollector) Describe(ch chan<- *prometheus.Desc) {
 	c.hist.Describe(ch)
 }
 
-func (c *sampleCollector) Collect(ch chan<- prometheus.Metric) {
+// series is one series of a sampleCollector.
+type series struct {
+	d      *Desc
+	value  float64
+	labels []string
+}
+
+// series returns the collector's gauges and counters in a shuffled order.
+func (c *sampleCollector) series() []series {
 	values := []float64{0, 1, -1, 0.5, 1e21, 12345678, math.NaN(), math.Inf(1), math.Inf(-1), 3.25e-7}
-	var ms []prometheus.Metric
+	var ss []series
 	for i, ns := range labelValues {
 		for j, zone := range labelValues {
-			ms = append(ms, c.gauge.Metric(values[(i+j)%len(values)], zone, ns, fmt.Sprint(j)))
+			ss = append(ss, series{c.gauge, values[(i+j)%len(values)], []string{zone, ns, fmt.Sprint(j)}})
 		}
-		ms = append(ms, c.counter.Metric(float64(i*1000+7), ns))
+		ss = append(ss, series{c.counter, float64(i*1000 + 7), []string{ns}})
 	}
-	ms = append(ms, c.plain.Metric(1), c.hist)
-	rand.New(rand.NewPCG(c.seed, 2)).Shuffle(len(ms), func(i, j int) { ms[i], ms[j] = ms[j], ms[i] })
-	for _, m := range ms {
-		ch <- m
+	ss = append(ss, series{c.plain, 1, nil})
+	rand.New(rand.NewPCG(c.seed, 2)).Shuffle(len(ss), func(i, j int) { ss[i], ss[j] = ss[j], ss[i] })
+	return ss
+}
+
+func (c *sampleCollector) Collect(ch chan<- prometheus.Metric) {
+	ss := c.series()
+	for i, s := range ss {
+		if i == len(ss)/2 {
+			ch <- c.hist
+		}
+		ch <- s.d.Metric(s.value, s.labels...)
 	}
+}
+
+// shardedCollector sends the series of a sampleCollector from three
+// goroutines, each through a Sink of its own.
+type shardedCollector struct{ *sampleCollector }
+
+func (c shardedCollector) CollectTo(newSink func() *Sink) {
+	ss := c.series()
+	var wg sync.WaitGroup
+	for w := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sink := newSink()
+			if w == 1 {
+				sink.Metric(c.hist)
+			}
+			for i := w; i < len(ss); i += 3 {
+				sink.Add(ss[i].d, ss[i].value, ss[i].labels...)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // restRegistry is a registry with a gauge and a counter vector of its own.
@@ -117,34 +156,45 @@ func registryHandler(t testing.TB, rest prometheus.Gatherer, fast prometheus.Col
 }
 
 func TestTextIsWhatTheRegistryWrites(t *testing.T) {
-	rest := restRegistry(t)
-	fast := newSampleCollector()
-	h, err := NewHandler(rest, HandlerOpts{}, fast)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, accept := range []string{textAccept, "", "text/plain", "*/*"} {
-		got := serve(t, h, accept, "", "")
-		want := serve(t, registryHandler(t, rest, fast), accept, "", "")
-		if got.Code != http.StatusOK || want.Code != http.StatusOK {
-			t.Fatalf("Accept %q: status %d, registry %d", accept, got.Code, want.Code)
-		}
-		if g, w := got.Header().Get("Content-Type"), want.Header().Get("Content-Type"); g != w {
-			t.Errorf("Accept %q: Content-Type %q, registry %q", accept, g, w)
-		}
-		if got.Body.String() != want.Body.String() {
-			t.Errorf("Accept %q: text differs from the registry's\n--- got\n%s\n--- registry\n%s", accept, got.Body, want.Body)
-		}
-	}
-	// The shuffle changes nothing.
-	fast.seed = 99
-	again := serve(t, h, textAccept, "", "")
-	want := serve(t, registryHandler(t, rest, fast), textAccept, "", "")
-	if again.Body.String() != want.Body.String() {
-		t.Error("another order of collection gave another text")
-	}
-	if !strings.Contains(again.Body.String(), `test_entries{a="1",netns="back\\slash",zone="new\nline"} 1`+"\n") {
-		t.Errorf("escaped, label-sorted line missing:\n%s", again.Body)
+	for _, tc := range []struct {
+		name string
+		fast func(*sampleCollector) prometheus.Collector
+	}{
+		{"channel", func(c *sampleCollector) prometheus.Collector { return c }},
+		{"sinks", func(c *sampleCollector) prometheus.Collector { return shardedCollector{c} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rest := restRegistry(t)
+			sample := newSampleCollector()
+			fast := tc.fast(sample)
+			h, err := NewHandler(rest, HandlerOpts{}, fast)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, accept := range []string{textAccept, "", "text/plain", "*/*"} {
+				got := serve(t, h, accept, "", "")
+				want := serve(t, registryHandler(t, rest, fast), accept, "", "")
+				if got.Code != http.StatusOK || want.Code != http.StatusOK {
+					t.Fatalf("Accept %q: status %d, registry %d", accept, got.Code, want.Code)
+				}
+				if g, w := got.Header().Get("Content-Type"), want.Header().Get("Content-Type"); g != w {
+					t.Errorf("Accept %q: Content-Type %q, registry %q", accept, g, w)
+				}
+				if got.Body.String() != want.Body.String() {
+					t.Errorf("Accept %q: text differs from the registry's\n--- got\n%s\n--- registry\n%s", accept, got.Body, want.Body)
+				}
+			}
+			// Another order of collection gives the same text.
+			sample.seed = 99
+			again := serve(t, h, textAccept, "", "")
+			want := serve(t, registryHandler(t, rest, fast), textAccept, "", "")
+			if again.Body.String() != want.Body.String() {
+				t.Error("another order of collection gave another text")
+			}
+			if !strings.Contains(again.Body.String(), `test_entries{a="1",netns="back\\slash",zone="new\nline"} 1`+"\n") {
+				t.Errorf("escaped, label-sorted line missing:\n%s", again.Body)
+			}
+		})
 	}
 }
 
@@ -334,12 +384,41 @@ func TestNewHandlerRefusesInvalidDescs(t *testing.T) {
 	}
 }
 
-func TestMetricPanicsOnWrongLabelCount(t *testing.T) {
+func TestWrongLabelCountPanics(t *testing.T) {
 	d := NewDesc("test_x", "X.", prometheus.GaugeValue, "a", "b")
-	defer func() {
-		if recover() == nil {
-			t.Error("Metric with one value for two labels did not panic")
-		}
-	}()
-	d.Metric(1, "only")
+	for name, send := range map[string]func(){
+		"Metric":        func() { d.Metric(1, "only") },
+		"text Sink.Add": func() { (&Sink{shard: newShard()}).Add(d, 1, "only") },
+		"channel Sink.Add": func() {
+			ChannelSink(make(chan prometheus.Metric, 1)).Add(d, 1, "one", "two", "three")
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("%s with the wrong number of label values did not panic", name)
+				}
+			}()
+			send()
+		})
+	}
+}
+
+// TestSinkAddDoesNotAllocate checks that writing a series into a shard
+// that has been used before allocates nothing: the text and line memory
+// of a scrape is kept for the next.
+func TestSinkAddDoesNotAllocate(t *testing.T) {
+	d := NewDesc("test_entries", "Entries.", prometheus.GaugeValue, "netns", "state")
+	sh := newShard()
+	sink := &Sink{shard: sh}
+	for i := range 1000 {
+		sink.Add(d, float64(i), "cni-0f3a1b2c", "established")
+	}
+	sh.reset()
+	allocs := testing.AllocsPerRun(500, func() {
+		sink.Add(d, 12345.5, "cni-0f3a1b2c", "established")
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per series", allocs)
+	}
 }
