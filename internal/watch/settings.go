@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -129,12 +131,15 @@ func (s *Settings) Last(target netns.Target) (reading *SettingsReading, watched 
 // Read implements SysctlSource from the last reading: the conntrack
 // sysctls among names that it found. It fails when target is not watched
 // (ErrNotWatched), and with the last reading's error when that failed.
+// When names are those the readings take (every scrape asks for them),
+// the reading's own values are returned, not a copy: the caller must not
+// change them.
 func (s *Settings) Read(_ context.Context, target netns.Target, names ...string) (sysctl.Values, error) {
 	r, err := s.lastValues(target)
 	if err != nil {
 		return nil, err
 	}
-	return pick(r.Conntrack, names), nil
+	return pick(r.Conntrack, s.opts.Conntrack, names), nil
 }
 
 // ReadIPv4 implements SysctlSource from the last reading, as Read does.
@@ -143,7 +148,7 @@ func (s *Settings) ReadIPv4(_ context.Context, target netns.Target, names ...str
 	if err != nil {
 		return nil, err
 	}
-	return pick(r.IPv4, names), nil
+	return pick(r.IPv4, s.opts.IPv4, names), nil
 }
 
 // Age returns how old the values Read serves for target are; ok is false
@@ -170,8 +175,12 @@ func (s *Settings) lastValues(target netns.Target) (*SettingsReading, error) {
 	return r, nil
 }
 
-// pick returns the values of names that v holds.
-func pick(v sysctl.Values, names []string) sysctl.Values {
+// pick returns the values of names that v, a reading of the sysctls
+// read, holds: v itself when names are those read, else a copy.
+func pick(v sysctl.Values, read, names []string) sysctl.Values {
+	if slices.Equal(read, names) {
+		return v
+	}
 	out := make(sysctl.Values, len(names))
 	for _, name := range names {
 		if x, ok := v[name]; ok {
@@ -181,8 +190,21 @@ func pick(v sysctl.Values, names []string) sysctl.Values {
 	return out
 }
 
-// loop reads target every interval until ctx ends.
+// loop reads target every interval until ctx ends. The first reading of
+// the loop waits a part of the interval that depends on the namespace's
+// path (phase), so that the readings of namespaces watched at the same
+// time spread over the interval instead of all coming at once: each
+// enters its namespace on a fresh thread, and a burst of hundreds of
+// them stood in the way of scrapes.
 func (s *Settings) loop(ctx context.Context, target netns.Target, w *settingsWatch) {
+	wait := time.NewTimer(phase(target, s.opts.Interval))
+	select {
+	case <-ctx.Done():
+		wait.Stop()
+		return
+	case <-wait.C:
+	}
+	s.readOnce(ctx, target, w)
 	ticker := time.NewTicker(s.opts.Interval)
 	defer ticker.Stop()
 	for {
@@ -193,6 +215,18 @@ func (s *Settings) loop(ctx context.Context, target netns.Target, w *settingsWat
 		}
 		s.readOnce(ctx, target, w)
 	}
+}
+
+// phase returns where in interval the readings of target fall: a hash of
+// its path, so the same namespace keeps its place and different ones
+// spread evenly.
+func phase(target netns.Target, interval time.Duration) time.Duration {
+	if interval <= 0 {
+		return 0
+	}
+	h := fnv.New64a()
+	h.Write([]byte(target.Path))
+	return time.Duration(h.Sum64() % uint64(interval))
 }
 
 // readOnce reads the settings of target and stores the reading; a failed

@@ -3,6 +3,7 @@ package watch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -26,7 +27,7 @@ func (c *countingSysctls) Read(_ context.Context, _ netns.Target, names ...strin
 	c.mu.Lock()
 	c.reads++
 	n, err, ch := c.reads, c.err, c.read
-	out := pick(c.conntrack, names)
+	out := pick(c.conntrack, nil, names)
 	c.mu.Unlock()
 	if ch != nil {
 		select {
@@ -46,7 +47,7 @@ func (c *countingSysctls) ReadIPv4(_ context.Context, _ netns.Target, names ...s
 	if c.err != nil {
 		return nil, c.err
 	}
-	return pick(c.ipv4, names), nil
+	return pick(c.ipv4, nil, names), nil
 }
 
 func (c *countingSysctls) setErr(err error) {
@@ -171,5 +172,31 @@ func waitReads(t *testing.T, src *countingSysctls, n int) {
 		if got >= n {
 			return
 		}
+	}
+}
+
+// TestPhaseSpreadsNamespaces checks that the readings of many namespaces
+// fall all over the interval, each namespace always at the same place.
+func TestPhaseSpreadsNamespaces(t *testing.T) {
+	const interval = time.Minute
+	var tenths [10]int
+	for i := range 500 {
+		target := netns.Target{Name: fmt.Sprintf("cni-%d", i), Path: fmt.Sprintf("/run/netns/cni-%d", i)}
+		p := phase(target, interval)
+		if p < 0 || p >= interval {
+			t.Fatalf("phase of %s is %s, outside [0, %s)", target.Path, p, interval)
+		}
+		if again := phase(target, interval); again != p {
+			t.Fatalf("phase of %s is %s, then %s", target.Path, p, again)
+		}
+		tenths[p*10/interval]++
+	}
+	for i, n := range tenths {
+		if n < 25 { // 50 expected in each tenth
+			t.Errorf("%d of 500 namespaces read in tenth %d of the interval: %v", n, i, tenths)
+		}
+	}
+	if p := phase(netns.Self(), 0); p != 0 {
+		t.Errorf("phase with no interval = %s", p)
 	}
 }
