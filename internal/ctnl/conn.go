@@ -242,18 +242,23 @@ func (c *Conn) Snapshot(ctx context.Context, inode uint64) (Snapshot, error) {
 	return Snapshot{Inode: inode, Global: p.global, CPUs: p.cpus}, nil
 }
 
-// Snapshot's requests and receive slots. The kernel sizes a dump datagram
-// to the larger of NLMSG_GOODSIZE (at most 8 KiB) and the largest read the
-// socket has seen, so on a socket read only through slots of 8 KiB every
-// datagram fits one. Three slots take the replies of a machine with up to
-// about 70 CPUs in one receive: the global reply, the per-CPU replies and
-// the end of the dump, which the kernel queues while the receive reads the
-// replies before it; more CPUs take more receives.
+// Snapshot's requests and receive slots. The kernel sizes a dump
+// datagram to the larger of NLMSG_GOODSIZE (the page size, at most 8 KiB,
+// less the skb's overhead) and the largest read the socket has seen, so
+// on a socket read only through slots of that size every datagram fits
+// one. Three slots take the replies of a machine with up to about 30
+// CPUs (4 KiB pages) in one receive: the global reply, the per-CPU
+// replies and the end of the dump, which the kernel queues while the
+// receive reads the replies before it; more CPUs take more receives.
 const (
-	statsSlots      = 3
-	statsSlotSize   = 8 << 10
-	statsRequestLen = nlmsgHeaderLen + nfgenmsgLen
+	statsSlots       = 3
+	statsMaxSlotSize = 8 << 10
+	statsRequestLen  = nlmsgHeaderLen + nfgenmsgLen
 )
+
+// statsSlotSize is the size of one of Snapshot's receive slots: the page
+// size, at most 8 KiB.
+func statsSlotSize() int { return min(os.Getpagesize(), statsMaxSlotSize) }
 
 // statsIO is the memory a Conn keeps for Snapshot: the datagram of its two
 // requests and the slots their replies are read into.
@@ -266,7 +271,7 @@ type statsIO struct {
 func newStatsIO() *statsIO {
 	// Sequence numbers far from those package netlink counts from on the
 	// same socket; replies are matched by sequence.
-	return &statsIO{seq: 1 << 31, in: NewDatagrams(make([]byte, statsSlots*statsSlotSize), statsSlots)}
+	return &statsIO{seq: 1 << 31, in: NewDatagrams(make([]byte, statsSlots*statsSlotSize()), statsSlots)}
 }
 
 // next writes the next pair of requests into st.req and returns the
