@@ -60,9 +60,13 @@ type writers struct {
 	gz *gzip.Writer
 }
 
-// spareShardsKept is how many shards Handler keeps between scrapes: those
-// of one scrape of the exporter (a few goroutines) and then some.
-const spareShardsKept = 16
+// How much of finished scrapes Handler keeps: the shards of one scrape of
+// the exporter (a few goroutines) and then some, and the writers of a few
+// concurrent scrapes (a gzip writer holds about a megabyte).
+const (
+	spareShardsKept  = 16
+	spareWritersKept = 4
+)
 
 // NewHandler returns a Handler over rest and the fast collectors. It fails
 // when their descriptors are invalid or inconsistent.
@@ -86,7 +90,7 @@ func NewHandler(rest prometheus.Gatherer, opts HandlerOpts, fast ...prometheus.C
 		h.inFlight = make(chan struct{}, opts.MaxRequestsInFlight)
 	}
 	h.spareShards = make(chan *shard, spareShardsKept)
-	h.spareWriters = make(chan *writers, max(opts.MaxRequestsInFlight, 1))
+	h.spareWriters = make(chan *writers, spareWritersKept)
 	return h, nil
 }
 
@@ -125,7 +129,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	wr := h.writers()
 	defer h.keepWriters(wr)
 	out := io.Writer(w)
-	if acceptsGzip(r.Header) {
+	if wr.gz != nil && acceptsGzip(r.Header) {
 		header.Set("Content-Encoding", "gzip")
 		wr.gz.Reset(w)
 		out = wr.gz
@@ -135,7 +139,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = wr.bw.Flush()
 	}
-	if err == nil && out == wr.gz {
+	if err == nil && wr.gz != nil && out == io.Writer(wr.gz) {
 		err = wr.gz.Close()
 	}
 	if err != nil {
@@ -157,17 +161,24 @@ func (h *Handler) writers() *writers {
 		return wr
 	default:
 	}
+	wr := &writers{bw: bufio.NewWriterSize(io.Discard, 64<<10)}
 	gz, err := gzip.NewWriterLevel(io.Discard, gzip.BestSpeed)
 	if err != nil {
-		panic(err) // BestSpeed is a valid level
+		// Cannot happen with a valid level; the responses go out
+		// uncompressed.
+		h.logf("gzip writer: %v", err)
+		return wr
 	}
-	return &writers{bw: bufio.NewWriterSize(io.Discard, 64<<10), gz: gz}
+	wr.gz = gz
+	return wr
 }
 
 // keepWriters keeps wr for a later response, if there is room.
 func (h *Handler) keepWriters(wr *writers) {
 	wr.bw.Reset(io.Discard)
-	wr.gz.Reset(io.Discard)
+	if wr.gz != nil {
+		wr.gz.Reset(io.Discard)
+	}
 	select {
 	case h.spareWriters <- wr:
 	default:
