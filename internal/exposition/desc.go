@@ -101,9 +101,6 @@ func checkLegacyNames(name string, labels []string) error {
 // Desc returns the prometheus.Desc of the family, for Describe.
 func (d *Desc) Desc() *prometheus.Desc { return d.desc }
 
-// Name returns the family's name.
-func (d *Desc) Name() string { return d.name }
-
 // Metric returns one series of the family. labelValues are in the order of
 // the labels given to NewDesc; a wrong number of them is a programming
 // error and panics, as with prometheus.MustNewConstMetric.
