@@ -96,10 +96,6 @@ func (b *recvBatch) recv(fd uintptr) (int, error) {
 	return n, err
 }
 
-// datagram returns the i-th datagram of the last recv and whether it was
-// cut short.
-func (b *recvBatch) datagram(i int) (d []byte, truncated bool) { return b.Datagram(i) }
-
 // receiver is what the receive loop hands its datagrams and conditions
 // to; the handler implements it.
 type receiver interface {
@@ -391,7 +387,7 @@ func (s *eventSocket) drain(b *recvBatch, r receiver) (read int, err error) {
 			read += n
 			r.batch()
 			for i := range n {
-				d, cut := b.datagram(i)
+				d, cut := b.Datagram(i)
 				if cut {
 					r.truncated()
 					continue

@@ -46,7 +46,7 @@ func TestRecvBatchReadsSeveralDatagramsPerCall(t *testing.T) {
 		t.Fatalf("first recv: %d datagrams, %v; want %d", n, err, recvSlots)
 	}
 	for i := range n {
-		d, cut := b.datagram(i)
+		d, cut := b.Datagram(i)
 		if cut || !bytes.Equal(d, sent[i]) {
 			t.Fatalf("datagram %d: %d bytes (cut %v), want %d bytes", i, len(d), cut, len(sent[i]))
 		}
@@ -56,7 +56,7 @@ func TestRecvBatchReadsSeveralDatagramsPerCall(t *testing.T) {
 		t.Fatalf("second recv: %d datagrams, %v; want 3", n, err)
 	}
 	for i := range n {
-		d, cut := b.datagram(i)
+		d, cut := b.Datagram(i)
 		want := sent[recvSlots+i]
 		if big := len(want) > recvSlotSize; cut != big || (!big && !bytes.Equal(d, want)) {
 			t.Fatalf("datagram %d: %d bytes, cut %v; sent %d bytes", recvSlots+i, len(d), cut, len(want))
@@ -156,7 +156,7 @@ func TestRecvBatchReleasesMemory(t *testing.T) {
 	if n, err := b.recv(uintptr(fds[1])); err != nil || n != 2 {
 		t.Fatalf("recv after release: %d, %v; want 2", n, err)
 	}
-	if d, _ := b.datagram(1); string(d) != "twice" {
+	if d, _ := b.Datagram(1); string(d) != "twice" {
 		t.Fatalf("second datagram after release: %q", d)
 	}
 }

@@ -334,10 +334,8 @@ func (p *statsParser) feed(b []byte) error {
 			case nlmsgError:
 				return errnoError("per-CPU stats", data)
 			case nlmsgDone:
-				if len(data) >= 4 {
-					if code := int32(binary.NativeEndian.Uint32(data[0:4])); code < 0 {
-						return fmt.Errorf("per-CPU stats: %w", WrapPermission(unix.Errno(-code)))
-					}
+				if errno := doneErrno(data); errno != 0 {
+					return fmt.Errorf("per-CPU stats: %w", WrapPermission(errno))
 				}
 				p.dumpDone = true
 			case uint16(msgType(msgGetStatsCPU)):

@@ -2,7 +2,6 @@ package ctnl
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -147,11 +146,8 @@ func (p *dumpParser) feed(b []byte, fn func(data []byte) error) error {
 			return fn(data)
 		case nlmsgDone:
 			p.done = true
-			// The kernel puts the dump's final status in NLMSG_DONE.
-			if len(data) >= 4 {
-				if code := int32(binary.NativeEndian.Uint32(data[0:4])); code < 0 {
-					return fmt.Errorf("kernel ended the dump: %w", WrapPermission(unix.Errno(-code)))
-				}
+			if errno := doneErrno(data); errno != 0 {
+				return fmt.Errorf("kernel ended the dump: %w", WrapPermission(errno))
 			}
 			return nil
 		case nlmsgError:

@@ -72,6 +72,18 @@ func ErrnoFromError(data []byte) (unix.Errno, error) {
 	return unix.Errno(-code), nil
 }
 
+// doneErrno decodes the status the kernel puts in the body of a dump's
+// NLMSG_DONE: 0 when the dump ended well (or the body holds none).
+func doneErrno(data []byte) unix.Errno {
+	if len(data) < 4 {
+		return 0
+	}
+	if code := int32(binary.NativeEndian.Uint32(data[0:4])); code < 0 {
+		return unix.Errno(-code)
+	}
+	return 0
+}
+
 // recvOnce reads one datagram from the socket into buf, honouring the
 // socket deadline.
 func (c *Conn) recvOnce(buf []byte) (int, error) {
