@@ -43,11 +43,22 @@ func NewDatagrams(buf []byte, slots int) *Datagrams {
 // sleep wakes the runtime's monitor thread (sysmon) and sets it polling
 // every 20 us again.
 func (d *Datagrams) Recv(fd uintptr) (int, error) {
+	return d.recv(fd, unix.RawSyscall6)
+}
+
+// recvWorking is Recv for reads during which the kernel works: each read
+// of a dump makes the kernel fill the next datagram. It tells the Go
+// scheduler, which may then run other goroutines on its processor.
+func (d *Datagrams) recvWorking(fd uintptr) (int, error) {
+	return d.recv(fd, unix.Syscall6)
+}
+
+func (d *Datagrams) recv(fd uintptr, syscall6 func(trap, a1, a2, a3, a4, a5, a6 uintptr) (r1, r2 uintptr, err unix.Errno)) (int, error) {
 	for i := range d.msgs {
 		d.msgs[i].Len = 0
 		d.msgs[i].Hdr.Flags = 0
 	}
-	n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&d.msgs[0])), uintptr(len(d.msgs)),
+	n, _, e := syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&d.msgs[0])), uintptr(len(d.msgs)),
 		unix.MSG_DONTWAIT, 0, 0)
 	if e != 0 {
 		return 0, e

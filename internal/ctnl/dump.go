@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/mdlayher/netlink"
@@ -24,10 +25,16 @@ const (
 // nlmsgOverrun is NLMSG_OVERRUN.
 const nlmsgOverrun = 4
 
-// dumpBufSize is the receive buffer of a dump. The kernel sizes each dump
-// datagram to the largest read the socket has seen, capped just below
-// 32 KiB, so 64 KiB always holds one whole datagram.
-const dumpBufSize = 64 << 10
+// A dump is read in batches of dumpSlots datagrams, one recvmmsg call
+// each, into slots of dumpSlotSize bytes; dumpBatches batches take turns.
+// The kernel sizes each dump datagram to the largest read the socket has
+// seen, capped just below 32 KiB (SKB_WITH_OVERHEAD(32768)), so a 32 KiB
+// slot always holds one whole datagram.
+const (
+	dumpSlotSize = 32 << 10
+	dumpSlots    = 4
+	dumpBatches  = 2
+)
 
 // DumpInfo describes one table dump.
 type DumpInfo struct {
@@ -47,16 +54,22 @@ type DumpInfo struct {
 // Dump streams the conntrack table of the namespace, IPv4 and IPv6, one
 // entry at a time: fn is called with the body of every entry message
 // (the nfgenmsg header followed by the CTA_* attributes) as the datagrams
-// arrive. data aliases a receive buffer that is reused for the whole dump:
+// arrive. data aliases a receive buffer that is reused during the dump:
 // it is valid only during the call and fn must not keep it. Nothing is
 // allocated per entry.
 //
-// The kernel produces the next datagram only when the previous one has
-// been read, so a dump of any size needs one 64 KiB buffer, allocated once
-// per dump, and no large socket buffer. When fn returns an error the dump stops and Dump returns
-// that error. After any error the rest of the dump may still be queued on
-// the socket: close the Conn. The context's deadline, or its cancellation,
-// ends a dump in progress with an error wrapping the context's error.
+// The kernel fills the next datagram of a dump inside the read of the
+// previous one, so the reads are the kernel's work. Dump reads on a
+// goroutine of its own, dumpSlots datagrams per system call, while fn
+// decodes the batch before: the decoding overlaps the kernel's walk of
+// its table instead of adding to it, and the two goroutines hand over
+// once per batch. The batches' 256 KiB are allocated once per dump,
+// whatever the table's size; no large socket buffer is needed.
+//
+// When fn returns an error the dump stops and Dump returns that error.
+// After any error the rest of the dump may still be queued on the socket:
+// close the Conn. The context's deadline, or its cancellation, ends a dump
+// in progress with an error wrapping the context's error.
 func (c *Conn) Dump(ctx context.Context, fn func(data []byte) error) (DumpInfo, error) {
 	if err := c.setDeadline(ctx); err != nil {
 		return DumpInfo{}, fmt.Errorf("netns %s: table dump: %w", c.target, err)
@@ -73,49 +86,115 @@ func (c *Conn) Dump(ctx context.Context, fn func(data []byte) error) (DumpInfo, 
 	if err != nil {
 		return DumpInfo{}, fmt.Errorf("netns %s: table dump request: %w", c.target, WrapPermission(err))
 	}
-	buf := make([]byte, dumpBufSize)
+	r, err := startDumpReader(c)
+	if err != nil {
+		return DumpInfo{}, fmt.Errorf("netns %s: table dump: %w", c.target, err)
+	}
+	defer r.stop()
 	p := dumpParser{seq: sent.Header.Sequence}
 	for !p.done {
-		n, err := recvDatagram(c, buf)
+		b := <-r.full
+		err := b.err
+		for i := 0; err == nil && i < b.n && !p.done; i++ {
+			// Datagrams read ahead must not outlive a cancellation.
+			if err = ctx.Err(); err != nil {
+				break
+			}
+			dg, truncated := b.d.Datagram(i)
+			if truncated {
+				err = fmt.Errorf("datagram larger than its %d-byte slot: %w", dumpSlotSize, ErrTruncated)
+				break
+			}
+			err = p.feed(dg, fn)
+		}
+		r.free <- b.d
 		if err != nil {
-			if ctx.Err() != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+			if ctx.Err() != nil && !errors.Is(err, ctx.Err()) && errors.Is(err, os.ErrDeadlineExceeded) {
 				err = fmt.Errorf("%w (%w)", ctx.Err(), err)
 			}
-			return p.info, fmt.Errorf("netns %s: table dump after %d entries: %w", c.target, p.info.Entries, err)
-		}
-		if err := p.feed(buf[:n], fn); err != nil {
 			return p.info, fmt.Errorf("netns %s: table dump after %d entries: %w", c.target, p.info.Entries, err)
 		}
 	}
 	return p.info, nil
 }
 
-// recvDatagram reads one datagram into buf, honouring the socket deadline,
-// and fails with ErrTruncated if it did not fit.
-func recvDatagram(c *Conn, buf []byte) (int, error) {
+// dumpBatch is one batch of datagrams read by a dumpReader, or the error
+// that ended its reading.
+type dumpBatch struct {
+	d   *Datagrams
+	n   int
+	err error
+}
+
+// dumpReader reads the datagrams of a dump on a goroutine of its own. It
+// takes empty batches from free and hands them over, filled, on full; its
+// last value on full carries the error that stopped it.
+type dumpReader struct {
+	rc   syscall.RawConn
+	nl   *netlink.Conn
+	free chan *Datagrams
+	full chan dumpBatch
+	quit chan struct{}
+	done chan struct{}
+}
+
+// startDumpReader starts reading the datagrams of the dump requested on c.
+func startDumpReader(c *Conn) (*dumpReader, error) {
 	rc, err := c.nl.SyscallConn()
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	var (
-		n    int
-		rerr error
-	)
-	err = rc.Read(func(fd uintptr) bool {
-		// MSG_TRUNC makes netlink return the datagram's full length.
-		n, _, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT|unix.MSG_TRUNC)
-		return !errors.Is(rerr, unix.EAGAIN) && !errors.Is(rerr, unix.EWOULDBLOCK)
-	})
-	if err != nil {
-		return 0, err
+	r := &dumpReader{
+		rc:   rc,
+		nl:   c.nl,
+		free: make(chan *Datagrams, dumpBatches),
+		full: make(chan dumpBatch, dumpBatches),
+		quit: make(chan struct{}),
+		done: make(chan struct{}),
 	}
-	if rerr != nil {
-		return 0, WrapPermission(rerr)
+	for range dumpBatches {
+		r.free <- NewDatagrams(make([]byte, dumpSlots*dumpSlotSize), dumpSlots)
 	}
-	if n > len(buf) {
-		return 0, fmt.Errorf("%d-byte datagram, %d-byte buffer: %w", n, len(buf), ErrTruncated)
+	go r.run()
+	return r, nil
+}
+
+func (r *dumpReader) run() {
+	defer close(r.done)
+	for {
+		var d *Datagrams
+		select {
+		case d = <-r.free:
+		case <-r.quit:
+			return
+		}
+		var (
+			n    int
+			rerr error
+		)
+		err := r.rc.Read(func(fd uintptr) bool {
+			n, rerr = d.recvWorking(fd)
+			return rerr != unix.EAGAIN
+		})
+		if err == nil {
+			err = WrapPermission(rerr)
+		}
+		// full has room for every batch: this never blocks.
+		r.full <- dumpBatch{d: d, n: n, err: err}
+		if err != nil {
+			return
+		}
 	}
-	return n, nil
+}
+
+// stop ends the reading and waits for the goroutine. A reader that went on
+// past the end of the dump waits for a datagram that will not come: the
+// expired read deadline wakes it, and the next request on the Conn sets
+// its own.
+func (r *dumpReader) stop() {
+	close(r.quit)
+	_ = r.nl.SetReadDeadline(time.Unix(1, 0))
+	<-r.done
 }
 
 // dumpParser follows the reply of one dump request across datagrams. It

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -87,5 +88,53 @@ func TestDumpKernelCancel(t *testing.T) {
 	})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v after %d entries, want context.Canceled", err, n)
+	}
+}
+
+// TestDumpKernelStopsReading stops a dump from its callback: Dump returns
+// the callback's error, its reading goroutine is gone when it returns,
+// and a new socket dumps the whole table.
+func TestDumpKernelStopsReading(t *testing.T) {
+	nstest.RequireRoot(t, "conntrack")
+	ns := nstest.NewNamespace(t)
+	if created, err := ns.CreateEntries(t, nstest.EstablishedEntries(3000, 600)); err != nil || created != 3000 {
+		t.Fatalf("created %d: %v", created, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	before := runtime.NumGoroutine()
+	errStop := errors.New("enough")
+	for range 20 {
+		c, err := ctnl.Dial(ns.Target())
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		_, err = c.Dump(ctx, func([]byte) error {
+			if n++; n == 10 {
+				return errStop
+			}
+			return nil
+		})
+		c.Close()
+		if !errors.Is(err, errStop) || n != 10 {
+			t.Fatalf("err = %v after %d entries, want %v after 10", err, n, errStop)
+		}
+	}
+	// A goroutine that closed its done channel may still be counted for
+	// an instant.
+	for deadline := time.Now().Add(time.Second); runtime.NumGoroutine() > before && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	if after := runtime.NumGoroutine(); after > before {
+		t.Fatalf("%d goroutines before 20 stopped dumps, %d after", before, after)
+	}
+	c, err := ctnl.Dial(ns.Target())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if info, err := c.Dump(ctx, func([]byte) error { return nil }); err != nil || info.Entries != 3000 {
+		t.Fatalf("dump after the stopped ones: %+v, %v", info, err)
 	}
 }
