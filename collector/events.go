@@ -203,32 +203,26 @@ func (c *EventsCollector) Update(ctx context.Context, target netns.Target, sink 
 	syncErr := sub.Source.Sync(ctx)
 	st := sub.Source.Stats()
 	name := target.Name
-	counter := func(d *exposition.Desc, v uint64, labels ...string) {
-		sink.Add(d, float64(v), append(labels, name)...)
-	}
-	gauge := func(d *exposition.Desc, v float64, labels ...string) {
-		sink.Add(d, v, append(labels, name)...)
-	}
 	for t := events.EventType(0); t < events.NumEventTypes; t++ {
-		counter(c.events, st.Events[t], t.String())
+		sink.Add(c.events, float64(st.Events[t]), t.String(), name)
 	}
-	counter(c.lost, st.Lost)
-	counter(c.overruns, st.Overruns)
-	counter(c.malformed, st.Malformed)
-	counter(c.noTimestamp, st.WithoutTimestamp)
+	sink.Add(c.lost, float64(st.Lost), name)
+	sink.Add(c.overruns, float64(st.Overruns), name)
+	sink.Add(c.malformed, float64(st.Malformed), name)
+	sink.Add(c.noTimestamp, float64(st.WithoutTimestamp), name)
 	for m := events.Mode(0); m < events.NumModes; m++ {
 		v := 0.0
 		if m == st.Mode {
 			v = 1
 		}
-		gauge(c.mode, v, m.String())
+		sink.Add(c.mode, v, m.String(), name)
 	}
-	gauge(c.tableEntries, float64(st.FlowTableEntries))
-	counter(c.evictions, st.Evictions)
-	gauge(c.rcvbuf, float64(st.ReceiveBuffer))
-	counter(c.restarts, st.Restarts)
+	sink.Add(c.tableEntries, float64(st.FlowTableEntries), name)
+	sink.Add(c.evictions, float64(st.Evictions), name)
+	sink.Add(c.rcvbuf, float64(st.ReceiveBuffer), name)
+	sink.Add(c.restarts, float64(st.Restarts), name)
 	sub.Sink.Histogram.Each(sink.Metric)
-	c.sendTop(sub.Source, gauge)
+	c.sendTop(sub.Source, sink, name)
 	if syncErr != nil {
 		return fmt.Errorf("events: %w", syncErr)
 	}
@@ -242,21 +236,21 @@ func (c *EventsCollector) Update(ctx context.Context, target netns.Target, sink 
 }
 
 // sendTop sends the top-K families of one namespace's sliding window.
-func (c *EventsCollector) sendTop(src watch.EventSource, gauge func(d *exposition.Desc, v float64, labels ...string)) {
+func (c *EventsCollector) sendTop(src watch.EventSource, sink *exposition.Sink, name string) {
 	ends, silent := src.Top(c.topK)
-	gauge(c.windowEnds, float64(ends.Total), breakdownSource)
-	gauge(c.windowEnds, float64(silent.Total), breakdownSilentDestination)
+	sink.Add(c.windowEnds, float64(ends.Total), breakdownSource, name)
+	sink.Add(c.windowEnds, float64(silent.Total), breakdownSilentDestination, name)
 	if c.topK <= 0 {
 		return
 	}
 	for _, it := range ends.Items {
-		gauge(c.topSources, float64(it.Count), it.Key.Addr().String())
+		sink.Add(c.topSources, float64(it.Count), it.Key.Addr().String(), name)
 	}
-	gauge(c.topSources, float64(ends.Other), otherLabel)
+	sink.Add(c.topSources, float64(ends.Other), otherLabel, name)
 	for _, it := range silent.Items {
-		gauge(c.topSilent, float64(it.Count), it.Key.Addr().String(), strconv.Itoa(int(it.Key.Port())))
+		sink.Add(c.topSilent, float64(it.Count), it.Key.Addr().String(), strconv.Itoa(int(it.Key.Port())), name)
 	}
-	gauge(c.topSilent, float64(silent.Other), otherLabel, otherLabel)
-	gauge(c.errorBound, float64(ends.MaxError), breakdownSource)
-	gauge(c.errorBound, float64(silent.MaxError), breakdownSilentDestination)
+	sink.Add(c.topSilent, float64(silent.Other), otherLabel, otherLabel, name)
+	sink.Add(c.errorBound, float64(ends.MaxError), breakdownSource, name)
+	sink.Add(c.errorBound, float64(silent.MaxError), breakdownSilentDestination, name)
 }

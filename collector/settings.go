@@ -71,6 +71,8 @@ type SettingsAger interface {
 type SettingsCollector struct {
 	source    SysctlReader
 	tcpStates []string
+	// tcpSysctls[i] is the timeout sysctl of tcpStates[i].
+	tcpSysctls []string
 	// conntrackNames and keepaliveNames are the sysctls read.
 	conntrackNames, keepaliveNames []string
 	tcp                            *exposition.Desc
@@ -96,6 +98,9 @@ func NewSettingsCollector(source SysctlReader) *SettingsCollector {
 		udp: exposition.NewDesc(prometheus.BuildFQName(MetricPrefix, "udp", "timeout_seconds"),
 			"Timeout of a UDP entry: unreplied (nf_conntrack_udp_timeout) or replied (nf_conntrack_udp_timeout_stream).",
 			prometheus.GaugeValue, NetnsLabel, "state"),
+	}
+	for _, state := range c.tcpStates {
+		c.tcpSysctls = append(c.tcpSysctls, sysctl.TCPTimeoutPrefix+state)
 	}
 	for _, s := range scalarSettings {
 		c.scalars = append(c.scalars, exposition.NewDesc(prometheus.BuildFQName(MetricPrefix, "", s.metric), s.help, prometheus.GaugeValue, NetnsLabel))
@@ -137,8 +142,8 @@ func (c *SettingsCollector) Update(ctx context.Context, target netns.Target, sin
 	if err != nil {
 		return fmt.Errorf("settings: keepalive: %w", err)
 	}
-	for _, state := range c.tcpStates {
-		if v, ok := set[sysctl.TCPTimeoutPrefix+state]; ok {
+	for i, state := range c.tcpStates {
+		if v, ok := set[c.tcpSysctls[i]]; ok {
 			sink.Add(c.tcp, float64(v), target.Name, state)
 		}
 	}

@@ -188,12 +188,11 @@ func ReadSnapshot(ctx context.Context, target netns.Target) (Snapshot, error) {
 // read with one recvmmsg into memory the Conn keeps: two system calls,
 // where asking one request after the other took eight (a send, and a
 // peek and a read per reply), and neither is announced to the Go
-// scheduler (see Datagrams.Recv). Snapshot is called by one goroutine at
+// scheduler (see Datagrams.Recv). The kernel answers inside the send, so
+// the context's deadline is set on the socket only in the rare case that
+// the socket makes Snapshot wait. Snapshot is called by one goroutine at
 // a time per Conn.
 func (c *Conn) Snapshot(ctx context.Context, inode uint64) (Snapshot, error) {
-	if err := c.setDeadline(ctx); err != nil {
-		return Snapshot{}, fmt.Errorf("netns %s: %w", c.target, err)
-	}
 	rc, err := c.nl.SyscallConn()
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("netns %s: statistics: %w", c.target, err)
@@ -203,31 +202,65 @@ func (c *Conn) Snapshot(ctx context.Context, inode uint64) (Snapshot, error) {
 	}
 	st := c.stats
 	p := st.next()
-	var serr error
-	err = rc.Write(func(fd uintptr) bool {
-		serr = sendRaw(fd, st.req[:])
-		return !errors.Is(serr, unix.EAGAIN)
-	})
-	if err == nil {
-		err = serr
-	}
-	if err != nil {
-		return Snapshot{}, fmt.Errorf("netns %s: statistics request: %w", c.target, WrapPermission(err))
-	}
-	for !p.done() {
-		var (
-			n    int
-			rerr error
-		)
-		err := rc.Read(func(fd uintptr) bool {
+	// The kernel answers both requests inside the send, so the send and
+	// the first receive find the socket ready: they run without the
+	// poller or a deadline, which only a socket that is not ready needs.
+	var (
+		n          int
+		sent       bool
+		serr, rerr error
+	)
+	err = rc.Control(func(fd uintptr) {
+		if serr = sendRaw(fd, st.req[:]); serr == nil {
+			sent = true
 			n, rerr = st.in.Recv(fd)
-			return !errors.Is(rerr, unix.EAGAIN)
+		}
+	})
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("netns %s: statistics: %w", c.target, err)
+	}
+	waited := false
+	wait := func() error {
+		if waited {
+			return nil
+		}
+		waited = true
+		return c.setDeadline(ctx)
+	}
+	if !sent {
+		if !errors.Is(serr, unix.EAGAIN) {
+			return Snapshot{}, fmt.Errorf("netns %s: statistics request: %w", c.target, WrapPermission(serr))
+		}
+		if err := wait(); err != nil {
+			return Snapshot{}, fmt.Errorf("netns %s: %w", c.target, err)
+		}
+		err = rc.Write(func(fd uintptr) bool {
+			serr = sendRaw(fd, st.req[:])
+			return !errors.Is(serr, unix.EAGAIN)
 		})
 		if err == nil {
-			err = rerr
+			err = serr
 		}
 		if err != nil {
-			return Snapshot{}, fmt.Errorf("netns %s: statistics: %w", c.target, WrapPermission(err))
+			return Snapshot{}, fmt.Errorf("netns %s: statistics request: %w", c.target, WrapPermission(err))
+		}
+		n, rerr = 0, unix.EAGAIN
+	}
+	for {
+		if errors.Is(rerr, unix.EAGAIN) {
+			if err := wait(); err != nil {
+				return Snapshot{}, fmt.Errorf("netns %s: %w", c.target, err)
+			}
+			err := rc.Read(func(fd uintptr) bool {
+				n, rerr = st.in.Recv(fd)
+				return !errors.Is(rerr, unix.EAGAIN)
+			})
+			if err != nil {
+				rerr = err
+			}
+		}
+		if rerr != nil {
+			return Snapshot{}, fmt.Errorf("netns %s: statistics: %w", c.target, WrapPermission(rerr))
 		}
 		for i := range n {
 			d, cut := st.in.Datagram(i)
@@ -238,8 +271,14 @@ func (c *Conn) Snapshot(ctx context.Context, inode uint64) (Snapshot, error) {
 				return Snapshot{}, fmt.Errorf("netns %s: statistics: %w", c.target, err)
 			}
 		}
+		if p.done() {
+			return Snapshot{Inode: inode, Global: p.global, CPUs: p.cpus}, nil
+		}
+		// More replies than slots (many CPUs): they are queued already.
+		if err := rc.Control(func(fd uintptr) { n, rerr = st.in.Recv(fd) }); err != nil {
+			return Snapshot{}, fmt.Errorf("netns %s: statistics: %w", c.target, err)
+		}
 	}
-	return Snapshot{Inode: inode, Global: p.global, CPUs: p.cpus}, nil
 }
 
 // Snapshot's requests and receive slots. The kernel sizes a dump

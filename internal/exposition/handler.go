@@ -396,14 +396,25 @@ func (p *page) write(w *bufio.Writer, keep func(name string) bool) error {
 // lines sorts the series by label values, as a registry does, unless a
 // value holds a character below '"' (a space, a control character, '!').
 func (f *family) write(w *bufio.Writer) error {
+	// Keys start where the lines begin to differ: label values of many
+	// namespaces often share a prefix ("cni-") longer than the key.
+	skip := f.same
+	if len(f.lines) > 1 {
+		first := f.lines[0].text
+		common := len(first)
+		for _, l := range f.lines[1:] {
+			common = commonPrefix(first[:common], l.text)
+		}
+		skip = max(skip, common)
+	}
 	for i := range f.lines {
-		f.lines[i].key = sortKey(f.lines[i].text[f.same:])
+		f.lines[i].key = sortKey(f.lines[i].text[skip:])
 	}
 	slices.SortFunc(f.lines, func(a, b line) int {
 		if c := cmp.Compare(a.key, b.key); c != 0 {
 			return c
 		}
-		return bytes.Compare(a.text[f.same:], b.text[f.same:])
+		return bytes.Compare(a.text[skip:], b.text[skip:])
 	})
 	for _, l := range f.lines {
 		if _, err := w.Write(l.text); err != nil {
@@ -411,6 +422,17 @@ func (f *family) write(w *bufio.Writer) error {
 		}
 	}
 	return nil
+}
+
+// commonPrefix returns how many bytes a and b start with alike.
+func commonPrefix(a, b []byte) int {
+	n := min(len(a), len(b))
+	for i := range n {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return n
 }
 
 // sortKey returns the first 8 bytes of b as a big-endian number, padded

@@ -32,13 +32,20 @@ const protobufAccept = "application/vnd.google.protobuf;proto=io.prometheus.clie
 // order, and one histogram built by client_golang.
 type sampleCollector struct {
 	gauge, counter, plain *Desc
-	hist                  prometheus.Histogram
-	seed                  uint64
+	// pods has only label values that share a prefix longer than a
+	// sort key, some of them prefixes of others.
+	pods *Desc
+	hist prometheus.Histogram
+	seed uint64
 }
 
 // labelValues are label values that need escaping or are not ASCII; their
 // order is the same raw and escaped, so both paths sort them alike.
 var labelValues = []string{`back\slash`, "new\nline", "plain", `quo"te`, "ünïcode"}
+
+// podValues share a prefix longer than a sort key, as the namespaces of
+// a node do.
+var podValues = []string{"cni-00000000-0010", "cni-00000000-0002", "cni-00000000-", "cni-00000000-00100", "cni-00000000-0001"}
 
 func newSampleCollector() *sampleCollector {
 	h := prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -52,6 +59,7 @@ func newSampleCollector() *sampleCollector {
 		gauge:   NewDesc("test_entries", "Entries \\ with a backslash\nand a line feed.", prometheus.GaugeValue, "zone", "netns", "a"),
 		counter: NewDesc("test_events_total", "Events.", prometheus.CounterValue, "netns"),
 		plain:   NewDesc("test_up", "No labels.", prometheus.GaugeValue),
+		pods:    NewDesc("test_pod_entries", "Entries of pods.", prometheus.GaugeValue, "netns", "state"),
 		hist:    h,
 		seed:    1,
 	}
@@ -61,6 +69,7 @@ func (c *sampleCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.gauge.Desc()
 	ch <- c.counter.Desc()
 	ch <- c.plain.Desc()
+	ch <- c.pods.Desc()
 	c.hist.Describe(ch)
 }
 
@@ -82,6 +91,11 @@ func (c *sampleCollector) series() []series {
 		ss = append(ss, series{c.counter, float64(i*1000 + 7), []string{ns}})
 	}
 	ss = append(ss, series{c.plain, 1, nil})
+	for i, pod := range podValues {
+		for j, state := range []string{"syn_sent", "established"} {
+			ss = append(ss, series{c.pods, float64(i*10 + j), []string{pod, state}})
+		}
+	}
 	rand.New(rand.NewPCG(c.seed, 2)).Shuffle(len(ss), func(i, j int) { ss[i], ss[j] = ss[j], ss[i] })
 	return ss
 }
@@ -222,7 +236,7 @@ func TestProtobufGoesThroughTheRegistry(t *testing.T) {
 	}
 	want := map[string]int{
 		"rest_temperature": 1, "rest_requests_total": 2,
-		"test_entries": 25, "test_events_total": 5, "test_up": 1, "test_lifetime_seconds": 1,
+		"test_entries": 25, "test_events_total": 5, "test_up": 1, "test_pod_entries": 10, "test_lifetime_seconds": 1,
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("protobuf families %v, want %v", got, want)
