@@ -64,13 +64,39 @@ type DumpInfo struct {
 // decodes the batch before: the decoding overlaps the kernel's walk of
 // its table instead of adding to it, and the two goroutines hand over
 // once per batch. The batches' 256 KiB are allocated once per dump,
-// whatever the table's size; no large socket buffer is needed.
+// whatever the table's size (DumpWith reuses them); no large socket
+// buffer is needed.
 //
 // When fn returns an error the dump stops and Dump returns that error.
 // After any error the rest of the dump may still be queued on the socket:
 // close the Conn. The context's deadline, or its cancellation, ends a dump
 // in progress with an error wrapping the context's error.
 func (c *Conn) Dump(ctx context.Context, fn func(data []byte) error) (DumpInfo, error) {
+	return c.DumpWith(ctx, nil, fn)
+}
+
+// DumpMemory is the receive memory of a dump (256 KiB), kept by a caller
+// that dumps again and again so that each dump need not allocate it. One
+// dump at a time may use it.
+type DumpMemory struct {
+	batches [dumpBatches]*Datagrams
+}
+
+// NewDumpMemory allocates the receive memory of a dump.
+func NewDumpMemory() *DumpMemory {
+	m := &DumpMemory{}
+	for i := range m.batches {
+		m.batches[i] = NewDatagrams(make([]byte, dumpSlots*dumpSlotSize), dumpSlots)
+	}
+	return m
+}
+
+// DumpWith is Dump reading into mem, which a nil mem allocates for this
+// dump alone.
+func (c *Conn) DumpWith(ctx context.Context, mem *DumpMemory, fn func(data []byte) error) (DumpInfo, error) {
+	if mem == nil {
+		mem = NewDumpMemory()
+	}
 	if err := c.setDeadline(ctx); err != nil {
 		return DumpInfo{}, fmt.Errorf("netns %s: table dump: %w", c.target, err)
 	}
@@ -86,7 +112,7 @@ func (c *Conn) Dump(ctx context.Context, fn func(data []byte) error) (DumpInfo, 
 	if err != nil {
 		return DumpInfo{}, fmt.Errorf("netns %s: table dump request: %w", c.target, WrapPermission(err))
 	}
-	r, err := startDumpReader(c)
+	r, err := startDumpReader(c, mem)
 	if err != nil {
 		return DumpInfo{}, fmt.Errorf("netns %s: table dump: %w", c.target, err)
 	}
@@ -138,8 +164,9 @@ type dumpReader struct {
 	done chan struct{}
 }
 
-// startDumpReader starts reading the datagrams of the dump requested on c.
-func startDumpReader(c *Conn) (*dumpReader, error) {
+// startDumpReader starts reading the datagrams of the dump requested on
+// c into mem.
+func startDumpReader(c *Conn, mem *DumpMemory) (*dumpReader, error) {
 	rc, err := c.nl.SyscallConn()
 	if err != nil {
 		return nil, err
@@ -152,8 +179,8 @@ func startDumpReader(c *Conn) (*dumpReader, error) {
 		quit: make(chan struct{}),
 		done: make(chan struct{}),
 	}
-	for range dumpBatches {
-		r.free <- NewDatagrams(make([]byte, dumpSlots*dumpSlotSize), dumpSlots)
+	for _, b := range mem.batches {
+		r.free <- b
 	}
 	go r.run()
 	return r, nil

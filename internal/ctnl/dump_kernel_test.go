@@ -138,3 +138,39 @@ func TestDumpKernelStopsReading(t *testing.T) {
 		t.Fatalf("dump after the stopped ones: %+v, %v", info, err)
 	}
 }
+
+// TestDumpWithReusesMemory dumps a table again and again into one
+// DumpMemory: every dump sees the whole table, and the 256 KiB of receive
+// memory is not allocated again per dump.
+func TestDumpWithReusesMemory(t *testing.T) {
+	nstest.RequireRoot(t, "conntrack")
+	ns := nstest.NewNamespace(t)
+	if created, err := ns.CreateEntries(t, nstest.EstablishedEntries(3000, 600)); err != nil || created != 3000 {
+		t.Fatalf("created %d: %v", created, err)
+	}
+	c, err := ctnl.Dial(ns.Target())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	mem := ctnl.NewDumpMemory()
+	dump := func() {
+		t.Helper()
+		if info, err := c.DumpWith(ctx, mem, func([]byte) error { return nil }); err != nil || info.Entries != 3000 {
+			t.Fatalf("dump: %+v, %v", info, err)
+		}
+	}
+	dump()
+	const dumps = 10
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range dumps {
+		dump()
+	}
+	runtime.ReadMemStats(&after)
+	if perDump := (after.TotalAlloc - before.TotalAlloc) / dumps; perDump > 32<<10 {
+		t.Fatalf("%d bytes allocated per dump into reused memory, want under 32 KiB", perDump)
+	}
+}

@@ -26,17 +26,18 @@ type Scan struct {
 func (s *Scan) Duration() time.Duration { return s.End.Sub(s.Start) }
 
 // Scanner scans conntrack tables, one at a time, reusing one Aggregator's
-// memory from one scan to the next. It is safe for concurrent use: scans
+// memory and the dump's receive memory from one scan to the next. It is safe for concurrent use: scans
 // of several namespaces run one after the other, which also keeps the
 // kernel from walking its (global) hash table for several dumps at once.
 type Scanner struct {
-	sem chan struct{} // holds agg
+	sem chan struct{} // holds agg and mem
 	agg *Aggregator
+	mem *ctnl.DumpMemory
 }
 
 // NewScanner returns a Scanner.
 func NewScanner(opts Options) *Scanner {
-	return &Scanner{sem: make(chan struct{}, 1), agg: NewAggregator(opts)}
+	return &Scanner{sem: make(chan struct{}, 1), agg: NewAggregator(opts), mem: ctnl.NewDumpMemory()}
 }
 
 // Scan reads the TCP timeout sysctls of the namespace of target, dumps its
@@ -78,7 +79,7 @@ func (s *Scanner) Scan(ctx context.Context, target netns.Target) (*Scan, error) 
 	}
 	var info ctnl.DumpInfo
 	if g.Entries > 0 {
-		info, err = c.Dump(ctx, s.agg.AddMessage)
+		info, err = c.DumpWith(ctx, s.mem, s.agg.AddMessage)
 		if err != nil {
 			return nil, fmt.Errorf("table scan: %w", err)
 		}
