@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/mdlayher/netlink"
@@ -219,45 +220,18 @@ func (c *Conn) Snapshot(ctx context.Context, inode uint64) (Snapshot, error) {
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("netns %s: statistics: %w", c.target, err)
 	}
-	waited := false
-	wait := func() error {
-		if waited {
-			return nil
-		}
-		waited = true
-		return c.setDeadline(ctx)
-	}
 	if !sent {
 		if !errors.Is(serr, unix.EAGAIN) {
 			return Snapshot{}, fmt.Errorf("netns %s: statistics request: %w", c.target, WrapPermission(serr))
 		}
-		if err := wait(); err != nil {
-			return Snapshot{}, fmt.Errorf("netns %s: %w", c.target, err)
-		}
-		err = rc.Write(func(fd uintptr) bool {
-			serr = sendRaw(fd, st.req[:])
-			return !errors.Is(serr, unix.EAGAIN)
-		})
-		if err == nil {
-			err = serr
-		}
-		if err != nil {
+		if err := c.sendWaiting(ctx, rc, st.req[:]); err != nil {
 			return Snapshot{}, fmt.Errorf("netns %s: statistics request: %w", c.target, WrapPermission(err))
 		}
-		n, rerr = 0, unix.EAGAIN
+		rerr = unix.EAGAIN
 	}
 	for {
 		if errors.Is(rerr, unix.EAGAIN) {
-			if err := wait(); err != nil {
-				return Snapshot{}, fmt.Errorf("netns %s: %w", c.target, err)
-			}
-			err := rc.Read(func(fd uintptr) bool {
-				n, rerr = st.in.Recv(fd)
-				return !errors.Is(rerr, unix.EAGAIN)
-			})
-			if err != nil {
-				rerr = err
-			}
+			n, rerr = c.recvWaiting(ctx, rc, st.in)
 		}
 		if rerr != nil {
 			return Snapshot{}, fmt.Errorf("netns %s: statistics: %w", c.target, WrapPermission(rerr))
@@ -279,6 +253,43 @@ func (c *Conn) Snapshot(ctx context.Context, inode uint64) (Snapshot, error) {
 			return Snapshot{}, fmt.Errorf("netns %s: statistics: %w", c.target, err)
 		}
 	}
+}
+
+// sendWaiting sends b on the socket once it can take it, waiting in the
+// runtime's poller until the context's deadline.
+func (c *Conn) sendWaiting(ctx context.Context, rc syscall.RawConn, b []byte) error {
+	if err := c.setDeadline(ctx); err != nil {
+		return err
+	}
+	var serr error
+	err := rc.Write(func(fd uintptr) bool {
+		serr = sendRaw(fd, b)
+		return !errors.Is(serr, unix.EAGAIN)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+// recvWaiting reads datagrams into in once some are queued, waiting in
+// the runtime's poller until the context's deadline.
+func (c *Conn) recvWaiting(ctx context.Context, rc syscall.RawConn, in *Datagrams) (int, error) {
+	if err := c.setDeadline(ctx); err != nil {
+		return 0, err
+	}
+	var (
+		n    int
+		rerr error
+	)
+	err := rc.Read(func(fd uintptr) bool {
+		n, rerr = in.Recv(fd)
+		return !errors.Is(rerr, unix.EAGAIN)
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, rerr
 }
 
 // Snapshot's requests and receive slots. The kernel sizes a dump
