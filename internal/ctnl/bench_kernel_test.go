@@ -33,14 +33,25 @@ func timoDial(b *testing.B, ns *nstest.Namespace) *conntrack.Conn {
 }
 
 // ctnlDial opens a ctnl connection inside the namespace.
-func ctnlDial(b *testing.B, ns *nstest.Namespace) *ctnl.Conn {
-	b.Helper()
+func ctnlDial(tb testing.TB, ns *nstest.Namespace) *ctnl.Conn {
+	tb.Helper()
 	c, err := ctnl.Dial(ns.Target())
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	b.Cleanup(func() { c.Close() })
+	tb.Cleanup(func() { c.Close() })
 	return c
+}
+
+// namespaceWithEntries returns a new namespace holding n ASSURED
+// ESTABLISHED TCP entries with a 600 s timeout.
+func namespaceWithEntries(tb testing.TB, n int) *nstest.Namespace {
+	tb.Helper()
+	ns := nstest.NewNamespace(tb)
+	if created, err := ns.CreateEntries(tb, nstest.EstablishedEntries(n, 600)); err != nil || created != n {
+		tb.Fatalf("created %d of %d entries: %v", created, n, err)
+	}
+	return ns
 }
 
 // BenchmarkCPUStatsKernel reads the per-CPU statistics of a namespace, as

@@ -65,18 +65,10 @@ func TestDumpKernel(t *testing.T) {
 
 func TestDumpKernelCancel(t *testing.T) {
 	nstest.RequireRoot(t, "conntrack")
-	ns := nstest.NewNamespace(t)
-	if created, err := ns.CreateEntries(t, nstest.EstablishedEntries(500, 600)); err != nil || created != 500 {
-		t.Fatalf("created %d: %v", created, err)
-	}
-	c, err := ctnl.Dial(ns.Target())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := ctnlDial(t, namespaceWithEntries(t, 500))
 	ctx, cancel := context.WithCancel(context.Background())
 	n := 0
-	_, err = c.Dump(ctx, func([]byte) error {
+	_, err := c.Dump(ctx, func([]byte) error {
 		n++
 		if n == 10 {
 			cancel()
@@ -96,10 +88,7 @@ func TestDumpKernelCancel(t *testing.T) {
 // and a new socket dumps the whole table.
 func TestDumpKernelStopsReading(t *testing.T) {
 	nstest.RequireRoot(t, "conntrack")
-	ns := nstest.NewNamespace(t)
-	if created, err := ns.CreateEntries(t, nstest.EstablishedEntries(3000, 600)); err != nil || created != 3000 {
-		t.Fatalf("created %d: %v", created, err)
-	}
+	ns := namespaceWithEntries(t, 3000)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	before := runtime.NumGoroutine()
@@ -129,11 +118,7 @@ func TestDumpKernelStopsReading(t *testing.T) {
 	if after := runtime.NumGoroutine(); after > before {
 		t.Fatalf("%d goroutines before 20 stopped dumps, %d after", before, after)
 	}
-	c, err := ctnl.Dial(ns.Target())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := ctnlDial(t, ns)
 	if info, err := c.Dump(ctx, func([]byte) error { return nil }); err != nil || info.Entries != 3000 {
 		t.Fatalf("dump after the stopped ones: %+v, %v", info, err)
 	}
@@ -144,15 +129,7 @@ func TestDumpKernelStopsReading(t *testing.T) {
 // memory is not allocated again per dump.
 func TestDumpWithReusesMemory(t *testing.T) {
 	nstest.RequireRoot(t, "conntrack")
-	ns := nstest.NewNamespace(t)
-	if created, err := ns.CreateEntries(t, nstest.EstablishedEntries(3000, 600)); err != nil || created != 3000 {
-		t.Fatalf("created %d: %v", created, err)
-	}
-	c, err := ctnl.Dial(ns.Target())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := ctnlDial(t, namespaceWithEntries(t, 3000))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	mem := ctnl.NewDumpMemory()

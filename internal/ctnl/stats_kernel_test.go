@@ -14,15 +14,7 @@ import (
 // many times on one socket.
 func TestSnapshotKernel(t *testing.T) {
 	nstest.RequireRoot(t, "conntrack")
-	ns := nstest.NewNamespace(t)
-	if created, err := ns.CreateEntries(t, nstest.EstablishedEntries(25, 600)); err != nil || created != 25 {
-		t.Fatalf("created %d of 25: %v", created, err)
-	}
-	c, err := ctnl.Dial(ns.Target())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := ctnlDial(t, namespaceWithEntries(t, 25))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cpus, err := c.CPUStats(ctx)
