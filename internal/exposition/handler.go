@@ -403,7 +403,9 @@ func (f *family) write(w *bufio.Writer) error {
 		first := f.lines[0].text
 		common := len(first)
 		for _, l := range f.lines[1:] {
-			common = commonPrefix(first[:common], l.text)
+			if common = commonPrefix(first[:common], l.text); common <= skip {
+				break
+			}
 		}
 		skip = max(skip, common)
 	}

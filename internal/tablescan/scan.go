@@ -26,9 +26,10 @@ type Scan struct {
 func (s *Scan) Duration() time.Duration { return s.End.Sub(s.Start) }
 
 // Scanner scans conntrack tables, one at a time, reusing one Aggregator's
-// memory and the dump's receive memory from one scan to the next. It is safe for concurrent use: scans
-// of several namespaces run one after the other, which also keeps the
-// kernel from walking its (global) hash table for several dumps at once.
+// memory and the dump's receive memory from one scan to the next. It is
+// safe for concurrent use: scans of several namespaces run one after the
+// other, which also keeps the kernel from walking its (global) hash table
+// for several dumps at once.
 type Scanner struct {
 	sem chan struct{} // holds agg and mem
 	agg *Aggregator
