@@ -278,18 +278,7 @@ func (c *Conn) recvWaiting(ctx context.Context, rc syscall.RawConn, in *Datagram
 	if err := c.setDeadline(ctx); err != nil {
 		return 0, err
 	}
-	var (
-		n    int
-		rerr error
-	)
-	err := rc.Read(func(fd uintptr) bool {
-		n, rerr = in.Recv(fd)
-		return !errors.Is(rerr, unix.EAGAIN)
-	})
-	if err != nil {
-		return 0, err
-	}
-	return n, rerr
+	return readPolled(rc, in.Recv)
 }
 
 // Snapshot's requests and receive slots. The kernel sizes a dump

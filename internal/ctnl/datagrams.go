@@ -1,6 +1,8 @@
 package ctnl
 
 import (
+	"errors"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -71,6 +73,24 @@ func (d *Datagrams) recv(fd uintptr, syscall6 func(trap, a1, a2, a3, a4, a5, a6 
 func (d *Datagrams) Datagram(i int) (b []byte, truncated bool) {
 	off := i * d.slotSize
 	return d.buf[off : off+int(d.msgs[i].Len)], d.msgs[i].Hdr.Flags&unix.MSG_TRUNC != 0
+}
+
+// readPolled calls recv (Datagrams.Recv or recvWorking) until it finds
+// datagrams or fails otherwise than with EAGAIN, waiting in the runtime's
+// poller, and so until the socket's read deadline, while none is queued.
+func readPolled(rc syscall.RawConn, recv func(fd uintptr) (int, error)) (int, error) {
+	var (
+		n    int
+		rerr error
+	)
+	err := rc.Read(func(fd uintptr) bool {
+		n, rerr = recv(fd)
+		return !errors.Is(rerr, unix.EAGAIN)
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, rerr
 }
 
 // SlotSize returns the size of one slot.

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/mdlayher/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // ErrTruncated reports a datagram larger than the receive buffer: the
@@ -195,17 +194,8 @@ func (r *dumpReader) run() {
 		case <-r.quit:
 			return
 		}
-		var (
-			n    int
-			rerr error
-		)
-		err := r.rc.Read(func(fd uintptr) bool {
-			n, rerr = d.recvWorking(fd)
-			return rerr != unix.EAGAIN
-		})
-		if err == nil {
-			err = WrapPermission(rerr)
-		}
+		n, err := readPolled(r.rc, d.recvWorking)
+		err = WrapPermission(err)
 		// full has room for every batch: this never blocks.
 		r.full <- dumpBatch{d: d, n: n, err: err}
 		if err != nil {
