@@ -18,6 +18,7 @@ import (
 	"runtime"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -113,25 +114,18 @@ func (e *Exporter) CollectTo(newSink func() *exposition.Sink) {
 		defer cancel()
 	}
 	targets := e.targets()
-	type pair struct {
-		name   string
-		target netns.Target
-	}
-	pairs := make(chan pair, len(targets)*len(names))
-	for _, target := range targets {
-		for _, name := range names {
-			pairs <- pair{name, target}
-		}
-	}
-	close(pairs)
+	// The workers take the pairs of target and collector in turn, by
+	// number: pair i is collector i%len(names) of target i/len(names).
+	pairs := int64(len(targets) * len(names))
+	var next atomic.Int64
 	var wg sync.WaitGroup
-	for range min(len(targets)*len(names), collectWorkers()) {
+	for range min(pairs, int64(collectWorkers())) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			sink := newSink()
-			for p := range pairs {
-				e.run(ctx, p.name, p.target, sink)
+			for i := next.Add(1) - 1; i < pairs; i = next.Add(1) - 1 {
+				e.run(ctx, names[i%int64(len(names))], targets[i/int64(len(names))], sink)
 			}
 		}()
 	}
@@ -155,9 +149,10 @@ func (e *Exporter) run(ctx context.Context, name string, target netns.Target, si
 		e.logger.Warn("collector failed",
 			zap.String("collector", name), zap.String(NetnsLabel, target.Name),
 			zap.Float64("duration_seconds", duration), zap.Error(err))
-	} else {
-		e.logger.Debug("collector succeeded",
-			zap.String("collector", name), zap.String(NetnsLabel, target.Name),
+	} else if ce := e.logger.Check(zap.DebugLevel, "collector succeeded"); ce != nil {
+		// Checked first: the fields of a line that is not logged would
+		// still be allocated, on every pair of every scrape.
+		ce.Write(zap.String("collector", name), zap.String(NetnsLabel, target.Name),
 			zap.Float64("duration_seconds", duration))
 	}
 	sink.Add(e.successDesc, success, name, target.Name)

@@ -78,7 +78,7 @@ func (c *namespacesCollector) CollectTo(newSink func() *Sink) {
 			defer wg.Done()
 			sink := newSink()
 			for n := w; n < len(c.namespaces); n += 4 {
-				c.send(n, sink.Add)
+				c.sendTo(n, sink)
 			}
 		}()
 	}
@@ -96,6 +96,23 @@ func (c *namespacesCollector) send(n int, add func(d *Desc, v float64, labels ..
 		}
 		for j := range c.extra[i] {
 			add(d, v+float64(j), ns, strconv.Itoa(j))
+		}
+	}
+}
+
+// sendTo sends the series of the n-th namespace to sink, calling Add as
+// the exporter's collectors do (through a function value, the label
+// values would escape).
+func (c *namespacesCollector) sendTo(n int, sink *Sink) {
+	ns := c.namespaces[n]
+	for i, d := range c.descs {
+		v := float64(n*1000 + i)
+		if c.extra[i] == 0 {
+			sink.Add(d, v, ns)
+			continue
+		}
+		for j := range c.extra[i] {
+			sink.Add(d, v+float64(j), ns, strconv.Itoa(j))
 		}
 	}
 }

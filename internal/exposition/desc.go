@@ -167,18 +167,22 @@ func (d *Desc) validate(labelValues []string) error {
 }
 
 // appendLine appends one series of the family as a line of the text
-// format.
-func (d *Desc) appendLine(b []byte, value float64, labelValues []string) []byte {
+// format. It reports whether every label value is ASCII; otherwise the
+// caller checks them with validate.
+func (d *Desc) appendLine(b []byte, value float64, labelValues []string) ([]byte, bool) {
+	ascii := true
 	if len(labelValues) == 0 {
 		b = append(b, d.name...)
 	} else {
 		for i, pos := range d.order {
 			b = append(b, d.prefixes[i]...)
-			b = appendLabelValue(b, labelValues[pos])
+			var ok bool
+			b, ok = appendLabelValue(b, labelValues[pos])
+			ascii = ascii && ok
 		}
 		b = append(b, `"}`...)
 	}
 	b = append(b, ' ')
 	b = appendFloat(b, value)
-	return append(b, '\n')
+	return append(b, '\n'), ascii
 }

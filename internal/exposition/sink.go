@@ -81,18 +81,22 @@ func (s *shard) reset() {
 // add appends one line of d. A label value that is not valid UTF-8 costs
 // its series, and is reported.
 func (s *shard) add(d *Desc, value float64, labelValues []string) {
-	if err := d.validate(labelValues); err != nil {
-		s.errs = append(s.errs, err)
-		return
+	start := len(s.text)
+	text, ascii := d.appendLine(s.text, value, labelValues)
+	if !ascii {
+		if err := d.validate(labelValues); err != nil {
+			s.text = text[:start]
+			s.errs = append(s.errs, err)
+			return
+		}
 	}
+	s.text = text
 	i, ok := s.index[d]
 	if !ok {
 		i = len(s.families)
 		s.index[d] = i
 		s.families = append(s.families, shardFamily{desc: d})
 	}
-	start := len(s.text)
-	s.text = d.appendLine(s.text, value, labelValues)
 	s.families[i].lines = append(s.families[i].lines, span{start, len(s.text)})
 }
 
