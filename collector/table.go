@@ -157,49 +157,49 @@ func (c *TableCollector) Update(_ context.Context, target netns.Target, sink *ex
 
 // send sends the metrics of one successful scan.
 func (c *TableCollector) send(s *tablescan.Scan, target netns.Target, sink *exposition.Sink) {
-	gauge := func(d *exposition.Desc, v float64, labels ...string) { sink.Add(d, v, append(labels, target.Name)...) }
+	ns := target.Name
 	for _, e := range s.States {
-		gauge(c.entries, float64(e.Entries), e.Protocol, e.State)
+		sink.Add(c.entries, float64(e.Entries), e.Protocol, e.State, ns)
 	}
 	if s.Sources != nil && s.Ports != nil {
 		for _, v := range s.Sources.Top {
-			gauge(c.sources, float64(v.Entries), v.Value.String())
+			sink.Add(c.sources, float64(v.Entries), v.Value.String(), ns)
 		}
-		gauge(c.sources, float64(s.Sources.Other), otherLabel)
+		sink.Add(c.sources, float64(s.Sources.Other), otherLabel, ns)
 		for _, v := range s.Ports.Top {
-			gauge(c.ports, float64(v.Entries), v.Value.ProtocolLabel(), v.Value.PortLabel())
+			sink.Add(c.ports, float64(v.Entries), v.Value.ProtocolLabel(), v.Value.PortLabel(), ns)
 		}
-		gauge(c.ports, float64(s.Ports.Other), otherLabel, otherLabel)
-		gauge(c.errorBound, float64(s.Sources.MaxError), "source")
-		gauge(c.errorBound, float64(s.Ports.MaxError), "destination_port")
+		sink.Add(c.ports, float64(s.Ports.Other), otherLabel, otherLabel, ns)
+		sink.Add(c.errorBound, float64(s.Sources.MaxError), "source", ns)
+		sink.Add(c.errorBound, float64(s.Ports.MaxError), "destination_port", ns)
 	}
 	if s.Zones != nil && s.Marks != nil {
 		for _, v := range s.Zones.Top {
-			gauge(c.zones, float64(v.Entries), strconv.FormatUint(uint64(v.Value), 10))
+			sink.Add(c.zones, float64(v.Entries), strconv.FormatUint(uint64(v.Value), 10), ns)
 		}
-		gauge(c.zones, float64(s.Zones.Other), otherLabel)
+		sink.Add(c.zones, float64(s.Zones.Other), otherLabel, ns)
 		for _, v := range s.Marks.Top {
-			gauge(c.marks, float64(v.Entries), strconv.FormatUint(uint64(v.Value), 10))
+			sink.Add(c.marks, float64(v.Entries), strconv.FormatUint(uint64(v.Value), 10), ns)
 		}
-		gauge(c.marks, float64(s.Marks.Other), otherLabel)
-		gauge(c.errorBound, float64(s.Zones.MaxError), "zone")
-		gauge(c.errorBound, float64(s.Marks.MaxError), "mark")
+		sink.Add(c.marks, float64(s.Marks.Other), otherLabel, ns)
+		sink.Add(c.errorBound, float64(s.Zones.MaxError), "zone", ns)
+		sink.Add(c.errorBound, float64(s.Marks.MaxError), "mark", ns)
 	}
-	gauge(c.shortened, float64(s.Shortened))
+	sink.Add(c.shortened, float64(s.Shortened), ns)
 	for _, n := range s.NAT.Kinds() {
-		gauge(c.nat, float64(n.Entries), n.NAT)
+		sink.Add(c.nat, float64(n.Entries), n.NAT, ns)
 	}
-	gauge(c.unreplied, float64(s.Unreplied))
-	gauge(c.evictable, float64(s.Evictable))
+	sink.Add(c.unreplied, float64(s.Unreplied), ns)
+	sink.Add(c.evictable, float64(s.Evictable), ns)
 	for _, h := range s.Helpers {
-		gauge(c.helpers, float64(h.Entries), h.Helper)
+		sink.Add(c.helpers, float64(h.Entries), h.Helper, ns)
 	}
-	gauge(c.malformed, float64(s.Malformed))
+	sink.Add(c.malformed, float64(s.Malformed), ns)
 	interrupted := 0.0
 	if s.Dump.Interrupted {
 		interrupted = 1
 	}
-	gauge(c.interrupted, interrupted)
-	gauge(c.duration, s.Duration().Seconds())
-	gauge(c.timestamp, float64(s.End.UnixNano())/1e9)
+	sink.Add(c.interrupted, interrupted, ns)
+	sink.Add(c.duration, s.Duration().Seconds(), ns)
+	sink.Add(c.timestamp, float64(s.End.UnixNano())/1e9, ns)
 }
