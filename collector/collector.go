@@ -45,6 +45,13 @@ type Collector interface {
 	Update(ctx context.Context, target netns.Target, s *exposition.Sink) error
 }
 
+// Preparer is a Collector with work to do once per scrape before its
+// first Update; the Exporter calls Prepare at the start of each scrape. A
+// failed Prepare is logged, and the Updates run all the same.
+type Preparer interface {
+	Prepare() error
+}
+
 // Targets lists the namespaces to collect from. It is called on every
 // scrape so that the set can change while the exporter runs.
 type Targets func() []netns.Target
@@ -105,6 +112,13 @@ func (e *Exporter) CollectTo(newSink func() *exposition.Sink) {
 		names = append(names, name)
 	}
 	sort.Strings(names)
+	for _, name := range names {
+		if p, ok := e.collectors[name].(Preparer); ok {
+			if err := p.Prepare(); err != nil {
+				e.logger.Warn("collector could not prepare the scrape", zap.String("collector", name), zap.Error(err))
+			}
+		}
+	}
 	// One context for the scrape: every pair's time limit counts from
 	// its start.
 	ctx := context.Background()

@@ -15,6 +15,8 @@ import (
 // StatsReader reads a namespace's statistics with counter totals that
 // never go backwards; *watch.StatsTotals is one.
 type StatsReader interface {
+	// Prepare is called once per scrape, before the scrape's reads.
+	Prepare() error
 	Read(ctx context.Context, target netns.Target) (watch.StatsReading, error)
 }
 
@@ -71,6 +73,10 @@ func (c *StatsCollector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- d.Desc()
 	}
 }
+
+// Prepare implements Preparer: the reader learns which namespace paths
+// changed since the last scrape.
+func (c *StatsCollector) Prepare() error { return c.source.Prepare() }
 
 // Update implements Collector.
 func (c *StatsCollector) Update(ctx context.Context, target netns.Target, sink *exposition.Sink) error {

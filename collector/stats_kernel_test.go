@@ -57,7 +57,7 @@ func TestKernelStatsMatchConntrackTool(t *testing.T) {
 	if created, err := p.B.CreateEntries(t, nstest.EstablishedEntries(100, 600)); err != nil || created != 100 {
 		t.Fatalf("created %d of 100: %v", created, err)
 	}
-	c := NewStatsCollector(watch.NewStatsTotals(watch.NewStatsSockets()))
+	c := NewStatsCollector(watch.NewStatsTotals(watch.NewStatsSockets(nil)))
 	got := gather(t, c, p.B.Target())
 	want := p.B.CountEntries(t)
 	t.Logf("conntrack_entries=%v conntrack -C=%d", got["conntrack_entries"], want)
@@ -100,7 +100,7 @@ func TestKernelFullTableDropsNewConnections(t *testing.T) {
 	if _, err := p.A.Dial(t, l.Addr().String(), 5*time.Second); err != nil {
 		t.Fatalf("connection before the fill: %v", err)
 	}
-	c := NewStatsCollector(watch.NewStatsTotals(watch.NewStatsSockets()))
+	c := NewStatsCollector(watch.NewStatsTotals(watch.NewStatsSockets(nil)))
 	before := gather(t, c, p.B.Target())
 	limit := int(before["conntrack_entries_limit"])
 	free := limit - int(before["conntrack_entries"])

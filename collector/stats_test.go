@@ -21,16 +21,30 @@ import (
 	"github.com/ct-exporter/ct-exporter/internal/watch"
 )
 
-// fakeStats returns queued snapshots, one per call, then the last again.
+// fakeStats returns queued snapshots, one per call, then the last again,
+// and counts the calls of Prepare and Stats.
 type fakeStats struct {
-	mu    sync.Mutex
-	snaps []ctnl.Snapshot
-	err   error
+	mu               sync.Mutex
+	snaps            []ctnl.Snapshot
+	err              error
+	prepares, stats  int
+	readsBeforeFirst int // Stats calls before the first Prepare
+}
+
+func (f *fakeStats) Prepare() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.prepares == 0 {
+		f.readsBeforeFirst = f.stats
+	}
+	f.prepares++
+	return nil
 }
 
 func (f *fakeStats) Stats(context.Context, netns.Target) (ctnl.Snapshot, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.stats++
 	if f.err != nil {
 		return ctnl.Snapshot{}, f.err
 	}
@@ -172,6 +186,14 @@ conntrack_exporter_collector_success{collector="stats",netns="self"} 1
 `
 	if err := testutil.CollectAndCompare(e, strings.NewReader(want), "conntrack_entries", "conntrack_exporter_collector_success"); err != nil {
 		t.Fatal(err)
+	}
+	// The stats source is prepared once per scrape, before its reads.
+	src.mu.Lock()
+	prepares, reads, early := src.prepares, src.stats, src.readsBeforeFirst
+	src.mu.Unlock()
+	if prepares != 1 || reads != 2 || early != 0 {
+		t.Errorf("one scrape of 2 namespaces: %d prepares, %d reads, %d reads before the first prepare; want 1, 2, 0",
+			prepares, reads, early)
 	}
 	// The stats source failing turns success to 0 and drops its metrics.
 	src.err = errors.New("netns gone")

@@ -28,6 +28,7 @@ import (
 	"github.com/ct-exporter/ct-exporter/internal/caps"
 	"github.com/ct-exporter/ct-exporter/internal/exposition"
 	"github.com/ct-exporter/ct-exporter/internal/logging"
+	"github.com/ct-exporter/ct-exporter/internal/pathwatch"
 	"github.com/ct-exporter/ct-exporter/internal/preflight"
 	"github.com/ct-exporter/ct-exporter/internal/tablescan"
 	"github.com/ct-exporter/ct-exporter/internal/topk"
@@ -195,8 +196,14 @@ func (s *serveCommand) run(_ io.Writer, stderr io.Writer) int {
 	// What runs per namespace (package watch), and the collectors that
 	// read it.
 	// Statistics through one socket per namespace, opened when it is
-	// watched; settings read in the background, not on each scrape.
-	statsSockets := watch.NewStatsSockets()
+	// watched, whose path is looked at again only after inotify named it;
+	// settings read in the background, not on each scrape.
+	paths := pathwatch.New()
+	if err := paths.Err(); err != nil {
+		logger.Warn("cannot watch namespace paths; each scrape checks every path with stat(2)", zap.Error(err))
+	}
+	defer paths.Close()
+	statsSockets := watch.NewStatsSockets(paths)
 	stats := watch.NewStatsTotals(statsSockets)
 	settings := watch.NewSettings(watch.SettingsOptions{
 		Interval: s.settingsInterval,

@@ -7,10 +7,13 @@ import (
 
 	"github.com/ct-exporter/ct-exporter/internal/ctnl"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
+	"github.com/ct-exporter/ct-exporter/internal/pathwatch"
 )
 
 // StatsSource reads a namespace's conntrack statistics.
 type StatsSource interface {
+	// Prepare is called once per scrape, before the scrape's reads.
+	Prepare() error
 	Stats(ctx context.Context, target netns.Target) (ctnl.Snapshot, error)
 }
 
@@ -19,11 +22,16 @@ type StatsSource interface {
 // is watched, and reads the statistics through it: a scrape neither
 // enters the namespace nor opens a socket; it only checks that the
 // target's path still names the socket's namespace (a vanished namespace
-// fails, a replaced one gets a new socket). A socket whose read fails (a
-// timeout may leave a late reply in it) is closed, and the next read
-// opens a new one. A namespace that is not watched is read with a socket
-// of its own (ctnl.ReadSnapshot).
+// fails, a replaced one gets a new socket). With a pathwatch.Watcher,
+// that check is a stat(2) only for the paths an inotify event named since
+// the last read (Prepare learns which); without one, or for a path the
+// Watcher cannot watch, every read stats the path. A socket whose read
+// fails (a timeout may leave a late reply in it) is closed, and the next
+// read opens a new one. A namespace that is not watched is read with a
+// socket of its own (ctnl.ReadSnapshot).
 type StatsSockets struct {
+	paths *pathwatch.Watcher // nil: every read stats the path
+
 	mu    sync.Mutex
 	socks map[netns.Target]*statsSocket
 }
@@ -34,11 +42,27 @@ type statsSocket struct {
 	conn   *ctnl.Conn // nil until opened, or after a failure
 	inode  uint64     // of the namespace conn lives in
 	closed bool       // forgotten
+	// path flags changes of the target's path; nil for the exporter's
+	// own namespace, which never changes, and without a Watcher.
+	path *pathwatch.Mark
 }
 
-// NewStatsSockets returns StatsSockets watching no namespace.
-func NewStatsSockets() *StatsSockets {
-	return &StatsSockets{socks: map[netns.Target]*statsSocket{}}
+// NewStatsSockets returns StatsSockets watching no namespace, that learn
+// of changed namespace paths from paths (nil: by a stat(2) per read).
+func NewStatsSockets(paths *pathwatch.Watcher) *StatsSockets {
+	return &StatsSockets{paths: paths, socks: map[netns.Target]*statsSocket{}}
+}
+
+// Prepare implements StatsSource: it reads which watched paths changed
+// since the last scrape.
+func (s *StatsSockets) Prepare() error {
+	if s.paths == nil {
+		return nil
+	}
+	if err := s.paths.Refresh(); err != nil {
+		return fmt.Errorf("stats: namespace paths: %w", err)
+	}
+	return nil
 }
 
 // Watch implements Watcher: it opens the socket of target. A socket that
@@ -51,6 +75,9 @@ func (s *StatsSockets) Watch(_ context.Context, target netns.Target) error {
 		return fmt.Errorf("stats: netns %s: %w", target, ErrAlreadyWatched)
 	}
 	sock := &statsSocket{}
+	if s.paths != nil && !target.IsSelf() {
+		sock.path = s.paths.Watch(target.Path)
+	}
 	s.socks[target] = sock
 	s.mu.Unlock()
 	sock.mu.Lock()
@@ -72,6 +99,9 @@ func (s *StatsSockets) Forget(target netns.Target) {
 	defer sock.mu.Unlock()
 	sock.closed = true
 	sock.close()
+	if sock.path != nil {
+		s.paths.Unwatch(sock.path)
+	}
 }
 
 // Stats implements StatsSource through the namespace's socket.
@@ -90,13 +120,15 @@ func (s *StatsSockets) Stats(ctx context.Context, target netns.Target) (ctnl.Sna
 	// The path must still name the namespace the socket lives in: a
 	// namespace that vanished fails its reads, and one replaced under the
 	// same path gets a new socket (and its counters start again).
-	ino, err := target.PathInode()
-	if err != nil {
-		sock.close()
-		return ctnl.Snapshot{}, err
-	}
-	if sock.conn != nil && sock.inode != ino {
-		sock.close()
+	if sock.mayHaveChanged(target) {
+		ino, err := target.PathInode()
+		if err != nil {
+			sock.close()
+			return ctnl.Snapshot{}, err
+		}
+		if sock.conn != nil && sock.inode != ino {
+			sock.close()
+		}
 	}
 	if sock.conn == nil {
 		if err := sock.open(target); err != nil {
@@ -109,6 +141,17 @@ func (s *StatsSockets) Stats(ctx context.Context, target netns.Target) (ctnl.Sna
 		return ctnl.Snapshot{}, err
 	}
 	return snap, nil
+}
+
+// mayHaveChanged reports whether the path of target may name another
+// namespace than the socket's, or none: always, unless the path is
+// watched and no event named it since the last look. The exporter's own
+// namespace never changes. The caller holds sock.mu.
+func (sock *statsSocket) mayHaveChanged(target netns.Target) bool {
+	if target.IsSelf() {
+		return false
+	}
+	return sock.path == nil || sock.path.Changed()
 }
 
 // open opens the socket inside the namespace of target and records the
@@ -165,6 +208,10 @@ type counterState struct {
 func NewStatsTotals(source StatsSource) *StatsTotals {
 	return &StatsTotals{source: source, state: map[string]*counterState{}}
 }
+
+// Prepare is called once per scrape, before its reads: it prepares the
+// source.
+func (t *StatsTotals) Prepare() error { return t.source.Prepare() }
 
 // Read reads the statistics of target and folds them into its totals.
 func (t *StatsTotals) Read(ctx context.Context, target netns.Target) (StatsReading, error) {

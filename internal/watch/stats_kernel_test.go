@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"testing"
 
+	"github.com/ct-exporter/ct-exporter/internal/ctnl"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
 	"github.com/ct-exporter/ct-exporter/internal/nstest"
+	"github.com/ct-exporter/ct-exporter/internal/pathwatch"
 )
 
 // openFiles returns how many files the process has open.
@@ -35,7 +38,7 @@ func TestStatsSocketsOneSocketPerNamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	socks := NewStatsSockets()
+	socks := NewStatsSockets(nil)
 	ctx := context.Background()
 	before := openFiles(t)
 	if err := socks.Watch(ctx, target); err != nil {
@@ -73,5 +76,68 @@ func TestStatsSocketsOneSocketPerNamespace(t *testing.T) {
 	socks.Forget(target) // twice is a no-op
 	if _, err := socks.Stats(ctx, target); !errors.Is(err, netns.ErrNotExist) {
 		t.Fatalf("read after Forget = %v, want ErrNotExist", err)
+	}
+}
+
+// TestStatsSocketsWatchedPath reads a namespace whose path is watched
+// with inotify: reads do not look at the path until Prepare learns that
+// an event named it; then a vanished namespace fails, and one created
+// again under the same path is read through a new socket.
+func TestStatsSocketsWatchedPath(t *testing.T) {
+	nstest.RequireRoot(t, "conntrack")
+	ns := nstest.NewNamespace(t)
+	if created, err := ns.CreateEntries(t, nstest.EstablishedEntries(7, 600)); err != nil || created != 7 {
+		t.Fatalf("created %d of 7: %v", created, err)
+	}
+	target := ns.Target()
+	paths := pathwatch.New()
+	if err := paths.Err(); err != nil {
+		t.Fatal(err)
+	}
+	defer paths.Close()
+	socks := NewStatsSockets(paths)
+	ctx := context.Background()
+	if err := socks.Watch(ctx, target); err != nil {
+		t.Fatal(err)
+	}
+	defer socks.Forget(target)
+	if !socks.socks[target].path.Watched() {
+		t.Fatalf("path %s is not watched", target.Path)
+	}
+	read := func() (ctnl.Snapshot, error) {
+		t.Helper()
+		if err := socks.Prepare(); err != nil {
+			t.Fatal(err)
+		}
+		return socks.Stats(ctx, target)
+	}
+	first, err := read()
+	if err != nil || first.Global.Entries != 7 {
+		t.Fatalf("first read: %+v, %v; want 7 entries", first.Global, err)
+	}
+
+	// The namespace vanishes. Until Prepare, the socket (which keeps the
+	// namespace alive) still answers: the read did not stat the path.
+	ns.Delete(t)
+	if _, err := socks.Stats(ctx, target); err != nil {
+		t.Fatalf("read before Prepare: %v; want the socket's answer", err)
+	}
+	if _, err := read(); !errors.Is(err, netns.ErrNotExist) {
+		t.Fatalf("read after Prepare = %v, want ErrNotExist", err)
+	}
+	if _, err := read(); !errors.Is(err, netns.ErrNotExist) {
+		t.Fatalf("second read of the vanished namespace = %v, want ErrNotExist", err)
+	}
+
+	// Created again under the same path: a new namespace, an empty table.
+	nstest.Run(t, "ip", "netns", "add", target.Name)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", target.Name).Run() })
+	again, err := read()
+	if err != nil {
+		t.Fatalf("read of the namespace created again: %v", err)
+	}
+	if again.Inode == first.Inode || again.Global.Entries != 0 {
+		t.Errorf("read after re-creation: inode %d (was %d), %d entries; want a new inode and 0 entries",
+			again.Inode, first.Inode, again.Global.Entries)
 	}
 }

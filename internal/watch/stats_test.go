@@ -16,6 +16,8 @@ type queuedStats struct {
 	err   error
 }
 
+func (q *queuedStats) Prepare() error { return nil }
+
 func (q *queuedStats) Stats(context.Context, netns.Target) (ctnl.Snapshot, error) {
 	if q.err != nil {
 		return ctnl.Snapshot{}, q.err
