@@ -16,7 +16,9 @@ package collector
 import (
 	"context"
 	"runtime"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -127,7 +129,13 @@ func (e *Exporter) CollectTo(newSink func() *exposition.Sink) {
 		ctx, cancel = context.WithTimeout(ctx, e.timeout)
 		defer cancel()
 	}
+	// The targets in name order: each worker then writes the lines of a
+	// family in order, which the scrape merges instead of sorting.
 	targets := e.targets()
+	byName := func(a, b netns.Target) int { return strings.Compare(a.Name, b.Name) }
+	if !slices.IsSortedFunc(targets, byName) {
+		targets = slices.SortedFunc(slices.Values(targets), byName)
+	}
 	// The workers take the pairs of target and collector in turn, by
 	// number: pair i is collector i%len(names) of target i/len(names).
 	pairs := int64(len(targets) * len(names))

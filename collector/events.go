@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -106,6 +108,10 @@ type EventsCollector struct {
 	restarts                                       *exposition.Desc
 	topSources, topSilent, windowEnds, errorBound  *exposition.Desc
 	lifetimeDescs                                  []*prometheus.Desc
+	// eventTypes are the event types in the order of their label values,
+	// in which a namespace's series go out: the scrape then merges the
+	// namespaces' lines instead of sorting them.
+	eventTypes []events.EventType
 }
 
 // Breakdown label values of the window totals and error bounds.
@@ -168,6 +174,10 @@ func NewEventsCollector(subs *Subscribers, topK int) *EventsCollector {
 			"Times the event socket was opened again after a failure.",
 			counter),
 	}
+	for t := events.EventType(0); t < events.NumEventTypes; t++ {
+		c.eventTypes = append(c.eventTypes, t)
+	}
+	slices.SortFunc(c.eventTypes, func(a, b events.EventType) int { return strings.Compare(a.String(), b.String()) })
 	ch := make(chan *prometheus.Desc, 4)
 	histogram.New("").Describe(ch)
 	close(ch)
@@ -203,7 +213,7 @@ func (c *EventsCollector) Update(ctx context.Context, target netns.Target, sink 
 	syncErr := sub.Source.Sync(ctx)
 	st := sub.Source.Stats()
 	name := target.Name
-	for t := events.EventType(0); t < events.NumEventTypes; t++ {
+	for _, t := range c.eventTypes {
 		sink.Add(c.events, float64(st.Events[t]), t.String(), name)
 	}
 	sink.Add(c.lost, float64(st.Lost), name)

@@ -3,6 +3,7 @@ package collector
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,10 +21,11 @@ type SysctlReader interface {
 	ReadIPv4(ctx context.Context, target netns.Target, names ...string) (sysctl.Values, error)
 }
 
-// udpTimeouts maps the UDP timeout sysctls to their state label.
-var udpTimeouts = map[string]string{
-	"nf_conntrack_udp_timeout":        "unreplied",
-	"nf_conntrack_udp_timeout_stream": "replied",
+// udpTimeouts are the UDP timeout sysctls and their state label, in label
+// order (see NewSettingsCollector).
+var udpTimeouts = []struct{ sysctl, state string }{
+	{"nf_conntrack_udp_timeout_stream", "replied"},
+	{"nf_conntrack_udp_timeout", "unreplied"},
 }
 
 // scalarSetting is a sysctl exported as one gauge.
@@ -99,6 +101,9 @@ func NewSettingsCollector(source SysctlReader) *SettingsCollector {
 			"Timeout of a UDP entry: unreplied (nf_conntrack_udp_timeout) or replied (nf_conntrack_udp_timeout_stream).",
 			prometheus.GaugeValue, NetnsLabel, "state"),
 	}
+	// The series of a namespace go out in label order: the scrape then
+	// merges the namespaces' lines instead of sorting them.
+	slices.Sort(c.tcpStates)
 	for _, state := range c.tcpStates {
 		c.tcpSysctls = append(c.tcpSysctls, sysctl.TCPTimeoutPrefix+state)
 	}
@@ -147,9 +152,9 @@ func (c *SettingsCollector) Update(ctx context.Context, target netns.Target, sin
 			sink.Add(c.tcp, float64(v), target.Name, state)
 		}
 	}
-	for name, state := range udpTimeouts {
-		if v, ok := set[name]; ok {
-			sink.Add(c.udp, float64(v), target.Name, state)
+	for _, t := range udpTimeouts {
+		if v, ok := set[t.sysctl]; ok {
+			sink.Add(c.udp, float64(v), target.Name, t.state)
 		}
 	}
 	for i, s := range scalarSettings {

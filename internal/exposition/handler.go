@@ -202,10 +202,10 @@ func (h *Handler) newShard() *shard {
 // as there is room for: its shards, emptied, and its line index, cleared
 // so that it holds on to no shard.
 func (h *Handler) keepPage(p *page) {
-	if p.lines != nil {
-		clear(p.lines)
+	if p.index != nil {
+		clear(p.index)
 		select {
-		case h.spareLines <- p.lines[:0]:
+		case h.spareLines <- p.index[:0]:
 		default:
 		}
 	}
@@ -250,12 +250,13 @@ func (h *Handler) gather() (*page, error) {
 
 	p := &page{byName: map[string]*family{}, encoded: map[string]*dto.MetricFamily{}, shards: shards}
 	var (
-		errs   prometheus.MultiError
-		others replay
-		total  int
+		errs          prometheus.MultiError
+		others        replay
+		total, widest int
 	)
-	// Count first, so that the lines of every family fit in one index,
-	// which later scrapes use again.
+	// Count first, so that the lines of every family, and room to merge
+	// those of the widest, fit in one index, which later scrapes use
+	// again.
 	for _, sh := range shards {
 		errs = append(errs, sh.errs...)
 		others = append(others, sh.others...)
@@ -266,10 +267,16 @@ func (h *Handler) gather() (*page, error) {
 			}
 		}
 	}
-	p.lines = h.lineIndex(total)
 	for _, f := range p.byName {
-		f.lines, p.lines = p.lines[len(p.lines):len(p.lines):len(p.lines)+f.n], p.lines[:len(p.lines)+f.n]
+		widest = max(widest, f.n)
 	}
+	p.index = h.lineIndex(total + widest)
+	used := 0
+	for _, f := range p.byName {
+		f.lines = p.index[used : used : used+f.n]
+		used += f.n
+	}
+	p.scratch = p.index[total : total+widest : total+widest]
 	for _, sh := range shards {
 		for _, sf := range sh.families {
 			if len(sf.lines) > 0 {
@@ -307,16 +314,16 @@ func (h *Handler) gather() (*page, error) {
 }
 
 // lineIndex returns the line index of a finished scrape, if it can hold
-// n lines, or a new one; either is empty.
+// n lines, or a new one, of length n.
 func (h *Handler) lineIndex(n int) []line {
 	select {
 	case lines := <-h.spareLines:
 		if cap(lines) >= n {
-			return lines
+			return lines[:n]
 		}
 	default:
 	}
-	return make([]line, 0, n)
+	return make([]line, n)
 }
 
 // replay is a collector that sends metrics collected before; it describes
@@ -340,8 +347,11 @@ type page struct {
 	encoded map[string]*dto.MetricFamily
 	// shards hold the text of the lines.
 	shards []*shard
-	// lines holds the lines of every family, each family a part of it.
-	lines []line
+	// index holds the lines of every family, each family a part of it,
+	// and then scratch.
+	index []line
+	// scratch is where the lines of a family are merged.
+	scratch []line
 }
 
 // family is the lines of one family built by Descs, from every shard.
@@ -413,7 +423,7 @@ func (p *page) write(w *bufio.Writer, keep func(name string) bool) error {
 			return err
 		}
 		if f != nil {
-			if err := f.write(w); err != nil {
+			if err := f.write(w, p.scratch); err != nil {
 				return err
 			}
 		}
@@ -421,39 +431,101 @@ func (p *page) write(w *bufio.Writer, keep func(name string) bool) error {
 	return nil
 }
 
-// write writes the family's lines sorted. The labels of a line are in
-// name order and its label values end in a double quote, so sorting the
-// lines sorts the series by label values, as a registry does, unless a
-// value holds a character below '"' (a space, a control character, '!').
-func (f *family) write(w *bufio.Writer) error {
+// write writes the family's lines sorted, using scratch, which can hold
+// them, to merge. The labels of a line are in name order and its label
+// values end in a double quote, so sorting the lines sorts the series by
+// label values, as a registry does, unless a value holds a character
+// below '"' (a space, a control character, '!').
+func (f *family) write(w *bufio.Writer, scratch []line) error {
 	// Keys start where the lines begin to differ: label values of many
 	// namespaces often share a prefix ("cni-") longer than the key.
+	// Every line starts with the f.same bytes of its Desc; the
+	// comparison starts past them.
 	skip := f.same
-	if len(f.lines) > 1 {
+	if len(f.lines) > 1 && len(f.lines[0].text) > skip {
 		first := f.lines[0].text
 		common := len(first)
 		for _, l := range f.lines[1:] {
-			if common = commonPrefix(first[:common], l.text); common <= skip {
+			if common = skip + commonPrefix(first[skip:common], l.text[skip:]); common <= skip {
 				break
 			}
 		}
-		skip = max(skip, common)
+		skip = common
 	}
 	for i := range f.lines {
 		f.lines[i].key = sortKey(f.lines[i].text[skip:])
 	}
-	slices.SortFunc(f.lines, func(a, b line) int {
-		if c := cmp.Compare(a.key, b.key); c != 0 {
-			return c
-		}
-		return bytes.Compare(a.text[skip:], b.text[skip:])
-	})
-	for _, l := range f.lines {
+	for _, l := range sortLines(f.lines, scratch[:len(f.lines)], skip) {
 		if _, err := w.Write(l.text); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// maxMergedRuns bounds the ordered runs sortLines merges; lines in more
+// runs than that are sorted.
+const maxMergedRuns = 16
+
+// sortLines returns lines sorted by key, then by text past skip, in
+// lines or in scratch, which is as long. The lines of a family come from
+// a few shards, each in order already when the collector sends its
+// namespaces in order and each namespace's series in label order: such
+// runs are merged, a few comparisons per line; lines in no useful order
+// are sorted.
+func sortLines(lines, scratch []line, skip int) []line {
+	compare := func(a, b line) int {
+		if c := cmp.Compare(a.key, b.key); c != 0 {
+			return c
+		}
+		return bytes.Compare(a.text[skip:], b.text[skip:])
+	}
+	var bounds [maxMergedRuns + 1]int // where each run starts, then len(lines)
+	runs := 1
+	for i := 1; i < len(lines); i++ {
+		if compare(lines[i-1], lines[i]) <= 0 {
+			continue
+		}
+		if runs == maxMergedRuns {
+			slices.SortFunc(lines, compare)
+			return lines
+		}
+		bounds[runs] = i
+		runs++
+	}
+	bounds[runs] = len(lines)
+	from, to := lines, scratch
+	for runs > 1 {
+		merged := 0
+		for r := 0; r < runs; r += 2 {
+			lo, mid, hi := bounds[r], bounds[min(r+1, runs)], bounds[min(r+2, runs)]
+			mergeRuns(to[lo:hi], from[lo:mid], from[mid:hi], compare)
+			bounds[merged] = lo
+			merged++
+		}
+		bounds[merged] = len(lines)
+		runs = merged
+		from, to = to, from
+	}
+	return from
+}
+
+// mergeRuns merges the ordered runs a and b into dst, as long as both;
+// of equal lines, those of a come first.
+func mergeRuns(dst, a, b []line, compare func(a, b line) int) {
+	i, j, k := 0, 0, 0
+	for i < len(a) && j < len(b) {
+		if compare(b[j], a[i]) < 0 {
+			dst[k] = b[j]
+			j++
+		} else {
+			dst[k] = a[i]
+			i++
+		}
+		k++
+	}
+	k += copy(dst[k:], a[i:])
+	copy(dst[k:], b[j:])
 }
 
 // commonPrefix returns how many bytes a and b start with alike.

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -470,5 +471,65 @@ func TestScrapesKeepTheirMemory(t *testing.T) {
 	t.Logf("%d bytes allocated per scrape", perScrape)
 	if perScrape > 64<<10 {
 		t.Errorf("a scrape allocated %d bytes, want under 64 KiB", perScrape)
+	}
+}
+
+// TestMergedRunsAreWhatTheRegistryWrites serves the 129 namespaces of
+// BenchmarkScrape: each of its four goroutines sends its namespaces in
+// order, so every family comes in four ordered runs, which are merged
+// instead of sorted. The text must still be the registry's.
+func TestMergedRunsAreWhatTheRegistryWrites(t *testing.T) {
+	c := newNamespacesCollector(129)
+	h, err := NewHandler(prometheus.NewRegistry(), HandlerOpts{}, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := serve(t, h, textAccept, "", "")
+	want := serve(t, registryHandler(t, prometheus.NewRegistry(), c), textAccept, "", "")
+	if got.Code != http.StatusOK || want.Code != http.StatusOK {
+		t.Fatalf("status %d, registry %d", got.Code, want.Code)
+	}
+	if got.Body.String() != want.Body.String() {
+		g, w := strings.Split(got.Body.String(), "\n"), strings.Split(want.Body.String(), "\n")
+		for i := range min(len(g), len(w)) {
+			if g[i] != w[i] {
+				t.Fatalf("line %d differs: %q, registry %q (%d and %d lines)", i+1, g[i], w[i], len(g), len(w))
+			}
+		}
+		t.Fatalf("%d lines, registry %d", len(g), len(w))
+	}
+}
+
+// TestSortLines checks sortLines against a plain sort: lines in 1 to 40
+// ordered runs (merged up to maxMergedRuns, sorted beyond), with equal
+// keys whose texts differ past them, and equal lines.
+func TestSortLines(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	const skip = 3
+	for runs := 1; runs <= 40; runs++ {
+		for _, n := range []int{runs, 50, 500} {
+			var lines []line
+			for range runs {
+				var run []line
+				for range max(1, n/runs) {
+					// Few distinct keys: ties go to the text after them.
+					text := fmt.Sprintf("ns{%08d%03d}", r.IntN(20)*1000, r.IntN(50))
+					run = append(run, line{key: sortKey([]byte(text[skip:])), text: []byte(text)})
+				}
+				slices.SortFunc(run, func(a, b line) int { return bytes.Compare(a.text, b.text) })
+				lines = append(lines, run...)
+			}
+			want := slices.Clone(lines)
+			slices.SortFunc(want, func(a, b line) int { return bytes.Compare(a.text, b.text) })
+			got := sortLines(lines, make([]line, len(lines)), skip)
+			if len(got) != len(want) {
+				t.Fatalf("%d runs of %d: %d lines back", runs, n, len(got))
+			}
+			for i := range want {
+				if !bytes.Equal(got[i].text, want[i].text) {
+					t.Fatalf("%d runs, %d lines: line %d is %q, want %q", runs, len(want), i, got[i].text, want[i].text)
+				}
+			}
+		}
 	}
 }
