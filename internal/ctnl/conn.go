@@ -246,6 +246,7 @@ func (c *Conn) Snapshot(ctx context.Context, inode uint64) (Snapshot, error) {
 			}
 		}
 		if p.done() {
+			st.cpus = len(p.cpus)
 			return Snapshot{Inode: inode, Global: p.global, CPUs: p.cpus}, nil
 		}
 		// More replies than slots (many CPUs): they are queued already.
@@ -300,11 +301,15 @@ const (
 func statsSlotSize() int { return min(os.Getpagesize(), statsMaxSlotSize) }
 
 // statsIO is the memory a Conn keeps for Snapshot: the datagram of its two
-// requests and the slots their replies are read into.
+// requests, the slots their replies are read into, and their parser.
 type statsIO struct {
-	req [2 * statsRequestLen]byte
-	seq uint32
-	in  *Datagrams
+	req    [2 * statsRequestLen]byte
+	seq    uint32
+	in     *Datagrams
+	parser statsParser
+	// cpus is how many per-CPU replies the last snapshot had: the next
+	// one's are allocated at once.
+	cpus int
 }
 
 func newStatsIO() *statsIO {
@@ -319,7 +324,8 @@ func newStatsIO() *statsIO {
 // knows when it has it.
 func (st *statsIO) next() *statsParser {
 	st.seq += 2
-	p := &statsParser{globalSeq: st.seq - 1, cpuSeq: st.seq}
+	st.parser = statsParser{globalSeq: st.seq - 1, cpuSeq: st.seq, cpus: make([]CPUStats, 0, max(st.cpus, 1))}
+	p := &st.parser
 	putRequest(st.req[:statsRequestLen], uint16(msgType(msgGetStats)), uint16(netlink.Request), p.globalSeq)
 	putRequest(st.req[statsRequestLen:], uint16(msgType(msgGetStatsCPU)), uint16(netlink.Request|netlink.Dump), p.cpuSeq)
 	return p

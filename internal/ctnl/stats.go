@@ -64,18 +64,31 @@ const (
 	attrStatsGlobalM = 2 // CTA_STATS_GLOBAL_MAX_ENTRIES
 )
 
-// cpuAttrCounter maps CTA_STATS_* attribute numbers to counters.
-var cpuAttrCounter = map[uint16]Counter{
-	2:  Found,         // CTA_STATS_FOUND
-	4:  Invalid,       // CTA_STATS_INVALID
-	8:  Insert,        // CTA_STATS_INSERT
-	9:  InsertFailed,  // CTA_STATS_INSERT_FAILED
-	10: Drop,          // CTA_STATS_DROP
-	11: EarlyDrop,     // CTA_STATS_EARLY_DROP
-	12: Error,         // CTA_STATS_ERROR
-	13: SearchRestart, // CTA_STATS_SEARCH_RESTART
-	14: ClashResolve,  // CTA_STATS_CLASH_RESOLVE
-	15: ChainTooLong,  // CTA_STATS_CHAIN_TOOLONG
+// cpuAttrCounter returns the counter of a CTA_STATS_* attribute number.
+func cpuAttrCounter(attr uint16) (Counter, bool) {
+	switch attr {
+	case 2: // CTA_STATS_FOUND
+		return Found, true
+	case 4: // CTA_STATS_INVALID
+		return Invalid, true
+	case 8: // CTA_STATS_INSERT
+		return Insert, true
+	case 9: // CTA_STATS_INSERT_FAILED
+		return InsertFailed, true
+	case 10: // CTA_STATS_DROP
+		return Drop, true
+	case 11: // CTA_STATS_EARLY_DROP
+		return EarlyDrop, true
+	case 12: // CTA_STATS_ERROR
+		return Error, true
+	case 13: // CTA_STATS_SEARCH_RESTART
+		return SearchRestart, true
+	case 14: // CTA_STATS_CLASH_RESOLVE
+		return ClashResolve, true
+	case 15: // CTA_STATS_CHAIN_TOOLONG
+		return ChainTooLong, true
+	}
+	return 0, false
 }
 
 // CPUStats are the raw 32-bit counters of one CPU.
@@ -102,61 +115,55 @@ func msgType(msg uint16) netlink.HeaderType {
 func nfgenmsgRequest() []byte { return make([]byte, nfgenmsgLen) }
 
 // DecodeCPUStats decodes one IPCTNL_MSG_CT_GET_STATS_CPU reply body
-// (nfgenmsg header included). The CPU number is the header's res_id.
+// (nfgenmsg header included), without allocating. The CPU number is the
+// header's res_id.
 func DecodeCPUStats(b []byte) (CPUStats, error) {
 	var s CPUStats
 	if len(b) < nfgenmsgLen {
 		return s, fmt.Errorf("cpu stats: %d-byte body: %w", len(b), ErrMalformed)
 	}
 	s.CPU = binary.BigEndian.Uint16(b[2:4])
-	ad, err := netlink.NewAttributeDecoder(b[nfgenmsgLen:])
-	if err != nil {
-		return s, fmt.Errorf("cpu stats: %v: %w", err, ErrMalformed)
-	}
-	ad.ByteOrder = binary.BigEndian
-	for ad.Next() {
-		c, ok := cpuAttrCounter[ad.Type()]
+	it := attrIter{rest: b[nfgenmsgLen:]}
+	for it.next() {
+		c, ok := cpuAttrCounter(it.typ)
 		if !ok {
 			continue
 		}
-		if len(ad.Bytes()) != 4 {
-			return s, fmt.Errorf("cpu stats: attribute %d is %d bytes: %w", ad.Type(), len(ad.Bytes()), ErrMalformed)
+		if len(it.data) != 4 {
+			return s, fmt.Errorf("cpu stats: attribute %d is %d bytes: %w", it.typ, len(it.data), ErrMalformed)
 		}
-		s.Counters[c] = ad.Uint32()
+		s.Counters[c] = binary.BigEndian.Uint32(it.data)
 	}
-	if err := ad.Err(); err != nil {
-		return s, fmt.Errorf("cpu stats: %v: %w", err, ErrMalformed)
+	if it.bad {
+		return s, fmt.Errorf("cpu stats: attribute framing: %w", ErrMalformed)
 	}
 	return s, nil
 }
 
-// DecodeGlobalStats decodes an IPCTNL_MSG_CT_GET_STATS reply body.
+// DecodeGlobalStats decodes an IPCTNL_MSG_CT_GET_STATS reply body,
+// without allocating.
 func DecodeGlobalStats(b []byte) (GlobalStats, error) {
 	var g GlobalStats
 	if len(b) < nfgenmsgLen {
 		return g, fmt.Errorf("global stats: %d-byte body: %w", len(b), ErrMalformed)
 	}
-	ad, err := netlink.NewAttributeDecoder(b[nfgenmsgLen:])
-	if err != nil {
-		return g, fmt.Errorf("global stats: %v: %w", err, ErrMalformed)
-	}
-	ad.ByteOrder = binary.BigEndian
+	it := attrIter{rest: b[nfgenmsgLen:]}
 	var haveEntries, haveMax bool
-	for ad.Next() {
-		switch ad.Type() {
+	for it.next() {
+		switch it.typ {
 		case attrStatsGlobalE, attrStatsGlobalM:
-			if len(ad.Bytes()) != 4 {
-				return g, fmt.Errorf("global stats: attribute %d is %d bytes: %w", ad.Type(), len(ad.Bytes()), ErrMalformed)
+			if len(it.data) != 4 {
+				return g, fmt.Errorf("global stats: attribute %d is %d bytes: %w", it.typ, len(it.data), ErrMalformed)
 			}
-			if ad.Type() == attrStatsGlobalE {
-				g.Entries, haveEntries = ad.Uint32(), true
+			if it.typ == attrStatsGlobalE {
+				g.Entries, haveEntries = binary.BigEndian.Uint32(it.data), true
 			} else {
-				g.MaxEntries, haveMax = ad.Uint32(), true
+				g.MaxEntries, haveMax = binary.BigEndian.Uint32(it.data), true
 			}
 		}
 	}
-	if err := ad.Err(); err != nil {
-		return g, fmt.Errorf("global stats: %v: %w", err, ErrMalformed)
+	if it.bad {
+		return g, fmt.Errorf("global stats: attribute framing: %w", ErrMalformed)
 	}
 	if !haveEntries || !haveMax {
 		return g, fmt.Errorf("global stats: entries or max entries missing: %w", ErrMalformed)

@@ -78,6 +78,8 @@ func TestStatsParserErrors(t *testing.T) {
 		{"short global reply", nlmsg(globalType, 0, 1, []byte{0}), ErrMalformed},
 		{"global reply without the limit", nlmsg(globalType, 0, 1, []byte{0, 0, 0, 0, 8, 0, 1, 0, 0, 0, 0, 5}), ErrMalformed},
 		{"bad per-CPU attribute", nlmsg(cpuType, nlmFMulti, 2, []byte{0, 0, 0, 0, 6, 0, 2, 0, 1, 2, 0, 0}), ErrMalformed},
+		{"per-CPU attribute longer than its reply", nlmsg(cpuType, nlmFMulti, 2, []byte{0, 0, 0, 0, 20, 0, 2, 0, 1, 2, 3, 4}), ErrMalformed},
+		{"global attribute longer than its reply", nlmsg(globalType, 0, 1, []byte{0, 0, 0, 0, 8, 0, 1, 0, 0, 0, 0, 5, 9, 0, 2, 0}), ErrMalformed},
 		{"broken framing", append(nlmsg(cpuType, nlmFMulti, 2, cpuStatsBody(0)), 1, 2, 3), ErrMalformed},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
