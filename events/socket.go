@@ -107,6 +107,11 @@ type receiver interface {
 	truncated()
 	// overrun handles an ENOBUFS: events were dropped.
 	overrun()
+	// caughtUp is called when a drain after an overrun left the socket
+	// empty: the kernel drops no more events of that overrun (it drops
+	// every event while the queue is full, and fails one receive per
+	// overrun), so the drop count read now is complete.
+	caughtUp()
 }
 
 // eventSocket is one ctnetlink socket subscribed to conntrack events. It
@@ -291,7 +296,8 @@ const (
 // queues meanwhile stays under a quarter of the receive buffer (see
 // coalesceFor). coalesce() <= 0 reads again at once. A request received
 // from syncs ends the sleep; it is closed after the next drain.
-// r.overrun is called after every ENOBUFS; the loop then goes on. Once
+// r.overrun is called after every ENOBUFS; the loop then goes on, and
+// calls r.caughtUp once a drain has emptied the socket again. Once
 // interrupted without a cause (stopped), it reads what is queued and
 // returns errInterrupted.
 func (s *eventSocket) receive(b *recvBatch, r receiver, coalesce func() time.Duration, syncs <-chan chan struct{}) error {
@@ -307,6 +313,7 @@ func (s *eventSocket) receive(b *recvBatch, r receiver, coalesce func() time.Dur
 		}
 	}()
 	var roundStart time.Time // zero after a wait: the next sleep probes the rate
+	overran := false         // an ENOBUFS since the socket was last empty
 	for {
 		n, err := s.drain(b, r)
 		for _, c := range synced {
@@ -319,10 +326,15 @@ func (s *eventSocket) receive(b *recvBatch, r receiver, coalesce func() time.Dur
 		if s.stopped() {
 			return errInterrupted
 		}
+		if err == nil && overran {
+			r.caughtUp()
+			overran = false
+		}
 		c := coalesce()
 		switch {
 		case err == unix.ENOBUFS:
 			r.overrun()
+			overran = true
 			continue
 		case err != nil:
 			return fmt.Errorf("receive events: %w", err)

@@ -138,11 +138,13 @@ func (s *Subscriber) coalesce() time.Duration {
 // as long as the loop sleeps.
 const flowTableCoalesce = 10 * time.Millisecond
 
-// Stats returns the counters. It reads the current socket's drop count,
-// so Lost is exact at the time of the call.
+// Stats returns the counters, without a system call. Lost is the drop
+// count the receive loop read at each overrun and again once the socket
+// was empty after it, when the kernel had stopped dropping: it is exact
+// as of the loop's last drain, as the event counts are (Sync has one
+// done first).
 func (s *Subscriber) Stats() Stats {
 	s.mu.Lock()
-	s.readDropsLocked()
 	st := Stats{
 		Lost:     s.lost,
 		Restarts: s.restarts,
@@ -307,6 +309,14 @@ func (r receiverOf) batch()            { r.s.h.beginBatch() }
 func (r receiverOf) datagram(b []byte) { r.s.h.datagram(b) }
 func (r receiverOf) truncated()        { r.s.c.malformed.Add(1) }
 func (r receiverOf) overrun()          { r.s.overrun() }
+func (r receiverOf) caughtUp()         { r.s.readDrops() }
+
+// readDrops reads how many events the current socket dropped.
+func (s *Subscriber) readDrops() {
+	s.mu.Lock()
+	s.readDropsLocked()
+	s.mu.Unlock()
+}
 
 // overrun counts an ENOBUFS and reads how many events were dropped.
 func (s *Subscriber) overrun() {
