@@ -221,6 +221,17 @@ func (h *Handler) keepPage(p *page) {
 
 // gather collects fast and gathers rest into one page.
 func (h *Handler) gather() (*page, error) {
+	// The rest (the runtime's and the process's metrics) is gathered
+	// while the fast collectors run, not after them.
+	type gathered struct {
+		mfs []*dto.MetricFamily
+		err error
+	}
+	rest := make(chan gathered, 1)
+	go func() {
+		mfs, err := h.rest.Gather()
+		rest <- gathered{mfs, err}
+	}()
 	var (
 		mu     sync.Mutex
 		shards []*shard
@@ -285,9 +296,10 @@ func (h *Handler) gather() (*page, error) {
 		}
 	}
 
-	mfs, err := h.rest.Gather()
-	if err != nil {
-		errs = append(errs, err)
+	g := <-rest
+	mfs := g.mfs
+	if g.err != nil {
+		errs = append(errs, g.err)
 	}
 	if len(others) > 0 {
 		// Histograms and any other metric not built by a Desc: a
