@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ct-exporter/ct-exporter/internal/netns"
 )
 
@@ -232,13 +234,38 @@ func (r Reader) Write(target netns.Target, name string, value int64) error {
 
 // readInt reads a file holding one decimal integer.
 func readInt(path string) (int64, error) {
-	b, err := os.ReadFile(path)
+	var buf [64]byte // an integer sysctl and its line feed
+	n, err := readOnce(path, buf[:])
 	if err != nil {
 		return 0, fmt.Errorf("read %s: %w", filepath.Base(path), err)
 	}
-	v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	v, err := strconv.ParseInt(strings.TrimSpace(string(buf[:n])), 10, 64)
 	if err != nil {
 		return 0, fmt.Errorf("parse %s: %w", filepath.Base(path), err)
 	}
 	return v, nil
+}
+
+// readOnce reads a small file with one open, one read and one close: a
+// namespace's settings are some 30 files read every interval, and
+// os.ReadFile would also stat each and try to register it with the
+// runtime's poller. A file longer than buf is cut, which an integer
+// sysctl never is. An error is an *os.PathError, so a missing sysctl
+// still matches os.ErrNotExist.
+func readOnce(path string, buf []byte) (int, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	for {
+		n, err := unix.Read(fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0, &os.PathError{Op: "read", Path: path, Err: err}
+		}
+		return n, nil
+	}
 }
