@@ -17,6 +17,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -98,12 +99,18 @@ func New() *Watcher {
 func (w *Watcher) Err() error { return w.err }
 
 // Watch returns the Mark of path. The path's directory is watched when
-// its filesystem reports its changes to inotify; otherwise, and when the
-// directory cannot be watched, the Mark reports a change on every look.
+// its filesystem reports its changes to inotify; otherwise, when the
+// directory cannot be watched, and when path is a symbolic link (what it
+// points to may change elsewhere), the Mark reports a change on every
+// look.
 func (w *Watcher) Watch(path string) *Mark {
 	dirPath, name := filepath.Split(filepath.Clean(path))
 	m := &Mark{name: name}
 	m.changed.Store(true)
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		m.always.Store(true)
+		return m
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	d, err := w.dirLocked(filepath.Clean(dirPath))

@@ -133,6 +133,16 @@ func TestPathsNotWatched(t *testing.T) {
 			t.Fatal("a path that is not watched reported no change")
 		}
 	}
+	// A symbolic link: what it names may change in another directory.
+	dir := watchedDir(t)
+	target, link := filepath.Join(dir, "target"), filepath.Join(dir, "link")
+	touch(t, target)
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	if m := w.Watch(link); m.Watched() || !m.Changed() || !m.Changed() {
+		t.Error("a symbolic link is watched")
+	}
 	// A directory that does not exist.
 	if m := w.Watch(filepath.Join(t.TempDir(), "gone", "x")); m.Watched() || !m.Changed() || !m.Changed() {
 		t.Error("a path in a missing directory is watched")
