@@ -9,9 +9,10 @@
 // conntrack_exporter_collector_success and
 // conntrack_exporter_collector_duration_seconds for each pair. A failing
 // Collector costs its own metrics, never the scrape. A Collector that is
-// also a Preparer is prepared once per scrape, before its Updates. NetnsCollector
-// reports the set of watched namespaces itself, and Guard keeps the set
-// from forgetting a namespace while a scrape still reads it.
+// also a Preparer is prepared once per scrape, before its Updates.
+// NetnsCollector reports the set of watched namespaces itself, and Guard
+// keeps the set from forgetting a namespace while a scrape still reads
+// it.
 package collector
 
 import (
