@@ -321,9 +321,7 @@ func (s *Subscriber) readDrops() {
 // overrun counts an ENOBUFS and reads how many events were dropped.
 func (s *Subscriber) overrun() {
 	s.c.overruns.Add(1)
-	s.mu.Lock()
-	s.readDropsLocked()
-	s.mu.Unlock()
+	s.readDrops()
 }
 
 // ErrNamespaceChanged reports that the namespace path of the target no

@@ -43,17 +43,6 @@ func ctnlDial(tb testing.TB, ns *nstest.Namespace) *ctnl.Conn {
 	return c
 }
 
-// namespaceWithEntries returns a new namespace holding n ASSURED
-// ESTABLISHED TCP entries with a 600 s timeout.
-func namespaceWithEntries(tb testing.TB, n int) *nstest.Namespace {
-	tb.Helper()
-	ns := nstest.NewNamespace(tb)
-	if created, err := ns.CreateEntries(tb, nstest.EstablishedEntries(n, 600)); err != nil || created != n {
-		tb.Fatalf("created %d of %d entries: %v", created, n, err)
-	}
-	return ns
-}
-
 // BenchmarkCPUStatsKernel reads the per-CPU statistics of a namespace, as
 // every scrape of the stats collector does.
 func BenchmarkCPUStatsKernel(b *testing.B) {

@@ -65,7 +65,7 @@ func TestDumpKernel(t *testing.T) {
 
 func TestDumpKernelCancel(t *testing.T) {
 	nstest.RequireRoot(t, "conntrack")
-	c := ctnlDial(t, namespaceWithEntries(t, 500))
+	c := ctnlDial(t, nstest.NewNamespaceWithEntries(t, 500))
 	ctx, cancel := context.WithCancel(context.Background())
 	n := 0
 	_, err := c.Dump(ctx, func([]byte) error {
@@ -88,7 +88,7 @@ func TestDumpKernelCancel(t *testing.T) {
 // and a new socket dumps the whole table.
 func TestDumpKernelStopsReading(t *testing.T) {
 	nstest.RequireRoot(t, "conntrack")
-	ns := namespaceWithEntries(t, 3000)
+	ns := nstest.NewNamespaceWithEntries(t, 3000)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	before := runtime.NumGoroutine()
@@ -129,7 +129,7 @@ func TestDumpKernelStopsReading(t *testing.T) {
 // memory is not allocated again per dump.
 func TestDumpWithReusesMemory(t *testing.T) {
 	nstest.RequireRoot(t, "conntrack")
-	c := ctnlDial(t, namespaceWithEntries(t, 3000))
+	c := ctnlDial(t, nstest.NewNamespaceWithEntries(t, 3000))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	mem := ctnl.NewDumpMemory()

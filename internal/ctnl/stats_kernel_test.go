@@ -14,7 +14,7 @@ import (
 // many times on one socket.
 func TestSnapshotKernel(t *testing.T) {
 	nstest.RequireRoot(t, "conntrack")
-	c := ctnlDial(t, namespaceWithEntries(t, 25))
+	c := ctnlDial(t, nstest.NewNamespaceWithEntries(t, 25))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cpus, err := c.CPUStats(ctx)

@@ -98,6 +98,17 @@ func NewNamespace(t testing.TB) *Namespace {
 	return &Namespace{Namespace: n}
 }
 
+// NewNamespaceWithEntries creates a namespace as NewNamespace does,
+// holding n ASSURED ESTABLISHED TCP entries with a 600 s timeout.
+func NewNamespaceWithEntries(tb testing.TB, n int) *Namespace {
+	tb.Helper()
+	ns := NewNamespace(tb)
+	if created, err := ns.CreateEntries(tb, EstablishedEntries(n, 600)); err != nil || created != n {
+		tb.Fatalf("created %d of %d entries: %v", created, n, err)
+	}
+	return ns
+}
+
 // Delete removes the namespace before the test ends, as an operator or a
 // container runtime would.
 func (n *Namespace) Delete(t testing.TB) {

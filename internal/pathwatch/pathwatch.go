@@ -50,11 +50,24 @@ type Watcher struct {
 
 // dir is one watched directory.
 type dir struct {
-	path  string
 	wd    int32
 	ended bool // its watch reports nothing any more
 	marks map[string][]*Mark
 }
+
+// each calls fn with every Mark of d.
+func (d *dir) each(fn func(*Mark)) {
+	for _, marks := range d.marks {
+		for _, m := range marks {
+			fn(m)
+		}
+	}
+}
+
+// setAlways and setChanged are what each calls to make a Mark report a
+// change on every look, or on the next one.
+func setAlways(m *Mark)  { m.always.Store(true) }
+func setChanged(m *Mark) { m.changed.Store(true) }
 
 // Mark is the change flag of one path given to Watch.
 type Mark struct {
@@ -145,7 +158,7 @@ func (w *Watcher) dirLocked(path string) (*dir, error) {
 		w.dirs[path] = d
 		return d, nil
 	}
-	d := &dir{path: path, wd: int32(wd), marks: map[string][]*Mark{}}
+	d := &dir{wd: int32(wd), marks: map[string][]*Mark{}}
 	w.dirs[path] = d
 	w.byWD[d.wd] = d
 	return d, nil
@@ -223,7 +236,7 @@ func (w *Watcher) eventLocked(wd int32, mask uint32, name string) {
 		return
 	}
 	for _, m := range d.marks[name] {
-		m.changed.Store(true)
+		setChanged(m)
 	}
 }
 
@@ -233,11 +246,7 @@ func (w *Watcher) eventLocked(wd int32, mask uint32, name string) {
 // removed the watch already unless remove is set. The caller holds w.mu.
 func (w *Watcher) endLocked(d *dir, remove bool) {
 	d.ended = true
-	for _, marks := range d.marks {
-		for _, m := range marks {
-			m.always.Store(true)
-		}
-	}
+	d.each(setAlways)
 	w.dropLocked(d)
 	if remove {
 		_, _ = unix.InotifyRmWatch(w.fd, uint32(d.wd)) // gone already is as good
@@ -259,11 +268,7 @@ func (w *Watcher) dropLocked(d *dir) {
 // flagAllLocked flags every Mark. The caller holds w.mu.
 func (w *Watcher) flagAllLocked() {
 	for _, d := range w.byWD {
-		for _, marks := range d.marks {
-			for _, m := range marks {
-				m.changed.Store(true)
-			}
-		}
+		d.each(setChanged)
 	}
 }
 
@@ -273,11 +278,7 @@ func (w *Watcher) Close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, d := range w.byWD {
-		for _, marks := range d.marks {
-			for _, m := range marks {
-				m.always.Store(true)
-			}
-		}
+		d.each(setAlways)
 	}
 	w.dirs, w.byWD = map[string]*dir{}, map[int32]*dir{}
 	if w.fd < 0 {

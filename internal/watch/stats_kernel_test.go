@@ -29,10 +29,7 @@ func openFiles(t *testing.T) int {
 // reads, as it did with a socket per read.
 func TestStatsSocketsOneSocketPerNamespace(t *testing.T) {
 	nstest.RequireRoot(t, "conntrack")
-	ns := nstest.NewNamespace(t)
-	if created, err := ns.CreateEntries(t, nstest.EstablishedEntries(25, 600)); err != nil || created != 25 {
-		t.Fatalf("created %d of 25: %v", created, err)
-	}
+	ns := nstest.NewNamespaceWithEntries(t, 25)
 	target := ns.Target()
 	ino, err := target.Inode()
 	if err != nil {
@@ -85,10 +82,7 @@ func TestStatsSocketsOneSocketPerNamespace(t *testing.T) {
 // again under the same path is read through a new socket.
 func TestStatsSocketsWatchedPath(t *testing.T) {
 	nstest.RequireRoot(t, "conntrack")
-	ns := nstest.NewNamespace(t)
-	if created, err := ns.CreateEntries(t, nstest.EstablishedEntries(7, 600)); err != nil || created != 7 {
-		t.Fatalf("created %d of 7: %v", created, err)
-	}
+	ns := nstest.NewNamespaceWithEntries(t, 7)
 	target := ns.Target()
 	paths := pathwatch.New()
 	if err := paths.Err(); err != nil {
