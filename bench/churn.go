@@ -15,8 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/ct-exporter/ct-exporter/internal/ctnl"
 	"github.com/ct-exporter/ct-exporter/internal/lab"
 )
@@ -324,7 +322,7 @@ func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	t0, err := processCPU(exp.PID())
+	t0, err := lab.ProcessCPU(exp.PID())
 	if err != nil {
 		return nil, err
 	}
@@ -352,7 +350,7 @@ func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 			case <-scrapeCtx.Done():
 				return
 			case <-tk.C:
-				before, err := processCPU(exp.PID())
+				before, err := lab.ProcessCPU(exp.PID())
 				if err != nil {
 					scrapeErr = err
 					return
@@ -364,7 +362,7 @@ func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 					}
 					return
 				}
-				after, err := processCPU(exp.PID())
+				after, err := lab.ProcessCPU(exp.PID())
 				if err != nil {
 					scrapeErr = err
 					return
@@ -403,7 +401,7 @@ func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 	<-scrapesDone
 	// Every event was sent and read: the exporter's CPU clock stops
 	// here, before the scrapes that read its counters.
-	t1, err := processCPU(exp.PID())
+	t1, err := lab.ProcessCPU(exp.PID())
 	if err != nil {
 		return nil, err
 	}
@@ -493,7 +491,7 @@ func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 	r.Notes = append(r.Notes,
 		fmt.Sprintf("router: TIME_WAIT timeout %s s so that connections end within the drill, nf_conntrack_timestamp=1; the exporter is scraped %s during the load, and its CPU clock is read 1 s after the scrape before the load.", churnTimeWait, scraped),
 		"every connection is one conntrack entry in the router and ends with one DESTROY event; CPU per 1000 events divides each listener's CPU by the events it received, the exporter's including its scrapes.",
-		"CPU per DESTROY event reads the exporter's CPU clock (CLOCK_PROCESS_CPUTIME_ID, nanoseconds), scrapes included; CPU while serving scrapes is the exporter CPU between the start and the end of each scrape, which includes reading the events queued since the scrape before (--scrape-interval=0 measures the event path alone).")
+		"CPU per DESTROY event reads the exporter's CPU clock (its scheduler clock, in nanoseconds), scrapes included; CPU while serving scrapes is the exporter CPU between the start and the end of each scrape, which includes reading the events queued since the scrape before (--scrape-interval=0 measures the event path alone).")
 	return r, nil
 }
 
@@ -507,20 +505,6 @@ func perEvent(cpu time.Duration, n float64) float64 {
 		return math.NaN()
 	}
 	return float64(cpu) / 1e3 / n
-}
-
-// processCPU returns the CPU time of process pid, every thread
-// included (also those that ended), in nanoseconds: its
-// CLOCK_PROCESS_CPUTIME_ID clock, where /proc/PID/stat counts clock
-// ticks.
-func processCPU(pid int) (time.Duration, error) {
-	var ts unix.Timespec
-	// MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)
-	clock := int32((^pid)<<3 | 2)
-	if err := unix.ClockGettime(clock, &ts); err != nil {
-		return 0, fmt.Errorf("CPU clock of process %d: %w", pid, err)
-	}
-	return time.Duration(ts.Nano()), nil
 }
 
 // cpuProfile takes a CPU profile of the exporter (run with

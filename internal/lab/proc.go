@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Usage is the cost of a process: CPU time and memory.
@@ -58,17 +60,25 @@ func clockTicks() int64 {
 }
 
 // ProcUsage reads the CPU time of a running process, all its threads
-// (including those that have ended) summed, from /proc/PID/stat, and its
-// resident set, peak resident set and threads from VmRSS, VmHWM and
-// Threads in /proc/PID/status.
+// (including those that have ended) summed, and its resident set, peak
+// resident set and threads from VmRSS, VmHWM and Threads in
+// /proc/PID/status.
+//
+// The CPU time is the process's scheduler clock (see ProcessCPU), to the
+// nanosecond; /proc/PID/stat, read only where that clock cannot be, counts
+// user and system time in whole clock ticks (10 ms each at 100 Hz), which
+// at the 20-60 ms an exporter spends over a 30-second event drill is an
+// error of a third.
 func ProcUsage(pid int) (Usage, error) {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	cpu, err := ProcessCPU(pid)
 	if err != nil {
-		return Usage{}, fmt.Errorf("process %d: %w", pid, err)
-	}
-	cpu, err := parseStatCPU(stat, clockTicks())
-	if err != nil {
-		return Usage{}, fmt.Errorf("process %d: %w", pid, err)
+		stat, statErr := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if statErr != nil {
+			return Usage{}, fmt.Errorf("process %d: %w", pid, statErr)
+		}
+		if cpu, statErr = parseStatCPU(stat, clockTicks()); statErr != nil {
+			return Usage{}, fmt.Errorf("process %d: %w", pid, statErr)
+		}
 	}
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -87,6 +97,24 @@ func ProcUsage(pid int) (Usage, error) {
 		*f.value = v * f.unit
 	}
 	return u, nil
+}
+
+// ProcessCPU returns the CPU time of a running process, its threads
+// (including those that have ended) summed, to the nanosecond: the
+// process's CPUCLOCK_SCHED clock (what clock_getcpuclockid(3) returns,
+// built here as the kernel encodes it: the complement of the PID shifted
+// left by three, and the clock type 2, process-wide).
+func ProcessCPU(pid int) (time.Duration, error) {
+	if pid <= 0 {
+		return 0, fmt.Errorf("process %d: no such process", pid)
+	}
+	const cpuClockSched = 2
+	id := int32(^pid<<3 | cpuClockSched)
+	var ts unix.Timespec
+	if err := unix.ClockGettime(id, &ts); err != nil {
+		return 0, fmt.Errorf("process %d: read CPU clock: %w", pid, err)
+	}
+	return time.Duration(ts.Nano()), nil
 }
 
 // parseStatCPU returns utime+stime of a /proc/PID/stat line.

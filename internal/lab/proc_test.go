@@ -4,6 +4,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestParseStat(t *testing.T) {
@@ -42,7 +44,40 @@ func TestProcUsageOfSelf(t *testing.T) {
 	if err != nil || peak < u.PeakRSS {
 		t.Fatalf("SelfPeakRSS = %v, %v; ProcUsage peak %v", peak, err, u.PeakRSS)
 	}
+	if _, err := ProcessCPU(-1); err == nil {
+		t.Fatal("ProcessCPU of no process succeeded")
+	}
 	if _, err := ProcUsage(-1); err == nil {
 		t.Fatal("ProcUsage of no process succeeded")
+	}
+}
+
+// TestProcessCPUOfSelf checks the clock read by PID against the calling
+// process's own CPU clock, read just before and after: it must lie in
+// between, to the nanosecond, where /proc/PID/stat would be up to a clock
+// tick behind.
+func TestProcessCPUOfSelf(t *testing.T) {
+	var before, after unix.Timespec
+	for range 5 {
+		burn(2 * time.Millisecond)
+		if err := unix.ClockGettime(unix.CLOCK_PROCESS_CPUTIME_ID, &before); err != nil {
+			t.Fatal(err)
+		}
+		cpu, err := ProcessCPU(os.Getpid())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.ClockGettime(unix.CLOCK_PROCESS_CPUTIME_ID, &after); err != nil {
+			t.Fatal(err)
+		}
+		if cpu < time.Duration(before.Nano()) || cpu > time.Duration(after.Nano()) {
+			t.Fatalf("ProcessCPU(self) = %v, not between %v and %v", cpu, before.Nano(), after.Nano())
+		}
+	}
+}
+
+// burn spins on the CPU for about d of wall time.
+func burn(d time.Duration) {
+	for start := time.Now(); time.Since(start) < d; {
 	}
 }
