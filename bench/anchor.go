@@ -34,8 +34,10 @@ const (
 	AnchorStats  = "conntrack -S"
 	AnchorTiMo   = "ti-mo/conntrack Dump"
 	AnchorFloor  = "raw ctnetlink dump (floor)"
-	AnchorSysctl = "sysctl"
-	AnchorDrill  = "drill"
+	// AnchorEventFloor is the floor of the event path (StartEventFloor).
+	AnchorEventFloor = "raw DESTROY receiver (floor)"
+	AnchorSysctl     = "sysctl"
+	AnchorDrill      = "drill"
 )
 
 // netlinkSocket is one line of /proc/net/netlink.
@@ -204,11 +206,17 @@ func (a *EventAnchor) count(line []byte) {
 // sockets the process holds (conntrack -E opens a second, unsubscribed
 // one for queries).
 func (a *EventAnchor) socket() (netlinkSocket, error) {
-	inodes, err := socketInodes(a.cmd.Process.Pid)
+	return subscribedSocket(a.cmd.Process.Pid, a.ns)
+}
+
+// subscribedSocket finds the socket of process pid that listens to the
+// DESTROY events of the namespace.
+func subscribedSocket(pid int, ns *lab.Namespace) (netlinkSocket, error) {
+	inodes, err := socketInodes(pid)
 	if err != nil {
 		return netlinkSocket{}, err
 	}
-	socks, err := conntrackListeners(a.ns)
+	socks, err := conntrackListeners(ns)
 	if err != nil {
 		return netlinkSocket{}, err
 	}
@@ -217,7 +225,7 @@ func (a *EventAnchor) socket() (netlinkSocket, error) {
 			return s, nil
 		}
 	}
-	return netlinkSocket{}, errors.New("no subscribed socket of conntrack -E yet")
+	return netlinkSocket{}, fmt.Errorf("process %d: no socket subscribed to DESTROY events in %s yet", pid, ns.Name)
 }
 
 // socketInodes returns the inodes of the sockets a process has open.
@@ -388,14 +396,18 @@ const (
 	childFloor = "floor"
 	// childTableScan runs the exporter's table scan alone.
 	childTableScan = "table-scan"
+	// childEventFloor receives DESTROY events with
+	// lab.ReceiveDestroys until SIGTERM (see StartEventFloor).
+	childEventFloor = "event-floor"
 )
 
 // children are the child anchors' readers of the table of the namespace
 // file they are given: each returns the entries it saw.
 var children = map[string]func(ctx context.Context, target netns.Target) (int, error){
-	childTiMoDump:  tiMoDump,
-	childFloor:     floorDump,
-	childTableScan: tableScan,
+	childTiMoDump:   tiMoDump,
+	childFloor:      floorDump,
+	childTableScan:  tableScan,
+	childEventFloor: eventFloor,
 }
 
 // ChildReport is what a child anchor prints on stdout, as JSON.
