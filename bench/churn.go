@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ct-exporter/ct-exporter/events"
 	"github.com/ct-exporter/ct-exporter/internal/ctnl"
 	"github.com/ct-exporter/ct-exporter/internal/lab"
 )
@@ -520,7 +519,7 @@ func (Churn) Run(ctx context.Context, env *Env, p Params) (*Result, error) {
 	r.Notes = append(r.Notes,
 		fmt.Sprintf("router: TIME_WAIT timeout %s s so that connections end within the drill, nf_conntrack_timestamp=1; the exporter is scraped %s during the load, and its CPU clock is read 1 s after the scrape before the load.", churnTimeWait, scraped),
 		"every connection is one conntrack entry in the router and ends with one DESTROY event; CPU per 1000 events divides each listener's CPU by the events it received, the exporter's including its scrapes.",
-		fmt.Sprintf("the floor is a process that only receives the DESTROY events, on the exporter's schedule (recvmmsg of 64 datagrams, a drain every %s), and counts them undecoded: what the kernel's delivery and the Go runtime cost; its CPU per event is over the exporter's window and events.", events.DefaultCoalesce),
+		fmt.Sprintf("the floor is a process that only receives the DESTROY events, on the exporter's schedule (recvmmsg of 64 datagrams, a drain every %s), and counts them undecoded: what the kernel's delivery and the Go runtime cost; its CPU per event is over the exporter's window and events.", EventFloorInterval),
 		"CPU per DESTROY event reads the exporter's CPU clock (its scheduler clock, in nanoseconds), scrapes included; CPU while serving scrapes is the exporter CPU between the start and the end of each scrape, which includes reading the events queued since the scrape before (--scrape-interval=0 measures the event path alone).")
 	return r, nil
 }

@@ -11,14 +11,18 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ct-exporter/ct-exporter/events"
 	"github.com/ct-exporter/ct-exporter/internal/lab"
 	"github.com/ct-exporter/ct-exporter/internal/netns"
 )
 
+// EventFloorInterval is how often the floor drains its socket: the
+// exporter's default events.DefaultCoalesce (a test of package events
+// checks that they agree; package events' tests import this one).
+const EventFloorInterval = 5 * time.Second
+
 // EventFloor is the floor of the event path: a child process that only
 // receives the DESTROY events of a namespace (lab.ReceiveDestroys), on the
-// exporter's schedule (a drain every events.DefaultCoalesce) and into a
+// exporter's schedule (a drain every EventFloorInterval) and into a
 // receive batch of the exporter's shape, and counts them without decoding
 // them. Its CPU time per event is what the kernel's delivery and the Go
 // runtime cost; the exporter's above it is its own work.
@@ -109,6 +113,6 @@ func (f *EventFloor) Stop() (uint64, error) {
 func eventFloor(_ context.Context, target netns.Target) (int, error) {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
-	n, err := lab.ReceiveDestroys(ctx, target, events.DefaultCoalesce, func() {})
+	n, err := lab.ReceiveDestroys(ctx, target, EventFloorInterval, func() {})
 	return int(n), err
 }

@@ -169,3 +169,13 @@ func TestSyncCountsQueuedEvents(t *testing.T) {
 		return st.Events[EventDestroy]+st.Lost == n+5
 	})
 }
+
+// TestEventFloorKeepsTheExportersSchedule: the floor that ct-drill churn
+// measures the event path against drains its socket as often as the
+// receive loop does by default; a floor on another schedule would not be
+// the same work.
+func TestEventFloorKeepsTheExportersSchedule(t *testing.T) {
+	if bench.EventFloorInterval != DefaultCoalesce {
+		t.Fatalf("bench.EventFloorInterval = %v, DefaultCoalesce = %v", bench.EventFloorInterval, DefaultCoalesce)
+	}
+}
