@@ -275,25 +275,21 @@ type attrIter struct {
 // next advances to the next attribute. It returns false at the end or on a
 // malformed attribute, which sets bad.
 func (it *attrIter) next() bool {
-	if len(it.rest) == 0 {
+	// Kept within the inliner's budget: it runs for every attribute of
+	// every event.
+	r := it.rest
+	if len(r) < 4 {
+		it.bad = len(r) != 0
 		return false
 	}
-	if len(it.rest) < 4 {
+	l := int(binary.NativeEndian.Uint16(r))
+	if l < 4 || l > len(r) {
 		it.bad = true
 		return false
 	}
-	l := int(binary.NativeEndian.Uint16(it.rest[0:2]))
-	if l < 4 || l > len(it.rest) {
-		it.bad = true
-		return false
-	}
-	it.typ = binary.NativeEndian.Uint16(it.rest[2:4]) & flNLATypeMask
-	it.data = it.rest[4:l]
-	next := (l + 3) &^ 3
-	if next > len(it.rest) {
-		next = len(it.rest)
-	}
-	it.rest = it.rest[next:]
+	it.typ = binary.NativeEndian.Uint16(r[2:]) & flNLATypeMask
+	it.data = r[4:l]
+	it.rest = r[min((l+3)&^3, len(r)):]
 	return true
 }
 
@@ -412,8 +408,12 @@ func decodeHelp(b []byte, f *Flow) error {
 	return nil
 }
 
-// decodeTuple decodes CTA_TUPLE_ORIG.
+// decodeTuple decodes CTA_TUPLE_ORIG. The kernel sends one; of repeated
+// ones the last counts whole, as with repeated CTA_TUPLE_IP and
+// CTA_TUPLE_PROTO inside one.
 func decodeTuple(b []byte, f *Flow) error {
+	clearTupleIP(f)
+	clearTupleProto(f)
 	it := attrIter{rest: b}
 	for it.next() {
 		switch it.typ {
@@ -433,8 +433,22 @@ func decodeTuple(b []byte, f *Flow) error {
 	return nil
 }
 
+// clearTupleIP forgets what a CTA_TUPLE_IP set.
+func clearTupleIP(f *Flow) {
+	f.Src, f.Dst = netip.Addr{}, netip.Addr{}
+	f.Present &^= HasAddrs
+}
+
+// clearTupleProto forgets what a CTA_TUPLE_PROTO set.
+func clearTupleProto(f *Flow) {
+	f.Protocol, f.SrcPort, f.DstPort = 0, 0, 0
+	f.ICMPType, f.ICMPCode, f.ICMPID = 0, 0, 0
+	f.Present &^= HasProtocol | HasPorts | HasICMP
+}
+
 // decodeTupleIP decodes CTA_TUPLE_IP.
 func decodeTupleIP(b []byte, f *Flow) error {
+	clearTupleIP(f)
 	var haveSrc, haveDst bool
 	it := attrIter{rest: b}
 	for it.next() {
@@ -473,6 +487,7 @@ func decodeTupleIP(b []byte, f *Flow) error {
 
 // decodeTupleProto decodes CTA_TUPLE_PROTO.
 func decodeTupleProto(b []byte, f *Flow) error {
+	clearTupleProto(f)
 	var have uint8
 	const (
 		sport = 1 << iota

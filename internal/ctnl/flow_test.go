@@ -2,6 +2,7 @@ package ctnl
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -214,6 +215,37 @@ func TestDecodeFlowResetsAndIgnoresUnknown(t *testing.T) {
 	b = append([]byte{2, 0, 0, 0}, unpadded(flTupleOrig|0x8000, unpadded(flTupleProto|0x8000, unpadded(flProtoNum, []byte{17})))...)
 	if err := DecodeFlow(b, &f); err != nil || f.Protocol != 17 || !f.Has(HasProtocol) {
 		t.Fatalf("unpadded end: %+v, %v", f, err)
+	}
+}
+
+// TestDecodeFlowRepeatedTupleCountsWhole: the kernel sends one
+// CTA_TUPLE_ORIG, with one CTA_TUPLE_IP and one CTA_TUPLE_PROTO; of
+// repeated ones the last counts whole, none of an earlier one's fields
+// surviving (as ti-mo/conntrack decodes them, which the fuzzer compares).
+func TestDecodeFlowRepeatedTupleCountsWhole(t *testing.T) {
+	nest := func(typ uint16, parts ...[]byte) []byte { return attr(typ|0x8000, bytes.Join(parts, nil)) }
+	ip := nest(flTupleIP, attr(flIPv4Src, []byte{10, 0, 0, 1}), attr(flIPv4Src+1, []byte{10, 0, 0, 2}))
+	tcp := nest(flTupleProto, attr(flProtoNum, []byte{6}), attr(flProtoSrcPort, []byte{0, 80}), attr(flProtoDstPort, []byte{1, 0}))
+	srcOnly := nest(flTupleProto, attr(flProtoSrcPort, []byte{0, 81}))
+	for _, tc := range []struct {
+		name string
+		body []byte
+		want Flow
+	}{
+		{"second tuple without addresses or destination port",
+			append([]byte{2, 0, 0, 0}, append(nest(flTupleOrig, ip, tcp), nest(flTupleOrig, srcOnly)...)...),
+			Flow{Family: 2, SrcPort: 81}},
+		{"second proto inside one tuple",
+			append([]byte{2, 0, 0, 0}, nest(flTupleOrig, ip, tcp, srcOnly)...),
+			Flow{Family: 2, Present: HasAddrs, Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"), SrcPort: 81}},
+	} {
+		var f Flow
+		if err := DecodeFlow(tc.body, &f); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if f != tc.want {
+			t.Errorf("%s: got %+v, want %+v", tc.name, f, tc.want)
+		}
 	}
 }
 
