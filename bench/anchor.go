@@ -209,6 +209,21 @@ func (a *EventAnchor) socket() (netlinkSocket, error) {
 	return subscribedSocket(a.cmd.Process.Pid, a.ns)
 }
 
+// terminate sends SIGTERM to the process of cmd and waits until done is
+// closed (the process was waited for); after 10 s it kills the process.
+// It reports whether the process ended within the 10 s.
+func terminate(cmd *exec.Cmd, done <-chan struct{}) bool {
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+		return true
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		return false
+	}
+}
+
 // subscribedSocket finds the socket of process pid that listens to the
 // DESTROY events of the namespace.
 func subscribedSocket(pid int, ns *lab.Namespace) (netlinkSocket, error) {
@@ -309,13 +324,7 @@ func (c EventCounts) Sub(earlier EventCounts) EventCounts {
 func (a *EventAnchor) Stop() (EventCounts, error) {
 	sock, sockErr := a.socket()
 	live, liveErr := lab.ProcUsage(a.cmd.Process.Pid)
-	_ = a.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-a.done:
-	case <-time.After(10 * time.Second):
-		_ = a.cmd.Process.Kill()
-		<-a.done
-	}
+	terminate(a.cmd, a.done)
 	c := a.Counts()
 	c.Drops = sock.Drops
 	c.Usage = lab.Usage{CPU: lab.ExitedCPU(a.cmd), PeakRSS: live.PeakRSS}

@@ -90,12 +90,7 @@ func (f *EventFloor) Drops() (uint64, error) {
 // the DESTROY events it counted in all. Calling it again returns the
 // same.
 func (f *EventFloor) Stop() (uint64, error) {
-	_ = f.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-f.done:
-	case <-time.After(10 * time.Second):
-		_ = f.cmd.Process.Kill()
-		<-f.done
+	if !terminate(f.cmd, f.done) {
 		return 0, fmt.Errorf("event floor did not exit within 10s of SIGTERM: %s", f.stderr.String())
 	}
 	if f.waitErr != nil {

@@ -15,17 +15,7 @@ import (
 // drain finds, and nothing for the insertions.
 func TestReceiveDestroysCountsEveryDeletion(t *testing.T) {
 	nstest.RequireRoot(t, "conntrack")
-	n, err := lab.CreateNamespace("ctf-", true)
-	if n != nil {
-		t.Cleanup(func() {
-			if err := n.Remove(); err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := nstest.NewNamespace(t).Namespace
 	if err := n.SetSysctl("net.netfilter.nf_conntrack_events", "1"); err != nil {
 		t.Fatal(err)
 	}
