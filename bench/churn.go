@@ -30,7 +30,7 @@ func (Churn) Name() string { return "churn" }
 
 // Summary implements Drill.
 func (Churn) Summary() string {
-	return "open and close TCP connections at --rate per second for --duration through a tracking router namespace"
+	return "open and close TCP connections at --rate per second for --duration through a tracking router namespace; exporter vs conntrack -E and the floor (a process that only receives the events)"
 }
 
 // Defaults implements Drill.

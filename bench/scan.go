@@ -21,7 +21,7 @@ func (Scan) Name() string { return "scan" }
 
 // Summary implements Drill.
 func (Scan) Summary() string {
-	return "scan a --size entry table: exporter table scan vs conntrack -L and ti-mo/conntrack Dump"
+	return "scan a --size entry table: exporter table scan vs conntrack -L, ti-mo/conntrack Dump and the floor (one raw dump, counted)"
 }
 
 // Defaults implements Drill.
