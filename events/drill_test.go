@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/ct-exporter/ct-exporter/bench"
+	"github.com/ct-exporter/ct-exporter/internal/lab"
 	"github.com/ct-exporter/ct-exporter/internal/nstest"
 )
 
@@ -172,10 +173,13 @@ func TestSyncCountsQueuedEvents(t *testing.T) {
 
 // TestEventFloorKeepsTheExportersSchedule: the floor that ct-drill churn
 // measures the event path against drains its socket as often as the
-// receive loop does by default; a floor on another schedule would not be
-// the same work.
+// receive loop does by default, into as large a receive buffer; a floor
+// on another schedule or buffer would not be the same work.
 func TestEventFloorKeepsTheExportersSchedule(t *testing.T) {
 	if bench.EventFloorInterval != DefaultCoalesce {
-		t.Fatalf("bench.EventFloorInterval = %v, DefaultCoalesce = %v", bench.EventFloorInterval, DefaultCoalesce)
+		t.Errorf("bench.EventFloorInterval = %v, DefaultCoalesce = %v", bench.EventFloorInterval, DefaultCoalesce)
+	}
+	if lab.FloorEventBuffer != DefaultBufferSize {
+		t.Errorf("lab.FloorEventBuffer = %d, DefaultBufferSize = %d", lab.FloorEventBuffer, DefaultBufferSize)
 	}
 }
