@@ -3,8 +3,6 @@ package lab
 import (
 	"bufio"
 	"bytes"
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -35,50 +33,19 @@ func (u Usage) Sub(earlier Usage) Usage {
 	return u
 }
 
-// atClkTck is AT_CLKTCK, the auxiliary vector entry of the clock tick.
-const atClkTck = 17
-
-// clockTicks returns the number of clock ticks per second that
-// /proc/PID/stat counts in, from the process's auxiliary vector; 100 if it
-// cannot be read.
-func clockTicks() int64 {
-	b, err := os.ReadFile("/proc/self/auxv")
-	if err != nil {
-		return 100
-	}
-	for len(b) >= 16 {
-		k, v := binary.NativeEndian.Uint64(b[0:8]), binary.NativeEndian.Uint64(b[8:16])
-		if k == atClkTck && v > 0 {
-			return int64(v)
-		}
-		if k == 0 {
-			break
-		}
-		b = b[16:]
-	}
-	return 100
-}
-
 // ProcUsage reads the CPU time of a running process, all its threads
 // (including those that have ended) summed, and its resident set, peak
 // resident set and threads from VmRSS, VmHWM and Threads in
 // /proc/PID/status.
 //
 // The CPU time is the process's scheduler clock (see ProcessCPU), to the
-// nanosecond; /proc/PID/stat, read only where that clock cannot be, counts
-// user and system time in whole clock ticks (10 ms each at 100 Hz), which
-// at the 20-60 ms an exporter spends over a 30-second event drill is an
-// error of a third.
+// nanosecond, not /proc/PID/stat's user and system time, which counts
+// whole clock ticks (10 ms each at 100 Hz): at the 20-60 ms an exporter
+// spends over a 30-second event drill, an error of a third.
 func ProcUsage(pid int) (Usage, error) {
 	cpu, err := ProcessCPU(pid)
 	if err != nil {
-		stat, statErr := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if statErr != nil {
-			return Usage{}, fmt.Errorf("process %d: %w", pid, statErr)
-		}
-		if cpu, statErr = parseStatCPU(stat, clockTicks()); statErr != nil {
-			return Usage{}, fmt.Errorf("process %d: %w", pid, statErr)
-		}
+		return Usage{}, err
 	}
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -115,30 +82,6 @@ func ProcessCPU(pid int) (time.Duration, error) {
 		return 0, fmt.Errorf("process %d: read CPU clock: %w", pid, err)
 	}
 	return time.Duration(ts.Nano()), nil
-}
-
-// parseStatCPU returns utime+stime of a /proc/PID/stat line.
-func parseStatCPU(stat []byte, ticks int64) (time.Duration, error) {
-	// The command name is in parentheses and may contain spaces; the
-	// fields after it start with the state (field 3). utime and stime are
-	// fields 14 and 15.
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, errors.New("stat: no command name")
-	}
-	fields := strings.Fields(string(stat[i+1:]))
-	if len(fields) < 13 {
-		return 0, fmt.Errorf("stat: %d fields after the command name", len(fields))
-	}
-	var total int64
-	for _, f := range fields[11:13] {
-		v, err := strconv.ParseInt(f, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("stat: %w", err)
-		}
-		total += v
-	}
-	return time.Duration(total) * time.Second / time.Duration(ticks), nil
 }
 
 // statusField returns the number of a "Key:   123 kB" or "Key: 123" line
