@@ -34,24 +34,48 @@ func NewAttribution(opts topk.WindowOptions) (*Attribution, error) {
 // now reads the windows' clock.
 func (a *Attribution) now() time.Time { return a.ends.Now() }
 
-// observe counts one DESTROY event received at now; a zero now reads the
-// clock. It allocates nothing. Reading the clock costs more than the rest
-// of the attribution, so the receive loop reads it once per batch of
-// datagrams and hands it in.
-func (a *Attribution) observe(f *ctnl.Flow, now time.Time) {
-	addrs, silent := f.Has(ctnl.HasAddrs), f.SilentEnd()
-	if !addrs && !silent {
+// pendingKeys holds the keys of the DESTROY events of one receive batch
+// until they are counted together (Attribution.flush): each window is
+// then locked once per batch, not once per event. It belongs to the
+// receive loop.
+type pendingKeys struct {
+	ends, silent []topk.Key
+}
+
+// maxPendingKeys is how many keys of each window pendingKeys holds before
+// they are counted: one per datagram of a receive batch (an event datagram
+// holds one message).
+const maxPendingKeys = recvSlots
+
+// collect adds the keys of one DESTROY event to p and reports whether p is
+// full and must be flushed before the next. It allocates nothing.
+func (p *pendingKeys) collect(f *ctnl.Flow) (full bool) {
+	if p.ends == nil {
+		p.ends = make([]topk.Key, 0, maxPendingKeys)
+		p.silent = make([]topk.Key, 0, maxPendingKeys)
+	}
+	if f.Has(ctnl.HasAddrs) {
+		p.ends = append(p.ends, topk.AddrKey(f.Src))
+	}
+	if f.SilentEnd() {
+		p.silent = append(p.silent, topk.AddrPortKey(f.Dst, f.DstPort))
+	}
+	return len(p.ends) == cap(p.ends) || len(p.silent) == cap(p.silent)
+}
+
+// flush counts the keys of p at now and empties p; a zero now reads the
+// clock. Reading the clock costs more than counting a key, so the receive
+// loop reads it once per batch and hands it in.
+func (a *Attribution) flush(p *pendingKeys, now time.Time) {
+	if len(p.ends) == 0 && len(p.silent) == 0 {
 		return
 	}
 	if now.IsZero() {
 		now = a.now()
 	}
-	if addrs {
-		a.ends.AddAt(topk.AddrKey(f.Src), now)
-	}
-	if silent {
-		a.silent.AddAt(topk.AddrPortKey(f.Dst, f.DstPort), now)
-	}
+	a.ends.AddAllAt(p.ends, now)
+	a.silent.AddAllAt(p.silent, now)
+	p.ends, p.silent = p.ends[:0], p.silent[:0]
 }
 
 // Top returns the k sources that ended the most flows in the window, and

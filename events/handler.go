@@ -44,6 +44,9 @@ type handler struct {
 	// attrNow is the receive time of the current batch of datagrams, for
 	// the attribution; zero outside a batch.
 	attrNow time.Time
+	// pending are the attribution keys of the current batch, counted by
+	// endBatch.
+	pending pendingKeys
 	now     clock
 	flow    ctnl.Flow // scratch space, reused for every message
 }
@@ -65,6 +68,14 @@ func systemClock(base time.Time) clock {
 func (h *handler) beginBatch() {
 	if h.attr != nil {
 		h.attrNow = h.attr.now()
+	}
+}
+
+// endBatch counts the attribution of the batch's DESTROY events: until
+// then a read of the attribution does not see them.
+func (h *handler) endBatch() {
+	if h.attr != nil {
+		h.attr.flush(&h.pending, h.attrNow)
 	}
 }
 
@@ -123,8 +134,8 @@ func (h *handler) destroy(f *ctnl.Flow) {
 		tableStart, inTable = h.table.Remove(f.ID)
 		h.syncTable()
 	}
-	if h.attr != nil {
-		h.attr.observe(f, h.attrNow)
+	if h.attr != nil && h.pending.collect(f) {
+		h.attr.flush(&h.pending, h.attrNow)
 	}
 	if !f.Assured() {
 		return

@@ -308,6 +308,10 @@ func TestHandlerAttribution(t *testing.T) {
 	if m := c.malformed.Load(); m != 0 {
 		t.Fatalf("%d malformed", m)
 	}
+	if ends, silent := h.attr.Top(1); ends.Total != 0 || silent.Total != 0 {
+		t.Fatalf("counted before the batch ended: ends %+v, silent %+v", ends, silent)
+	}
+	h.endBatch()
 	ends, silent := h.attr.Top(1)
 	if len(ends.Items) != 1 || ends.Items[0].Key.Addr() != netip.AddrFrom4(churner) || ends.Items[0].Count != 10 ||
 		ends.Other != 3 || ends.Total != 13 || ends.MaxError != 0 {
@@ -321,6 +325,24 @@ func TestHandlerAttribution(t *testing.T) {
 	now = now.Add(5 * time.Minute)
 	if ends, silent := h.attr.Top(1); ends.Total != 0 || silent.Total != 0 {
 		t.Fatalf("after the window: ends %+v, silent %+v", ends, silent)
+	}
+}
+
+// TestHandlerFlushesAFullBatch: the attribution keys of a batch are held
+// for at most maxPendingKeys events; beyond that they are counted at once.
+func TestHandlerFlushesAFullBatch(t *testing.T) {
+	var c counters
+	h := newAttributedHandler(t, &c, nopSink{}, 16, (&fakeClock{}).now, topk.WindowOptions{})
+	h.beginBatch()
+	for i := range maxPendingKeys + 10 {
+		h.datagram(synthAddrs([4]byte{10, 0, 0, 1}, [4]byte{10, 0, 1, 1}, uint16(40000+i), 80, assured, stateEstablished))
+	}
+	if ends, silent := h.attr.Top(1); ends.Total != maxPendingKeys || silent.Total != maxPendingKeys {
+		t.Fatalf("mid-batch: %d ends, %d silent counted, want %d each", ends.Total, silent.Total, maxPendingKeys)
+	}
+	h.endBatch()
+	if ends, silent := h.attr.Top(1); ends.Total != maxPendingKeys+10 || silent.Total != maxPendingKeys+10 {
+		t.Fatalf("after the batch: %d ends, %d silent counted, want %d each", ends.Total, silent.Total, maxPendingKeys+10)
 	}
 }
 
@@ -355,7 +377,8 @@ func BenchmarkHandleDestroy(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		if i%recvSlots == 0 { // as the receive loop: the clock once per batch
+		if i%recvSlots == 0 { // as the receive loop: the clock and the windows once per batch
+			h.endBatch()
 			h.beginBatch()
 		}
 		h.datagram(ds[i%len(ds)])
@@ -379,6 +402,7 @@ func FuzzHandlerDatagram(f *testing.F) {
 		h := newAttributedHandler(t, &c, sink, 4, (&fakeClock{mono: 5e9, wall: 7e9}).now, topk.WindowOptions{})
 		h.datagram(b)
 		h.datagram(b)
+		h.endBatch()
 		if ends, silent := h.attr.Top(3); ends.Total > c.events[EventDestroy].Load() || silent.Total > ends.Total {
 			t.Fatalf("attributed %d ends, %d silent, of %d DESTROY events", ends.Total, silent.Total, c.events[EventDestroy].Load())
 		}

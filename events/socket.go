@@ -101,6 +101,8 @@ func (b *recvBatch) recv(fd uintptr) (int, error) {
 type receiver interface {
 	// batch starts a batch of datagrams received by one call.
 	batch()
+	// endBatch ends the batch, once its datagrams were handled.
+	endBatch()
 	// datagram handles one received datagram.
 	datagram(b []byte)
 	// truncated counts a datagram cut short by its slot.
@@ -406,6 +408,7 @@ func (s *eventSocket) drain(b *recvBatch, r receiver) (read int, err error) {
 				}
 				r.datagram(d)
 			}
+			r.endBatch()
 		case err == unix.EINTR:
 		case err == unix.EAGAIN:
 			return read, nil

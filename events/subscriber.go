@@ -306,6 +306,7 @@ func (s *Subscriber) session(ctx context.Context, sock *eventSocket, buf *recvBa
 type receiverOf struct{ s *Subscriber }
 
 func (r receiverOf) batch()            { r.s.h.beginBatch() }
+func (r receiverOf) endBatch()         { r.s.h.endBatch() }
 func (r receiverOf) datagram(b []byte) { r.s.h.datagram(b) }
 func (r receiverOf) truncated()        { r.s.c.malformed.Add(1) }
 func (r receiverOf) overrun()          { r.s.overrun() }

@@ -128,15 +128,44 @@ func (w *Window) Now() time.Time { return w.opts.Now() }
 // AddAt counts one occurrence of k at t, a time read from the window's
 // clock (Now): callers that add to several windows read the clock once.
 func (w *Window) AddAt(k Key, t time.Time) {
+	w.mu.Lock()
+	if s := w.current(t); s != nil {
+		s.Add(k)
+	}
+	w.mu.Unlock()
+}
+
+// AddAllAt counts one occurrence of each key of ks at t, a time read from
+// the window's clock, under one lock: a caller that receives keys in
+// batches locks the window once per batch, not once per key.
+func (w *Window) AddAllAt(ks []Key, t time.Time) {
+	if len(ks) == 0 {
+		return
+	}
+	w.mu.Lock()
+	if s := w.current(t); s != nil {
+		for _, k := range ks {
+			s.Add(k)
+		}
+	}
+	w.mu.Unlock()
+}
+
+// current returns the summary of the step that t falls in, emptied first
+// if it last counted an older step, or nil if its ring slot already
+// counts a newer step: t's step has left the window, and what it would
+// count is not read. w.mu must be held.
+func (w *Window) current(t time.Time) *Summary {
 	now := w.step(t)
 	i := int(now % int64(len(w.steps)))
-	w.mu.Lock()
-	if w.stepNo[i] != now {
+	if n := w.stepNo[i]; n != now {
+		if n > now {
+			return nil
+		}
 		w.steps[i].Reset()
 		w.stepNo[i] = now
 	}
-	w.steps[i].Add(k)
-	w.mu.Unlock()
+	return w.steps[i]
 }
 
 // WindowTop is one read of a Window.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net/netip"
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
@@ -367,5 +368,42 @@ func TestWindowAddAt(t *testing.T) {
 	got := w.Top(5)
 	if got.Total != 2 || len(got.Items) != 1 || got.Items[0].Key != src(2) || got.Items[0].Count != 2 {
 		t.Fatalf("read %+v, want 2 occurrences of %v only", got, src(2))
+	}
+}
+
+// TestWindowAddAllAtCountsLikeAddAt adds the same keys one by one to one
+// window and in batches to another: every read agrees, and a batch at a
+// time that has left the window is not read.
+func TestWindowAddAllAtCountsLikeAddAt(t *testing.T) {
+	clk := newClock()
+	opts := WindowOptions{Window: time.Minute, Step: 10 * time.Second, Capacity: 32, Now: clk.now}
+	one, err := NewWindow(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batched, err := NewWindow(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := clk.now()
+	clk.advance(2 * time.Minute)
+	var batch []Key
+	for i := range 500 {
+		k := src(i % 11 * (i % 3)) // skewed: 0 most often
+		one.AddAt(k, clk.now())
+		batch = append(batch, k)
+		if len(batch) == 7 || i == 499 {
+			batched.AddAllAt(batch, clk.now())
+			batch = batch[:0]
+		}
+		if i%50 == 49 {
+			clk.advance(3 * time.Second)
+		}
+	}
+	batched.AddAllAt(nil, clk.now())
+	batched.AddAllAt([]Key{src(1), src(1)}, old) // its step left the window
+	got, want := batched.Top(5), one.Top(5)
+	if want.Total == 0 || !reflect.DeepEqual(got, want) {
+		t.Fatalf("batched read %+v, one by one %+v", got, want)
 	}
 }
