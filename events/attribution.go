@@ -48,7 +48,8 @@ type pendingKeys struct {
 const maxPendingKeys = recvSlots
 
 // collect adds the keys of one DESTROY event to p and reports whether p is
-// full and must be flushed before the next. It allocates nothing.
+// full and must be flushed before the next. It allocates its two slices
+// on its first call only.
 func (p *pendingKeys) collect(f *ctnl.Flow) (full bool) {
 	if p.ends == nil {
 		p.ends = make([]topk.Key, 0, maxPendingKeys)
