@@ -120,20 +120,17 @@ func (w *Window) step(t time.Time) int64 {
 }
 
 // Add counts one occurrence of k now.
-func (w *Window) Add(k Key) { w.AddAt(k, w.opts.Now()) }
-
-// Now returns the current time of the window's clock (WindowOptions.Now).
-func (w *Window) Now() time.Time { return w.opts.Now() }
-
-// AddAt counts one occurrence of k at t, a time read from the window's
-// clock (Now): callers that add to several windows read the clock once.
-func (w *Window) AddAt(k Key, t time.Time) {
+func (w *Window) Add(k Key) {
+	t := w.opts.Now()
 	w.mu.Lock()
 	if s := w.current(t); s != nil {
 		s.Add(k)
 	}
 	w.mu.Unlock()
 }
+
+// Now returns the current time of the window's clock (WindowOptions.Now).
+func (w *Window) Now() time.Time { return w.opts.Now() }
 
 // AddAllAt counts one occurrence of each key of ks at t, a time read from
 // the window's clock, under one lock: a caller that receives keys in

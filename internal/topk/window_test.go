@@ -348,10 +348,10 @@ func BenchmarkWindowAdd(b *testing.B) {
 	}
 }
 
-// TestWindowAddAt counts occurrences in the step of the time given, not
+// TestWindowAddAllAt counts occurrences in the step of the time given, not
 // of the clock's time: an occurrence added at a time that has left the
 // window is not read.
-func TestWindowAddAt(t *testing.T) {
+func TestWindowAddAllAt(t *testing.T) {
 	clk := newClock()
 	w, err := NewWindow(WindowOptions{Window: time.Minute, Step: 10 * time.Second, Now: clk.now})
 	if err != nil {
@@ -362,19 +362,19 @@ func TestWindowAddAt(t *testing.T) {
 	}
 	old := w.Now()
 	clk.advance(2 * time.Minute)
-	w.AddAt(src(1), old) // its step left the window long ago
-	w.AddAt(src(2), w.Now())
-	w.AddAt(src(2), w.Now().Add(-30*time.Second))
+	w.AddAllAt([]Key{src(1)}, old) // its step left the window long ago
+	w.AddAllAt([]Key{src(2)}, w.Now())
+	w.AddAllAt([]Key{src(2)}, w.Now().Add(-30*time.Second))
 	got := w.Top(5)
 	if got.Total != 2 || len(got.Items) != 1 || got.Items[0].Key != src(2) || got.Items[0].Count != 2 {
 		t.Fatalf("read %+v, want 2 occurrences of %v only", got, src(2))
 	}
 }
 
-// TestWindowAddAllAtCountsLikeAddAt adds the same keys one by one to one
+// TestWindowAddAllAtCountsLikeAdd adds the same keys one by one to one
 // window and in batches to another: every read agrees, and a batch at a
 // time that has left the window is not read.
-func TestWindowAddAllAtCountsLikeAddAt(t *testing.T) {
+func TestWindowAddAllAtCountsLikeAdd(t *testing.T) {
 	clk := newClock()
 	opts := WindowOptions{Window: time.Minute, Step: 10 * time.Second, Capacity: 32, Now: clk.now}
 	one, err := NewWindow(opts)
@@ -390,7 +390,7 @@ func TestWindowAddAllAtCountsLikeAddAt(t *testing.T) {
 	var batch []Key
 	for i := range 500 {
 		k := src(i % 11 * (i % 3)) // skewed: 0 most often
-		one.AddAt(k, clk.now())
+		one.Add(k)
 		batch = append(batch, k)
 		if len(batch) == 7 || i == 499 {
 			batched.AddAllAt(batch, clk.now())
