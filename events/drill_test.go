@@ -173,13 +173,17 @@ func TestSyncCountsQueuedEvents(t *testing.T) {
 
 // TestEventFloorKeepsTheExportersSchedule: the floor that ct-drill churn
 // measures the event path against drains its socket as often as the
-// receive loop does by default, into as large a receive buffer; a floor
-// on another schedule or buffer would not be the same work.
+// receive loop does by default, into as large a receive buffer, with
+// receive batches of the same shape; a floor on another schedule, buffer
+// or batch would not be the same work.
 func TestEventFloorKeepsTheExportersSchedule(t *testing.T) {
 	if bench.EventFloorInterval != DefaultCoalesce {
 		t.Errorf("bench.EventFloorInterval = %v, DefaultCoalesce = %v", bench.EventFloorInterval, DefaultCoalesce)
 	}
 	if lab.FloorEventBuffer != DefaultBufferSize {
 		t.Errorf("lab.FloorEventBuffer = %d, DefaultBufferSize = %d", lab.FloorEventBuffer, DefaultBufferSize)
+	}
+	if lab.FloorSlots != recvSlots || lab.FloorSlotSize != recvSlotSize {
+		t.Errorf("lab.FloorSlots x FloorSlotSize = %d x %d, the receive loop's %d x %d", lab.FloorSlots, lab.FloorSlotSize, recvSlots, recvSlotSize)
 	}
 }

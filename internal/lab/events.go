@@ -15,10 +15,11 @@ import (
 const groupDestroy = 3
 
 // The receive batch of ReceiveDestroys: as many slots of the same size as
-// the exporter's receive loop reads with one recvmmsg call.
+// the exporter's receive loop reads with one recvmmsg call (a test of
+// package events checks that they agree).
 const (
-	floorSlots    = 64
-	floorSlotSize = 4096
+	FloorSlots    = 64
+	FloorSlotSize = 4096
 )
 
 // FloorEventBuffer is the receive buffer ReceiveDestroys forces on its
@@ -28,7 +29,7 @@ const FloorEventBuffer = 128 << 20
 // ReceiveDestroys receives the conntrack DESTROY events of the namespace
 // the way nothing can receive them for less: one socket subscribed to the
 // DESTROY group with a FloorEventBuffer receive buffer, drained every
-// interval with recvmmsg calls of 64 datagrams into one reused buffer,
+// interval with recvmmsg calls of FloorSlots datagrams into one reused buffer,
 // each datagram's messages counted by type and not decoded; what the
 // kernel drops is the socket's drop count, not counted here. It is the
 // floor the exporter's event path is measured against. ready is called
@@ -47,7 +48,7 @@ func ReceiveDestroys(ctx context.Context, target netns.Target, interval time.Dur
 		return 0, fmt.Errorf("netns %s: join the DESTROY group: %w", target, err)
 	}
 	ready()
-	batch := ctnl.NewDatagrams(make([]byte, floorSlots*floorSlotSize), floorSlots)
+	batch := ctnl.NewDatagrams(make([]byte, FloorSlots*FloorSlotSize), FloorSlots)
 	var destroys uint64
 	countDestroys := func(h ctnl.Header, _ []byte) error {
 		if h.Type == ctnl.MsgTypeCTDelete {
